@@ -1,0 +1,80 @@
+"""Reading and writing triangle meshes (OBJ, PLY) through trimesh, with the checks a user needs.
+
+Vertex order is kept exactly as in the file (trimesh's processing is off), because every model
+in the package indexes vertices by id. A file that cannot serve as a triangle mesh raises
+``MeshFileError`` with one line that names the file and what is wrong with it.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import trimesh
+
+from meshops.atomic import atomic_file
+
+SUFFIXES = (".obj", ".ply")
+
+
+class MeshFileError(ValueError):
+    """A mesh file that is missing, unreadable or not a finite triangle mesh."""
+
+
+def load_mesh(path: str | os.PathLike) -> trimesh.Trimesh:
+    """Load an OBJ or PLY triangle mesh without reordering or merging vertices."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise MeshFileError(f"{path}: unsupported mesh format {suffix or '(none)'!r}; use .obj or .ply")
+    if not path.is_file():
+        raise MeshFileError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise MeshFileError(f"{path}: file is empty")
+    try:
+        mesh = trimesh.load(path, file_type=suffix[1:], process=False, maintain_order=True, force="mesh")
+    except Exception as exc:  # trimesh raises many types for broken files
+        raise MeshFileError(f"{path}: cannot read as {suffix[1:].upper()} ({type(exc).__name__}: {exc})") from None
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.vertices) == 0:
+        raise MeshFileError(f"{path}: no vertices found")
+    if len(mesh.faces) == 0:
+        raise MeshFileError(f"{path}: no faces found (a point cloud is not a mesh)")
+    declared = _declared_face_count(path, suffix)
+    if declared is not None and declared != len(mesh.faces):
+        raise MeshFileError(f"{path}: has polygons with more than 3 corners; triangulate it first "
+                            f"({declared} faces in the file, {len(mesh.faces)} triangles after splitting)")
+    if not np.isfinite(mesh.vertices).all():
+        raise MeshFileError(f"{path}: vertex coordinates contain NaN or infinity")
+    return mesh
+
+
+def save_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray, overwrite: bool = False) -> Path:
+    """Write a triangle mesh to ``.obj`` or ``.ply`` (binary), atomically."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise MeshFileError(f"{path}: unsupported mesh format {suffix or '(none)'!r}; use .obj or .ply")
+    vertices = np.asarray(vertices, np.float64)
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or not np.isfinite(vertices).all():
+        raise ValueError(f"vertices must be a finite (V, 3) array, got shape {vertices.shape}")
+    mesh = trimesh.Trimesh(vertices, np.asarray(faces, np.int64), process=False)
+    if suffix == ".obj":
+        data = trimesh.exchange.obj.export_obj(mesh, include_normals=False, include_texture=False,
+                                               include_color=False, digits=6)
+    else:
+        data = trimesh.exchange.ply.export_ply(mesh, encoding="binary", include_attributes=False)
+    with atomic_file(path, overwrite=overwrite) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def _declared_face_count(path: Path, suffix: str) -> int | None:
+    """Number of polygons the file itself declares, to tell whether trimesh split any of them."""
+    if suffix == ".obj":
+        with open(path, "rb") as f:
+            return sum(1 for line in f if line.startswith(b"f ") or line.startswith(b"f\t"))
+    with open(path, "rb") as f:
+        header = f.read(4096)
+    match = re.search(rb"element face (\d+)", header)
+    return int(match.group(1)) if match else None
