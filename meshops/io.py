@@ -36,9 +36,7 @@ def load_mesh(path: str | os.PathLike) -> trimesh.Trimesh:
         mesh = trimesh.load(path, file_type=suffix[1:], process=False, maintain_order=True, force="mesh")
     except Exception as exc:  # trimesh raises many types for broken files
         raise MeshFileError(f"{path}: cannot read as {suffix[1:].upper()} ({type(exc).__name__}: {exc})") from None
-    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.vertices) == 0:
-        raise MeshFileError(f"{path}: no vertices found")
-    if len(mesh.faces) == 0:
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
         raise MeshFileError(f"{path}: no faces found (a point cloud is not a mesh)")
     declared = _declared_face_count(path, suffix)
     if declared is not None and declared != len(mesh.faces):

@@ -1,0 +1,152 @@
+"""The ``face4d`` command line. Each sub-command is a thin layer over the Python API."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+from face4d.errors import Face4DError
+from meshops.io import MeshFileError
+
+EXAMPLES = """examples:
+  face4d dataset build --out data/face4d --sequences 2000 --seed 0
+  face4d dataset build --out data/varlen --sequences 2000 --variable-length
+  face4d dataset info data/face4d
+  face4d dataset preview --out previews/ --data data/face4d
+  face4d dataset import coma ~/COMA --embedding flame_landmarks.npz --out coma.npz
+"""
+
+
+def _labels_arg(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="face4d", description="4D facial animation with diffusion models.",
+                                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    dataset = commands.add_parser("dataset", help="build, inspect, preview or import labelled 4D data",
+                                  epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = dataset.add_subparsers(dest="dataset_command", required=True)
+
+    build = sub.add_parser("build", help="generate the labelled 4D expression dataset from the head model")
+    build.add_argument("--out", required=True, type=Path, help="output directory (must not exist or be empty)")
+    build.add_argument("--sequences", type=int, default=2000, help="number of sequences (default 2000)")
+    build.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same data")
+    build.add_argument("--frames", type=int, default=40, help="frames per sequence (default 40)")
+    build.add_argument("--variable-length", action="store_true",
+                       help="draw each length uniformly from [--min-frames, --max-frames]")
+    build.add_argument("--min-frames", type=int, default=35)
+    build.add_argument("--max-frames", type=int, default=45)
+    build.add_argument("--identities", type=int, default=200, help="number of distinct people (default 200)")
+    build.add_argument("--head-motion", action="store_true", help="add small rigid head motion")
+    build.add_argument("--fps", type=float, default=30.0)
+    build.add_argument("--held-out-labels", type=_labels_arg, default=None,
+                       help="comma-separated labels of the expression split's test part")
+    build.add_argument("--shard-size", type=int, default=500)
+    build.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    build.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    info = sub.add_parser("info", help="print a built dataset's size, splits and label counts")
+    info.add_argument("data", type=Path)
+
+    preview = sub.add_parser("preview", help="render one apex frame per label into a labelled grid, and a GIF")
+    preview.add_argument("--out", required=True, type=Path, help="output directory for labels.png and sequences.gif")
+    preview.add_argument("--data", type=Path, help="take the sequences from this built dataset "
+                                                    "(default: draw them from the generator)")
+    preview.add_argument("--seed", type=int, default=0)
+    preview.add_argument("--gif-sequences", type=int, default=4, help="sequences in the GIF (0 for none)")
+    preview.add_argument("--size", type=int, default=256, help="tile size in pixels")
+    preview.add_argument("--overwrite", action="store_true")
+
+    imp = sub.add_parser("import", help="load a real 4D dataset from disk into the interchange format")
+    imp.add_argument("kind", choices=("coma", "bu4dfe"))
+    imp.add_argument("root", type=Path, help="dataset root directory")
+    imp.add_argument("--out", required=True, type=Path, help="output .npz in the interchange format")
+    imp.add_argument("--embedding", type=Path, help="CoMA: landmark embedding (.npz/.npy: vertex_ids, "
+                                                    "or lmk_face_idx + lmk_b_coords)")
+    imp.add_argument("--landmark-index", type=Path, help="BU-4DFE: .npy/.txt of 68 indices into each frame's points")
+    imp.add_argument("--frames", type=int, default=40, help="resample every cut sequence to this length")
+    imp.add_argument("--scale", type=float, help="multiply coordinates (default: 100 for CoMA's metres, 1 for BU-4DFE)")
+    imp.add_argument("--overwrite", action="store_true")
+    imp.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def _dataset_build(args) -> None:
+    from face4d.data.dataset import DEFAULT_HELD_OUT_LABELS, build_dataset
+    from face4d.data.synth import SynthConfig
+
+    config = SynthConfig(frames=args.frames, variable_length=args.variable_length, min_frames=args.min_frames,
+                         max_frames=args.max_frames, num_identities=args.identities, head_motion=args.head_motion,
+                         fps=args.fps)
+    out = build_dataset(args.out, args.sequences, seed=args.seed, config=config, shard_size=args.shard_size,
+                        held_out_labels=args.held_out_labels or DEFAULT_HELD_OUT_LABELS,
+                        overwrite=args.overwrite, progress=not args.quiet)
+    print(f"wrote {args.sequences} sequences to {out}")
+
+
+def _dataset_info(args) -> None:
+    from face4d.data.dataset import SPLITS, Dataset
+
+    data = Dataset.load(args.data)
+    m = data.manifest
+    print(f"{data.root}: {len(data)} sequences, seed {m['seed']}, {len(m['shards'])} shard(s)")
+    for split in SPLITS:
+        records = data.records(split)
+        print(f"  {split:5s} {len(records):6d} sequences, {len(m['splits']['identity'][split])} identities")
+    counts = Counter(r["label"] for r in m["sequences"])
+    print("  labels: " + ", ".join(f"{n} {counts[n]}" for n in data.labels))
+    print("  expression split, held-out labels: " + ", ".join(m["splits"]["expression"]["test_labels"]))
+
+
+def _dataset_preview(args) -> None:
+    from face4d.data.preview import write_preview
+
+    paths = write_preview(args.out, data=args.data, seed=args.seed, gif_sequences=args.gif_sequences,
+                          tile=args.size, overwrite=args.overwrite)
+    for path in paths:
+        print(f"wrote {path}")
+
+
+def _dataset_import(args) -> None:
+    from face4d.data.interchange import save_sequences
+
+    if args.kind == "coma":
+        from face4d.data.coma import LandmarkEmbedding, load_coma
+        if args.embedding is None:
+            raise Face4DError("CoMA import needs --embedding (the 68 landmarks' vertex ids or barycentric coordinates)")
+        seqs = load_coma(args.root, LandmarkEmbedding.from_file(args.embedding), frames=args.frames,
+                         scale=100.0 if args.scale is None else args.scale, progress=not args.quiet)
+    else:
+        from face4d.data.bu4dfe import load_bu4dfe, read_landmark_index
+        index = read_landmark_index(args.landmark_index) if args.landmark_index else None
+        seqs = load_bu4dfe(args.root, frames=args.frames, landmark_index=index,
+                           scale=1.0 if args.scale is None else args.scale, progress=not args.quiet)
+    save_sequences(args.out, seqs, overwrite=args.overwrite)
+    print(f"wrote {len(seqs)} sequences to {args.out}")
+
+
+HANDLERS = {("dataset", "build"): _dataset_build, ("dataset", "info"): _dataset_info,
+            ("dataset", "preview"): _dataset_preview, ("dataset", "import"): _dataset_import}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = HANDLERS[(args.command, getattr(args, f"{args.command}_command"))]
+    try:
+        handler(args)
+    except (Face4DError, MeshFileError, FileExistsError, FileNotFoundError, PermissionError) as exc:
+        if args.debug:
+            raise
+        print(f"face4d: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

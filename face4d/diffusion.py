@@ -1,0 +1,417 @@
+"""All the diffusion math of the landmark-sequence DDPM (paper Sec. 3.1 and 4), in one place.
+
+The model is trained unconditionally; every form of conditioning (label/text guidance, filling of
+known frames, geometry-adaptive generation, Appendix C algorithms 1-4) acts on the reverse process.
+So this module exposes the pieces those tasks need -- the forward process ``q_sample``, one reverse
+step's Gaussian ``p_mean_variance`` and its density ``log_prob_reverse`` -- and samplers with a
+``step_hook`` that may replace every ``x_{t-1}``. Networks live elsewhere (``face4d.models``): a
+noise model here is any callable ``model(x_t, t, mask=mask) -> eps`` and knows nothing of the
+schedule.
+
+Conventions (those of OpenAI's guided-diffusion, so its code and ours read alike):
+
+* Timesteps are 0-based. Index ``t`` in ``[0, num_timesteps)`` is the paper's step ``t + 1``:
+  ``q_sample(x0, t)`` draws the paper's ``x_{t+1}``, and a reverse step at index ``t`` turns it into
+  the paper's ``x_t``; the step at ``t == 0`` yields the clean sample ``x_0`` and adds no noise.
+* Sequences are batched as ``(B, F, ...)`` (``(B, F, 68, 3)`` for landmarks) with an optional
+  ``(B, F)`` bool ``mask`` that is True on valid frames; padded frames never enter a loss or a log
+  density, and samplers keep them at zero (the interchange format's padding).
+* The schedule is stored as float64 numpy arrays and gathered per timestep by ``_extract``, so
+  precision does not depend on the data's dtype or device.
+* A respaced diffusion (``respaced``) has its own, shorter schedule and ``timestep_map`` from its
+  indices to those of the schedule the network was trained on; the network is always called with
+  ``model_timesteps(t)``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+NoiseModel = Callable[..., torch.Tensor]
+"""``model(x_t, t, mask=None) -> eps``: ``t`` is a (B,) long tensor of *training* timesteps."""
+
+StepHook = Callable[
+    [torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]],
+    torch.Tensor | None,
+]
+"""``step_hook(x_prev, t_prev, x_t, t, out) -> x_prev | None``, called after every reverse step.
+
+* ``x_t``: the sample the step started from, at index ``t`` ((B,) long tensor, indices of the
+  sampling diffusion's own schedule; for a respaced diffusion ``diffusion.model_timesteps(t)`` gives
+  the training timesteps that a network or classifier expects).
+* ``x_prev``: the sample the step drew, the paper's ``\\hat x_{t-1}``.
+* ``t_prev``: the index at which ``x_prev`` lies, ``t - 1``, so that ``diffusion.q_sample(x0,
+  t_prev)`` draws the same noise level (Alg. 3 line 12); ``None`` at the last step, where
+  ``x_prev`` is the clean sample ``x_0``.
+* ``out``: the step's Gaussian ``p(x_prev | x_t)``, detached: ``"mean"`` and ``"variance"`` /
+  ``"log_variance"`` (shape (B, 1, ...), broadcastable to ``x_t``; feed them to
+  ``log_prob_reverse``), ``"pred_x0"`` (the model's estimate of ``x_0``) and ``"eps"`` (the model's
+  noise estimate). For DDIM with ``eta == 0`` the variance is 0 and its log is ``-inf``.
+
+Returning a tensor replaces ``x_prev`` (e.g. the Adagrad refinement of Alg. 1, or known frames
+re-noised by Alg. 3); returning ``None`` keeps it. The model ran under ``torch.no_grad()`` but the hook
+does not, so it may differentiate with respect to ``x_prev`` (wrap in ``torch.enable_grad()`` if the
+caller samples inside ``no_grad``). Padded frames are zeroed before and after the hook.
+"""
+
+
+def linear_beta_schedule(
+    num_timesteps: int = 2000, beta_start: float = 1e-4, beta_end: float = 0.02
+) -> np.ndarray:
+    """The paper's schedule (Sec. 4, after Ho et al.): ``beta`` linear from 1e-4 to 0.02, T = 2000."""
+    if num_timesteps < 1:
+        raise ValueError(f"num_timesteps must be >= 1, got {num_timesteps}")
+    return np.linspace(beta_start, beta_end, num_timesteps, dtype=np.float64)
+
+
+def _extract(arr: np.ndarray, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``arr[t]`` as a (B, 1, ..., 1) tensor with ``like``'s dtype and device, ready to broadcast.
+
+    Gathered on the CPU in float64, then cast, so that devices without float64 work too.
+    """
+    values = torch.from_numpy(arr)[t.detach().cpu().long()]
+    return values.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.ndim - 1)))
+
+
+def _frame_mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    """A (B, F) validity mask as a float (B, F, 1, ..., 1) tensor that broadcasts to ``like``."""
+    if mask is None:
+        return None
+    if mask.shape != like.shape[:2]:
+        raise ValueError(f"mask shape {tuple(mask.shape)} does not match (B, F) = {tuple(like.shape[:2])}")
+    return mask.to(device=like.device, dtype=like.dtype).view(*mask.shape, *([1] * (like.ndim - 2)))
+
+
+def _zero_padded(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``x`` with padded frames set to zero, the padding value of the interchange format."""
+    weights = _frame_mask(mask, x)
+    return x if weights is None else x * weights
+
+
+def _randn(
+    shape: tuple[int, ...],
+    device: torch.device,
+    dtype: torch.dtype,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """Standard normal noise, drawn on the generator's device so a seed gives the same numbers
+    whatever device the sampling runs on."""
+    draw_device = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=draw_device, dtype=dtype).to(device)
+
+
+def _model_device(model: NoiseModel) -> torch.device:
+    """The device of a module's parameters; CPU for parameter-free callables (analytic models)."""
+    if isinstance(model, torch.nn.Module):
+        for parameter in model.parameters():
+            return parameter.device
+    return torch.device("cpu")
+
+
+class GaussianDiffusion:
+    """A DDPM with fixed variances ``sigma_t^2 = beta_t`` and an epsilon-predicting noise model.
+
+    Args:
+        betas: (T,) variances of the forward steps, each in (0, 1).
+        timestep_map: (T,) training timestep of each index; the identity when omitted. Only
+            ``respaced`` needs to pass it.
+    """
+
+    def __init__(self, betas: np.ndarray, timestep_map: np.ndarray | None = None) -> None:
+        betas = np.asarray(betas, dtype=np.float64)
+        if betas.ndim != 1 or betas.size == 0:
+            raise ValueError(f"betas must be a non-empty 1-D array, got shape {betas.shape}")
+        if not np.all((betas > 0) & (betas < 1)):
+            raise ValueError("betas must lie in (0, 1)")
+        self.betas = betas
+        self.num_timesteps = int(betas.size)
+        if timestep_map is None:
+            timestep_map = np.arange(self.num_timesteps)
+        self.timestep_map = np.asarray(timestep_map, dtype=np.int64)
+        if self.timestep_map.shape != betas.shape:
+            raise ValueError("timestep_map must have one entry per timestep")
+
+        alphas = 1.0 - betas
+        self.alphas_cumprod = np.cumprod(alphas)
+        self.alphas_cumprod_prev = np.append(1.0, self.alphas_cumprod[:-1])
+        # q(x_t | x_0), Eq. 3 / 6
+        self.sqrt_alphas_cumprod = np.sqrt(self.alphas_cumprod)
+        self.sqrt_one_minus_alphas_cumprod = np.sqrt(1.0 - self.alphas_cumprod)
+        # x_0 from (x_t, eps), Eq. 6 inverted
+        self.sqrt_recip_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod)
+        self.sqrt_recipm1_alphas_cumprod = np.sqrt(1.0 / self.alphas_cumprod - 1.0)
+        # q(x_{t-1} | x_t, x_0) = N(coef1 x_0 + coef2 x_t, posterior_variance)
+        self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+        self.posterior_mean_coef1 = betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+        self.posterior_mean_coef2 = (
+            (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
+        )
+        # p(x_{t-1} | x_t) has variance sigma_t^2 = beta_t (Sec. 4)
+        self.log_betas = np.log(betas)
+
+    # ----------------------------------------------------------------------------- schedule
+
+    def respaced(self, num_steps: int) -> GaussianDiffusion:
+        """This diffusion restricted to ``num_steps`` evenly strided timesteps (first and last kept).
+
+        As guided-diffusion's ``SpacedDiffusion``: the kept ``alphas_cumprod`` are unchanged, so
+        ``q(x_t | x_0)`` is the same at every kept step, and the betas are recomputed as
+        ``1 - abar_k / abar_{k-1}``, so a reverse step jumps between consecutive kept steps with
+        ``sigma^2`` = its own beta. Sampling the result with ``p_sample_loop`` is the fast "strided
+        DDPM"; the network keeps receiving the training timesteps via ``timestep_map``.
+        """
+        if not 1 <= num_steps <= self.num_timesteps:
+            raise ValueError(f"num_steps must be in [1, {self.num_timesteps}], got {num_steps}")
+        # Spread down from the last step, so that num_steps == 1 keeps the pure-noise end. Rounding
+        # half up (not numpy's half-to-even) keeps a stride >= 1 free of duplicates.
+        kept = np.floor(np.linspace(self.num_timesteps - 1, 0, num_steps) + 0.5).astype(np.int64)[::-1]
+        alphas_cumprod = self.alphas_cumprod[kept]
+        betas = 1.0 - alphas_cumprod / np.append(1.0, alphas_cumprod[:-1])
+        return GaussianDiffusion(betas, timestep_map=self.timestep_map[kept])
+
+    def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
+        """The training timesteps of indices ``t`` of this schedule: what networks are called with."""
+        return torch.from_numpy(self.timestep_map).to(t.device)[t.long()]
+
+    # ----------------------------------------------------------------------- forward process
+
+    def q_sample(
+        self,
+        x0: torch.Tensor,
+        t: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Draw ``x_t ~ q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)`` (Eq. 6).
+
+        ``noise`` is drawn from ``generator`` when not given, so hooks sharing the sampler's
+        generator stay repeatable.
+        """
+        if noise is None:
+            noise = _randn(tuple(x0.shape), x0.device, x0.dtype, generator)
+        return (
+            _extract(self.sqrt_alphas_cumprod, t, x0) * x0
+            + _extract(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+        )
+
+    def q_posterior_mean_variance(
+        self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance (B, 1, ...) of the forward posterior ``q(x_{t-1} | x_t, x_0)``."""
+        mean = _extract(self.posterior_mean_coef1, t, x_t) * x0 + _extract(self.posterior_mean_coef2, t, x_t) * x_t
+        return mean, _extract(self.posterior_variance, t, x_t)
+
+    def predict_x0_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Invert Eq. 6: ``x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)``."""
+        return _extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - _extract(
+            self.sqrt_recipm1_alphas_cumprod, t, x_t
+        ) * eps
+
+    # ----------------------------------------------------------------------- reverse process
+
+    def p_mean_variance(
+        self, model: NoiseModel, x_t: torch.Tensor, t: torch.Tensor, **model_kwargs: Any
+    ) -> dict[str, torch.Tensor]:
+        """The Gaussian ``p_theta(x_{t-1} | x_t)`` of Eq. 5 with ``Sigma = beta_t I``.
+
+        Its mean is the forward posterior mean at the predicted ``x_0``, which equals Eq. 7,
+        ``(x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t)``. No clipping of ``x_0``:
+        landmarks are not bounded. Returns ``mean``, ``variance``, ``log_variance`` (B, 1, ...),
+        ``pred_x0`` and ``eps``.
+        """
+        eps = model(x_t, self.model_timesteps(t), **model_kwargs)
+        if eps.shape != x_t.shape:
+            raise ValueError(f"model output shape {tuple(eps.shape)} != input shape {tuple(x_t.shape)}")
+        pred_x0 = self.predict_x0_from_eps(x_t, t, eps)
+        mean, _ = self.q_posterior_mean_variance(pred_x0, x_t, t)
+        return {
+            "mean": mean,
+            "variance": _extract(self.betas, t, x_t),
+            "log_variance": _extract(self.log_betas, t, x_t),
+            "pred_x0": pred_x0,
+            "eps": eps,
+        }
+
+    @staticmethod
+    def log_prob_reverse(
+        x: torch.Tensor,
+        mean: torch.Tensor,
+        log_variance: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``log p_theta(x | x_t)`` per sequence, (B,): a diagonal Gaussian log density summed over
+        the elements of valid frames.
+
+        This is the fluency term ``lambda * log p_theta(x_{t-1} | x_t)`` that label and text
+        guidance (Eq. 10, Alg. 1-2) maximise together with the classifier; it is differentiable in
+        ``x``. Pass ``out["mean"]`` and ``out["log_variance"]`` of the step being refined.
+        """
+        log_density = -0.5 * (
+            math.log(2.0 * math.pi) + log_variance + (x - mean) ** 2 * torch.exp(-log_variance)
+        )
+        weights = _frame_mask(mask, x)
+        if weights is not None:
+            # where(), not a product: a padded frame far from the mean must not turn into 0 * inf.
+            log_density = torch.where(weights > 0, log_density, torch.zeros_like(log_density))
+        return log_density.flatten(1).sum(dim=1)
+
+    def p_sample(
+        self,
+        model: NoiseModel,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One ancestral step (Alg. 1 lines 4-8): ``x_{t-1} = mean + sigma_t z``, ``z = 0`` at t = 0."""
+        out = self.p_mean_variance(model, x_t, t, mask=mask)
+        noise = _randn(tuple(x_t.shape), x_t.device, x_t.dtype, generator)
+        nonzero = (t != 0).to(x_t.dtype).view(-1, *([1] * (x_t.ndim - 1)))
+        return out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * noise, out
+
+    def ddim_sample(
+        self,
+        model: NoiseModel,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        eta: float = 0.0,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One DDIM step (Song et al., Eq. 12): deterministic for ``eta = 0``, DDPM-like for 1.
+
+        ``x_{t-1} = sqrt(abar_{t-1}) x0_hat + sqrt(1 - abar_{t-1} - s^2) eps + s z`` with
+        ``s^2 = eta^2 (1 - abar_{t-1}) / (1 - abar_t) (1 - abar_t / abar_{t-1})``.
+        """
+        out = self.p_mean_variance(model, x_t, t, mask=mask)
+        eps, pred_x0 = out["eps"], out["pred_x0"]
+        alpha_bar = _extract(self.alphas_cumprod, t, x_t)
+        alpha_bar_prev = _extract(self.alphas_cumprod_prev, t, x_t)
+        variance = eta**2 * (1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)
+        mean = alpha_bar_prev.sqrt() * pred_x0 + (1 - alpha_bar_prev - variance).sqrt() * eps
+        noise = _randn(tuple(x_t.shape), x_t.device, x_t.dtype, generator)
+        nonzero = (t != 0).to(x_t.dtype).view(-1, *([1] * (x_t.ndim - 1)))
+        out = {**out, "mean": mean, "variance": variance, "log_variance": torch.log(variance)}
+        return mean + nonzero * variance.sqrt() * noise, out
+
+    # ------------------------------------------------------------------------------ samplers
+
+    def p_sample_loop(
+        self,
+        model: NoiseModel,
+        shape: tuple[int, ...],
+        mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+        step_hook: StepHook | None = None,
+        x_T: torch.Tensor | None = None,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor:
+        """Ancestral sampling over every step of this schedule, from ``x_T`` (default N(0, I)) to
+        ``x_0``. On ``respaced(K)`` it is the K-step strided DDPM.
+
+        ``shape`` is (B, F, ...); ``mask`` (B, F) marks valid frames (given to the model and kept
+        zero elsewhere); ``step_hook`` follows the ``StepHook`` contract; ``device`` defaults to
+        the model's.
+        """
+        return self._sample_loop(self.p_sample, model, shape, mask, generator, progress, step_hook, x_T, device)
+
+    def ddim_sample_loop(
+        self,
+        model: NoiseModel,
+        shape: tuple[int, ...],
+        mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+        step_hook: StepHook | None = None,
+        x_T: torch.Tensor | None = None,
+        device: torch.device | str | None = None,
+        eta: float = 0.0,
+    ) -> torch.Tensor:
+        """DDIM sampling over every step of this schedule (use it on ``respaced(K)``); arguments
+        as ``p_sample_loop``."""
+
+        def step(
+            model: NoiseModel,
+            x_t: torch.Tensor,
+            t: torch.Tensor,
+            mask: torch.Tensor | None,
+            generator: torch.Generator | None,
+        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            return self.ddim_sample(model, x_t, t, mask, generator, eta=eta)
+
+        return self._sample_loop(step, model, shape, mask, generator, progress, step_hook, x_T, device)
+
+    def _sample_loop(
+        self,
+        step: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]],
+        model: NoiseModel,
+        shape: tuple[int, ...],
+        mask: torch.Tensor | None,
+        generator: torch.Generator | None,
+        progress: bool,
+        step_hook: StepHook | None,
+        x_T: torch.Tensor | None,
+        device: torch.device | str | None,
+    ) -> torch.Tensor:
+        """The loop shared by both samplers: reverse steps from the last index to 0, each followed
+        by the hook, with padded frames held at zero."""
+        device = torch.device(device) if device is not None else _model_device(model)
+        if x_T is None:
+            x = _randn(tuple(shape), device, torch.float32, generator)
+        elif tuple(x_T.shape) != tuple(shape):
+            raise ValueError(f"x_T shape {tuple(x_T.shape)} != requested shape {tuple(shape)}")
+        else:
+            x = x_T.to(device)
+        if mask is not None:
+            mask = mask.to(device)
+        x = _zero_padded(x, mask)
+        indices = range(self.num_timesteps - 1, -1, -1)
+        for i in tqdm(indices, desc="sampling", disable=not progress):
+            t = torch.full((shape[0],), i, dtype=torch.long, device=device)
+            with torch.no_grad():
+                x_prev, out = step(model, x, t, mask, generator)
+            x_prev = _zero_padded(x_prev, mask)
+            if step_hook is not None:
+                replacement = step_hook(x_prev, t - 1 if i > 0 else None, x, t, out)
+                if replacement is not None:
+                    x_prev = _zero_padded(replacement.detach(), mask)
+            x = x_prev
+        return x
+
+    # ------------------------------------------------------------------------------ training
+
+    def training_loss(
+        self,
+        model: NoiseModel,
+        x0: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        t: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The simple loss of Eq. 8: mean squared error between ``eps`` and ``eps_theta(x_t, t)``.
+
+        ``t`` is uniform over this schedule and ``noise`` standard normal (both from torch's global
+        generator) unless given. The error is averaged over the elements of valid frames only, each
+        valid frame of the batch weighing the same, so padding neither dilutes nor leaks into it.
+        """
+        batch = x0.shape[0]
+        if t is None:
+            t = torch.randint(0, self.num_timesteps, (batch,), device=x0.device)
+        if noise is None:
+            noise = torch.randn_like(x0)
+        x_t = self.q_sample(x0, t, noise)
+        eps = model(x_t, self.model_timesteps(t), mask=mask)
+        squared_error = ((eps - noise) ** 2).flatten(2).mean(dim=2)  # (B, F)
+        weights = _frame_mask(mask, squared_error)
+        if weights is None:
+            return squared_error.mean()
+        if not weights.any():
+            raise ValueError("mask has no valid frame")
+        # where(), not a product: whatever the model outputs on padded frames (even NaN) is dropped.
+        return torch.where(weights > 0, squared_error, torch.zeros_like(squared_error)).sum() / weights.sum()

@@ -1,0 +1,4 @@
+"""Networks of face4d; schedule-free, the diffusion math lives in ``face4d.diffusion``."""
+from face4d.models.denoiser import Denoiser, DenoiserConfig
+
+__all__ = ["Denoiser", "DenoiserConfig"]

@@ -1,0 +1,133 @@
+"""The noise approximator ``eps_theta(x_t, t)`` of Fig. 1: a bidirectional transformer (BiT).
+
+Each frame ``L_f`` of ``x_t`` becomes one token: the sum of a feature embedding (FE, a linear map of
+its 68 x 3 coordinates), a positional encoding of its frame index (PE) and the embedding of the
+diffusion timestep (TE). A non-causal transformer encoder lets every frame see the whole sequence
+(the paper's reason for a BiT: temporal context in both directions) and a linear head maps each
+token back to a 68 x 3 noise estimate. The network knows nothing of the noise schedule: it sees
+integer timesteps only, so one set of weights serves the full and the respaced samplers.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from face4d.errors import Face4DError
+
+
+@dataclass
+class DenoiserConfig:
+    """Hyper-parameters of ``Denoiser``; round-trips through JSON with ``to_dict``/``from_dict``.
+
+    ``max_frames`` is the longest sequence the model accepts. The sinusoidal encodings are defined
+    for any length, but lengths far beyond those seen in training are unlikely to work, so the
+    limit is explicit rather than silently extrapolated.
+    """
+
+    num_landmarks: int = 68
+    d_model: int = 256
+    layers: int = 4
+    heads: int = 4
+    ff: int = 512
+    dropout: float = 0.1
+    max_frames: int = 512
+
+    def __post_init__(self) -> None:
+        for name in ("num_landmarks", "d_model", "layers", "heads", "ff", "max_frames"):
+            if getattr(self, name) < 1:
+                raise Face4DError(f"DenoiserConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_model % self.heads:
+            raise Face4DError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise Face4DError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DenoiserConfig:
+        """Build from ``to_dict``'s output; unknown keys are an error, not silently dropped, so a
+        checkpoint written by another version cannot load into the wrong architecture."""
+        unknown = set(data) - {field.name for field in fields(cls)}
+        if unknown:
+            raise Face4DError(f"unknown DenoiserConfig keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+def sinusoidal_embedding(positions: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Transformer sinusoids of integer ``positions`` (N,) -> (N, dim), ``[cos | sin]`` halves.
+
+    Used both for diffusion timesteps (TE) and frame indices (PE): defined for any position, so
+    sequences of any length need no learned table.
+    """
+    half = dim // 2
+    frequencies = torch.exp(
+        -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=positions.device) / half
+    )
+    angles = positions.float()[:, None] * frequencies[None]
+    embedding = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+    if dim % 2:
+        embedding = nn.functional.pad(embedding, (0, 1))
+    return embedding
+
+
+class Denoiser(nn.Module):
+    """``eps_theta``: (B, F, N, 3) noisy landmarks, (B,) timesteps, (B, F) validity -> (B, F, N, 3).
+
+    Padded frames are excluded as attention keys (``src_key_padding_mask``), so they cannot
+    influence valid frames, and their outputs are set to zero.
+    """
+
+    def __init__(self, config: DenoiserConfig | None = None) -> None:
+        super().__init__()
+        self.config = config if config is not None else DenoiserConfig()
+        d_model, frame_size = self.config.d_model, self.config.num_landmarks * 3
+        self.time_embedding = nn.Sequential(nn.Linear(d_model, d_model), nn.SiLU(), nn.Linear(d_model, d_model))
+        self.feature_embedding = nn.Linear(frame_size, d_model)
+        layer = nn.TransformerEncoderLayer(
+            d_model,
+            self.config.heads,
+            self.config.ff,
+            self.config.dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,  # pre-norm: stable training without learning-rate warm-up
+        )
+        self.encoder = nn.TransformerEncoder(
+            layer, self.config.layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False
+        )
+        self.output = nn.Linear(d_model, frame_size)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Predict the noise in ``x`` (B, F, N, 3) at timesteps ``t`` (B,) long; ``mask`` (B, F) is
+        True on valid frames (None: all valid)."""
+        batch, frames = x.shape[:2]
+        if x.ndim != 4 or tuple(x.shape[2:]) != (self.config.num_landmarks, 3):
+            raise Face4DError(f"expected x of shape (B, F, {self.config.num_landmarks}, 3), got {tuple(x.shape)}")
+        if not 1 <= frames <= self.config.max_frames:
+            raise Face4DError(f"sequence length {frames} is outside [1, max_frames={self.config.max_frames}]")
+        if t.shape != (batch,):
+            raise Face4DError(f"expected t of shape ({batch},), got {tuple(t.shape)}")
+        if mask is not None:
+            if mask.shape != (batch, frames):
+                raise Face4DError(f"expected mask of shape ({batch}, {frames}), got {tuple(mask.shape)}")
+            mask = mask.to(device=x.device, dtype=torch.bool)
+            if not mask.any(dim=1).all():
+                raise Face4DError("every sequence needs at least one valid frame")
+
+        d_model = self.config.d_model
+        positions = torch.arange(frames, device=x.device)
+        tokens = (
+            self.feature_embedding(x.reshape(batch, frames, -1))
+            + sinusoidal_embedding(positions, d_model)[None]
+            + self.time_embedding(sinusoidal_embedding(t, d_model))[:, None]
+        )
+        hidden = self.encoder(tokens, src_key_padding_mask=None if mask is None else ~mask)
+        eps = self.output(hidden).view_as(x)
+        if mask is not None:
+            eps = torch.where(mask[:, :, None, None], eps, torch.zeros_like(eps))
+        return eps

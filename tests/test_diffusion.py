@@ -1,0 +1,349 @@
+"""Numerical checks of face4d.diffusion (schedule, forward/reverse process, samplers) and of the
+transformer noise model. Kept fast: analytic models and tiny networks only."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from face4d.diffusion import GaussianDiffusion, linear_beta_schedule
+from face4d.models import Denoiser, DenoiserConfig
+
+T = 2000
+
+
+@pytest.fixture(scope="module")
+def diffusion() -> GaussianDiffusion:
+    return GaussianDiffusion(linear_beta_schedule(T))
+
+
+def tiny_config(**overrides: object) -> DenoiserConfig:
+    values = dict(num_landmarks=68, d_model=32, layers=2, heads=4, ff=64, dropout=0.0, max_frames=16)
+    values.update(overrides)
+    return DenoiserConfig(**values)
+
+
+class GaussianOracle:
+    """The optimal noise model for data x0 ~ N(mu, s^2 I): E[eps | x_t], in closed form.
+
+    It reads the *training* schedule with the timesteps it is given, so it is only right if the
+    sampler maps respaced indices back through ``timestep_map``.
+    """
+
+    def __init__(self, base: GaussianDiffusion, mu: float, s: float) -> None:
+        self.alphas_cumprod = torch.from_numpy(base.alphas_cumprod)
+        self.mu, self.s = mu, s
+        self.calls: list[torch.Tensor] = []
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        self.calls.append(t.clone())
+        abar = self.alphas_cumprod[t].to(x_t.dtype).view(-1, *([1] * (x_t.ndim - 1)))
+        return (x_t - abar.sqrt() * self.mu) * (1 - abar).sqrt() / (abar * self.s**2 + 1 - abar)
+
+
+# ------------------------------------------------------------------------------ schedule
+
+
+def test_linear_schedule_endpoints_and_length() -> None:
+    betas = linear_beta_schedule()
+    assert betas.dtype == np.float64 and betas.shape == (2000,)
+    assert betas[0] == pytest.approx(1e-4, abs=1e-15) and betas[-1] == pytest.approx(0.02, abs=1e-15)
+    assert np.all(np.diff(betas) > 0)
+
+
+def test_schedule_terminal_noise_is_near_isotropic(diffusion: GaussianDiffusion) -> None:
+    """x_T must be ~N(0, I) for sampling from pure noise to be right (Sec. 3.1)."""
+    assert diffusion.alphas_cumprod[-1] < 1e-8
+    assert diffusion.alphas_cumprod_prev[0] == 1.0
+
+
+# ------------------------------------------------------------------------ forward process
+
+
+@pytest.mark.parametrize("t", [0, 100, 999, 1999])
+def test_q_sample_mean_and_variance(diffusion: GaussianDiffusion, t: int) -> None:
+    generator = torch.Generator().manual_seed(0)
+    x0 = torch.full((20000, 1, 2, 3), 1.7, dtype=torch.float64)
+    x_t = diffusion.q_sample(x0, torch.full((20000,), t), generator=generator)
+    abar = diffusion.alphas_cumprod[t]
+    assert x_t.mean().item() == pytest.approx(math.sqrt(abar) * 1.7, abs=0.01)
+    assert x_t.var().item() == pytest.approx(1 - abar, rel=0.02, abs=1e-6)
+
+
+@pytest.mark.parametrize("t", [1, 10, 500, 1999])
+def test_posterior_matches_bayes_rule(diffusion: GaussianDiffusion, t: int) -> None:
+    """q(x_{t-1} | x_t, x0) from the product of q(x_{t-1} | x0) and q(x_t | x_{t-1}) by hand."""
+    generator = torch.Generator().manual_seed(1)
+    x0 = torch.randn(3, 4, 68, 3, generator=generator, dtype=torch.float64)
+    x_t = torch.randn(3, 4, 68, 3, generator=generator, dtype=torch.float64)
+    beta, abar_prev = diffusion.betas[t], diffusion.alphas_cumprod[t - 1]
+    precision = 1 / (1 - abar_prev) + (1 - beta) / beta
+    expected_var = 1 / precision
+    expected_mean = expected_var * (math.sqrt(abar_prev) * x0 / (1 - abar_prev) + math.sqrt(1 - beta) * x_t / beta)
+    mean, var = diffusion.q_posterior_mean_variance(x0, x_t, torch.full((3,), t))
+    torch.testing.assert_close(mean, expected_mean, rtol=1e-10, atol=1e-10)
+    assert var.shape == (3, 1, 1, 1)
+    torch.testing.assert_close(var, torch.full_like(var, expected_var), rtol=1e-10, atol=0.0)
+
+
+def test_posterior_at_first_step_is_x0(diffusion: GaussianDiffusion) -> None:
+    x0, x_t = torch.randn(2, 3, 68, 3, dtype=torch.float64), torch.randn(2, 3, 68, 3, dtype=torch.float64)
+    mean, var = diffusion.q_posterior_mean_variance(x0, x_t, torch.zeros(2, dtype=torch.long))
+    torch.testing.assert_close(mean, x0)
+    assert torch.all(var == 0)
+
+
+@pytest.mark.parametrize("t", [0, 1000, 1999])
+def test_predict_x0_from_eps_inverts_q_sample(diffusion: GaussianDiffusion, t: int) -> None:
+    x0, eps = torch.randn(4, 5, 68, 3, dtype=torch.float64), torch.randn(4, 5, 68, 3, dtype=torch.float64)
+    steps = torch.full((4,), t)
+    x_t = diffusion.q_sample(x0, steps, eps)
+    torch.testing.assert_close(diffusion.predict_x0_from_eps(x_t, steps, eps), x0, rtol=1e-9, atol=1e-9)
+
+
+# ------------------------------------------------------------------------ reverse process
+
+
+def test_p_mean_variance_is_eq7_with_beta_variance(diffusion: GaussianDiffusion) -> None:
+    torch.manual_seed(2)
+    eps = torch.randn(3, 4, 68, 3, dtype=torch.float64)
+    x_t = torch.randn(3, 4, 68, 3, dtype=torch.float64)
+    t = torch.tensor([0, 700, 1999])
+    out = diffusion.p_mean_variance(lambda x, steps, mask=None: eps, x_t, t)
+    beta = torch.from_numpy(diffusion.betas)[t].view(3, 1, 1, 1)
+    abar = torch.from_numpy(diffusion.alphas_cumprod)[t].view(3, 1, 1, 1)
+    eq7 = (x_t - beta / (1 - abar).sqrt() * eps) / (1 - beta).sqrt()
+    torch.testing.assert_close(out["mean"], eq7, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(out["variance"], beta)
+    torch.testing.assert_close(out["log_variance"], beta.log())
+    torch.testing.assert_close(out["pred_x0"], diffusion.predict_x0_from_eps(x_t, t, eps))
+
+
+def test_log_prob_reverse_matches_normal_and_ignores_padding() -> None:
+    torch.manual_seed(3)
+    x, mean = torch.randn(2, 5, 68, 3), torch.randn(2, 5, 68, 3)
+    log_variance = torch.tensor([-2.0, 0.5]).view(2, 1, 1, 1)
+    std = torch.exp(0.5 * log_variance).expand_as(x)
+    full = torch.distributions.Normal(mean, std).log_prob(x)
+    torch.testing.assert_close(
+        GaussianDiffusion.log_prob_reverse(x, mean, log_variance), full.flatten(1).sum(1), rtol=1e-5, atol=1e-3
+    )
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    expected = (full * mask[:, :, None, None]).flatten(1).sum(1)
+    moved = x.clone()
+    moved[1, 3:] = 1e30  # a padded frame, however far off, contributes nothing
+    torch.testing.assert_close(
+        GaussianDiffusion.log_prob_reverse(moved, mean, log_variance, mask), expected, rtol=1e-5, atol=1e-3
+    )
+
+
+# ---------------------------------------------------------------------------- respacing
+
+
+def test_respaced_keeps_alphas_cumprod_and_maps_timesteps(diffusion: GaussianDiffusion) -> None:
+    spaced = diffusion.respaced(100)
+    kept = spaced.timestep_map
+    assert spaced.num_timesteps == 100 and kept[0] == 0 and kept[-1] == T - 1
+    assert np.all(np.abs(np.diff(kept) - (T - 1) / 99) <= 1)
+    np.testing.assert_allclose(spaced.alphas_cumprod, diffusion.alphas_cumprod[kept], rtol=1e-12)
+    torch.testing.assert_close(spaced.model_timesteps(torch.tensor([0, 50, 99])), torch.from_numpy(kept[[0, 50, 99]]))
+    # respacing a respaced diffusion composes the maps
+    twice = spaced.respaced(10)
+    np.testing.assert_allclose(twice.alphas_cumprod, diffusion.alphas_cumprod[twice.timestep_map], rtol=1e-12)
+    assert diffusion.respaced(1).timestep_map.tolist() == [T - 1]
+
+
+def test_respaced_full_length_equals_original(diffusion: GaussianDiffusion) -> None:
+    same = diffusion.respaced(T)
+    np.testing.assert_array_equal(same.timestep_map, np.arange(T))
+    np.testing.assert_allclose(same.betas, diffusion.betas, rtol=1e-10)
+    np.testing.assert_allclose(same.alphas_cumprod, diffusion.alphas_cumprod, rtol=1e-12)
+    np.testing.assert_allclose(same.posterior_variance, diffusion.posterior_variance, rtol=1e-9)
+
+
+@pytest.mark.parametrize("steps", [0, T + 1])
+def test_respaced_rejects_bad_step_counts(diffusion: GaussianDiffusion, steps: int) -> None:
+    with pytest.raises(ValueError):
+        diffusion.respaced(steps)
+
+
+# ----------------------------------------------------------------------------- samplers
+
+MU, S = 1.5, 0.8
+SHAPE = (2000, 2, 17, 3)
+
+
+def test_oracle_strided_ddpm_recovers_gaussian(diffusion: GaussianDiffusion) -> None:
+    """With the exact eps model the sampler must reproduce the data law. At K = 100 the exact
+    linear-Gaussian recursion predicts std 0.805 for s = 0.8 (sigma^2 = beta is slightly large)."""
+    sample = diffusion.respaced(100).p_sample_loop(
+        GaussianOracle(diffusion, MU, S), SHAPE, generator=torch.Generator().manual_seed(4)
+    )
+    assert sample.mean().item() == pytest.approx(MU, abs=0.01)
+    assert sample.std().item() == pytest.approx(S, rel=0.02)
+
+
+def test_oracle_ddim_recovers_gaussian(diffusion: GaussianDiffusion) -> None:
+    """Deterministic DDIM is first order: at K = 100 the exact recursion gives std 0.777 for 0.8."""
+    sample = diffusion.respaced(100).ddim_sample_loop(
+        GaussianOracle(diffusion, MU, S), SHAPE, generator=torch.Generator().manual_seed(5)
+    )
+    assert sample.mean().item() == pytest.approx(MU, abs=0.01)
+    assert sample.std().item() == pytest.approx(S, rel=0.05)
+
+
+def test_oracle_receives_original_timesteps(diffusion: GaussianDiffusion) -> None:
+    spaced = diffusion.respaced(10)
+    oracle = GaussianOracle(diffusion, MU, S)
+    spaced.p_sample_loop(oracle, (2, 1, 1, 3))
+    assert [int(t[0]) for t in oracle.calls] == spaced.timestep_map[::-1].tolist()
+
+
+@pytest.mark.parametrize("loop", ["p_sample_loop", "ddim_sample_loop"])
+def test_same_seed_same_samples(diffusion: GaussianDiffusion, loop: str) -> None:
+    spaced = diffusion.respaced(20)
+    oracle = GaussianOracle(diffusion, MU, S)
+    kwargs = {"eta": 1.0} if loop == "ddim_sample_loop" else {}
+
+    def draw(seed: int) -> torch.Tensor:
+        return getattr(spaced, loop)(oracle, (3, 4, 68, 3), generator=torch.Generator().manual_seed(seed), **kwargs)
+
+    first, again, other = draw(7), draw(7), draw(8)
+    assert torch.equal(first, again)
+    assert not torch.allclose(first, other)
+
+
+def test_step_hook_contract_and_replacement(diffusion: GaussianDiffusion) -> None:
+    spaced = diffusion.respaced(5)
+    calls: list[dict[str, object]] = []
+    replacements: list[torch.Tensor] = []
+
+    def hook(x_prev, t_prev, x_t, t, out):  # type: ignore[no-untyped-def]
+        calls.append({"t": t.clone(), "t_prev": t_prev, "x_t": x_t.clone(), "x_prev": x_prev.clone(), "out": out})
+        replacements.append(torch.randn_like(x_prev))
+        return replacements[-1]
+
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    result = spaced.p_sample_loop(GaussianOracle(diffusion, MU, S), (2, 3, 68, 3), mask=mask, step_hook=hook)
+
+    assert [int(c["t"][0]) for c in calls] == [4, 3, 2, 1, 0]
+    for call in calls:
+        t, t_prev = call["t"], call["t_prev"]
+        assert t.shape == (2,) and t.dtype == torch.long
+        assert t_prev is None if int(t[0]) == 0 else torch.equal(t_prev, t - 1)
+        out = call["out"]
+        assert set(out) == {"mean", "variance", "log_variance", "pred_x0", "eps"}
+        torch.testing.assert_close(out["log_variance"], torch.from_numpy(spaced.log_betas)[t].float().view(2, 1, 1, 1))
+        assert torch.all(call["x_prev"][0, 2] == 0)  # padded frames are zero before the hook
+    # each replacement (padded frames zeroed) is the next step's x_t, and the last one is returned
+    for call, replacement in zip(calls[1:], replacements[:-1]):
+        torch.testing.assert_close(call["x_t"], replacement * mask[:, :, None, None])
+    torch.testing.assert_close(result, replacements[-1] * mask[:, :, None, None])
+
+
+def test_step_hook_inpainting_keeps_known_frames(diffusion: GaussianDiffusion) -> None:
+    """Alg. 3 written as a hook: known frames re-noised to x_prev's level, exact at the end."""
+    spaced = diffusion.respaced(50)
+    generator = torch.Generator().manual_seed(9)
+    known = torch.randn(4, 1, 68, 3, generator=generator)
+
+    def fill(x_prev, t_prev, x_t, t, out):  # type: ignore[no-untyped-def]
+        x_prev = x_prev.clone()
+        x_prev[:, :1] = known if t_prev is None else spaced.q_sample(known, t_prev, generator=generator)
+        return x_prev
+
+    result = spaced.p_sample_loop(GaussianOracle(diffusion, MU, S), (4, 6, 68, 3), generator=generator, step_hook=fill)
+    assert torch.equal(result[:, :1], known)
+
+
+def test_final_step_adds_no_noise(diffusion: GaussianDiffusion) -> None:
+    spaced = diffusion.respaced(3)
+    out_mean: list[torch.Tensor] = []
+
+    def hook(x_prev, t_prev, x_t, t, out):  # type: ignore[no-untyped-def]
+        out_mean.append(out["mean"])
+
+    result = spaced.p_sample_loop(GaussianOracle(diffusion, MU, S), (2, 1, 68, 3), step_hook=hook)
+    assert torch.equal(result, out_mean[-1])
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def test_training_loss_ignores_padded_frames(diffusion: GaussianDiffusion) -> None:
+    torch.manual_seed(10)
+    model = Denoiser(tiny_config()).eval()
+    x0, noise = torch.randn(2, 6, 68, 3), torch.randn(2, 6, 68, 3)
+    t = torch.tensor([5, 1500])
+    mask = torch.tensor([[True] * 6, [True, True, True, True, False, False]])
+    loss = diffusion.training_loss(model, x0, mask=mask, t=t, noise=noise)
+    x0_other, noise_other = x0.clone(), noise.clone()
+    x0_other[1, 4:] = 100.0
+    noise_other[1, 4:] = -50.0
+    other = diffusion.training_loss(model, x0_other, mask=mask, t=t, noise=noise_other)
+    torch.testing.assert_close(loss, other, rtol=1e-5, atol=1e-6)
+    # and it is the per-frame average over valid frames only
+    with torch.no_grad():
+        eps = model(diffusion.q_sample(x0, t, noise), t, mask=mask)
+    per_frame = ((eps - noise) ** 2).mean(dim=(2, 3))
+    torch.testing.assert_close(loss.detach(), per_frame[mask].mean(), rtol=1e-5, atol=1e-6)
+    full = diffusion.training_loss(model, x0, mask=torch.ones(2, 6, dtype=torch.bool), t=t, noise=noise)
+    torch.testing.assert_close(full, diffusion.training_loss(model, x0, t=t, noise=noise))
+
+
+def test_tiny_denoiser_overfits_one_sequence(diffusion: GaussianDiffusion) -> None:
+    torch.manual_seed(11)
+    model = Denoiser(tiny_config(d_model=64, ff=128))
+    x0 = torch.randn(1, 8, 68, 3).expand(16, -1, -1, -1)
+    t, noise = torch.randint(0, T, (16,)), torch.randn(16, 8, 68, 3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(100):
+        loss = diffusion.training_loss(model, x0, t=t, noise=noise)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.2 * losses[0]
+
+
+# ------------------------------------------------------------------------------ denoiser
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_denoiser_padding_does_not_influence_valid_frames(training: bool) -> None:
+    """In eval (inference fast path) and train mode (autograd path; dropout 0 for determinism)."""
+    torch.manual_seed(12)
+    model = Denoiser(tiny_config()).train(training)
+    valid = torch.randn(1, 5, 68, 3)
+    t = torch.tensor([321])
+    alone = model(valid, t)
+    padded = torch.cat([valid, torch.randn(1, 3, 68, 3)], dim=1)
+    mask = torch.tensor([[True] * 5 + [False] * 3])
+    first = model(padded, t, mask)
+    padded[:, 5:] = 1e3 * torch.randn(1, 3, 68, 3)
+    second = model(padded, t, mask)
+    torch.testing.assert_close(first[:, :5], alone, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(second[:, :5], alone, rtol=1e-4, atol=1e-5)
+    assert torch.all(first[:, 5:] == 0)
+
+
+def test_denoiser_shapes_and_length_limit() -> None:
+    model = Denoiser(tiny_config())
+    for frames in (1, 7, 16):
+        assert model(torch.randn(2, frames, 68, 3), torch.tensor([0, 1999])).shape == (2, frames, 68, 3)
+    with pytest.raises(ValueError):
+        model(torch.randn(1, 17, 68, 3), torch.tensor([0]))
+
+
+def test_denoiser_config_json_round_trip() -> None:
+    config = tiny_config(layers=3)
+    assert DenoiserConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    assert DenoiserConfig().to_dict() == dict(
+        num_landmarks=68, d_model=256, layers=4, heads=4, ff=512, dropout=0.1, max_frames=512
+    )
+    with pytest.raises(ValueError):
+        DenoiserConfig.from_dict({**config.to_dict(), "unexpected": 1})
