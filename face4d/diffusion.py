@@ -51,7 +51,7 @@ StepHook = Callable[
 * ``out``: the step's Gaussian ``p(x_prev | x_t)``, detached: ``"mean"`` and ``"variance"`` /
   ``"log_variance"`` (shape (B, 1, ...), broadcastable to ``x_t``; feed them to
   ``log_prob_reverse``), ``"pred_x0"`` (the model's estimate of ``x_0``) and ``"eps"`` (the model's
-  noise estimate). For DDIM with ``eta == 0`` the variance is 0 and its log is ``-inf``.
+  noise estimate). DDIM's variance is 0 (log ``-inf``) when ``eta == 0`` and at ``t == 0``.
 
 Returning a tensor replaces ``x_prev`` (e.g. the Adagrad refinement of Alg. 1, or known frames
 re-noised by Alg. 3); returning ``None`` keeps it. The model ran under ``torch.no_grad()`` but the hook
@@ -60,13 +60,11 @@ caller samples inside ``no_grad``). Padded frames are zeroed before and after th
 """
 
 
-def linear_beta_schedule(
-    num_timesteps: int = 2000, beta_start: float = 1e-4, beta_end: float = 0.02
-) -> np.ndarray:
-    """The paper's schedule (Sec. 4, after Ho et al.): ``beta`` linear from 1e-4 to 0.02, T = 2000."""
-    if num_timesteps < 1:
-        raise ValueError(f"num_timesteps must be >= 1, got {num_timesteps}")
-    return np.linspace(beta_start, beta_end, num_timesteps, dtype=np.float64)
+def linear_beta_schedule(T: int = 2000, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
+    """The paper's schedule (Sec. 4, after Ho et al.): ``T`` betas linear from 1e-4 to 0.02, T = 2000."""
+    if T < 1:
+        raise ValueError(f"T must be >= 1, got {T}")
+    return np.linspace(beta_start, beta_end, T, dtype=np.float64)
 
 
 def _extract(arr: np.ndarray, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -103,6 +101,13 @@ def _randn(
     whatever device the sampling runs on."""
     draw_device = generator.device if generator is not None else device
     return torch.randn(shape, generator=generator, device=draw_device, dtype=dtype).to(device)
+
+
+def _step_noise(x_t: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """The ``z`` of a reverse step: N(0, I), but 0 where ``t == 0`` -- the last step returns its
+    mean, a sample of the data rather than of a noise level (Alg. 1 line 7)."""
+    noise = _randn(tuple(x_t.shape), x_t.device, x_t.dtype, generator)
+    return noise * (t != 0).to(x_t.dtype).view(-1, *([1] * (x_t.ndim - 1)))
 
 
 def _model_device(model: NoiseModel) -> torch.device:
@@ -202,8 +207,11 @@ class GaussianDiffusion:
     def q_posterior_mean_variance(
         self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and variance (B, 1, ...) of the forward posterior ``q(x_{t-1} | x_t, x_0)``."""
-        mean = _extract(self.posterior_mean_coef1, t, x_t) * x0 + _extract(self.posterior_mean_coef2, t, x_t) * x_t
+        """Mean (shaped as ``x_t``) and variance (B, 1, ...) of the forward posterior
+        ``q(x_{t-1} | x_t, x_0)``: the target the reverse step imitates."""
+        mean = (
+            _extract(self.posterior_mean_coef1, t, x_t) * x0 + _extract(self.posterior_mean_coef2, t, x_t) * x_t
+        )
         return mean, _extract(self.posterior_variance, t, x_t)
 
     def predict_x0_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -268,11 +276,11 @@ class GaussianDiffusion:
         mask: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One ancestral step (Alg. 1 lines 4-8): ``x_{t-1} = mean + sigma_t z``, ``z = 0`` at t = 0."""
+        """One ancestral step (Alg. 1 lines 4-8): ``x_{t-1} = mean + sigma_t z``; returns it and
+        ``p_mean_variance``'s dict."""
         out = self.p_mean_variance(model, x_t, t, mask=mask)
-        noise = _randn(tuple(x_t.shape), x_t.device, x_t.dtype, generator)
-        nonzero = (t != 0).to(x_t.dtype).view(-1, *([1] * (x_t.ndim - 1)))
-        return out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * noise, out
+        noise = _step_noise(x_t, t, generator)
+        return out["mean"] + torch.exp(0.5 * out["log_variance"]) * noise, out
 
     def ddim_sample(
         self,
@@ -294,10 +302,8 @@ class GaussianDiffusion:
         alpha_bar_prev = _extract(self.alphas_cumprod_prev, t, x_t)
         variance = eta**2 * (1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)
         mean = alpha_bar_prev.sqrt() * pred_x0 + (1 - alpha_bar_prev - variance).sqrt() * eps
-        noise = _randn(tuple(x_t.shape), x_t.device, x_t.dtype, generator)
-        nonzero = (t != 0).to(x_t.dtype).view(-1, *([1] * (x_t.ndim - 1)))
         out = {**out, "mean": mean, "variance": variance, "log_variance": torch.log(variance)}
-        return mean + nonzero * variance.sqrt() * noise, out
+        return mean + variance.sqrt() * _step_noise(x_t, t, generator), out
 
     # ------------------------------------------------------------------------------ samplers
 
@@ -316,8 +322,9 @@ class GaussianDiffusion:
         ``x_0``. On ``respaced(K)`` it is the K-step strided DDPM.
 
         ``shape`` is (B, F, ...); ``mask`` (B, F) marks valid frames (given to the model and kept
-        zero elsewhere); ``step_hook`` follows the ``StepHook`` contract; ``device`` defaults to
-        the model's.
+        zero elsewhere); ``step_hook`` follows the ``StepHook`` contract (draw its noise from
+        ``generator`` to keep a seed repeatable); ``device`` defaults to the model's; samples are
+        float32 unless ``x_T`` has another dtype.
         """
         return self._sample_loop(self.p_sample, model, shape, mask, generator, progress, step_hook, x_T, device)
 

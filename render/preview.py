@@ -75,6 +75,7 @@ class MeshRenderer:
     # -- rendering ----------------------------------------------------------------------------
     def render(self, vertices: np.ndarray, landmarks: np.ndarray | None = None) -> np.ndarray:
         """Render one mesh ``(V, 3)``, optionally with ``(K, 3)`` landmarks as red dots; ``(H, W, 3)`` uint8."""
+        self._require_open()
         vertices = self._check_vertices(vertices, 2)
         landmarks = None if landmarks is None else _check_points(landmarks, "landmarks", 2)
         if not self._framed:
@@ -84,6 +85,7 @@ class MeshRenderer:
     def render_sequence(self, vertices: np.ndarray, landmarks: np.ndarray | None = None,
                         progress: bool = False) -> np.ndarray:
         """Render ``(F, V, 3)`` meshes (and ``(F, K, 3)`` landmarks) with one camera; ``(F, H, W, 3)`` uint8."""
+        self._require_open()
         vertices = self._check_vertices(vertices, 3)
         if landmarks is not None:
             landmarks = _check_points(landmarks, "landmarks", 3)
@@ -116,8 +118,6 @@ class MeshRenderer:
     def _draw(self, vertices: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:
         import pyvista as pv
 
-        if self._plotter is None:
-            raise RuntimeError("this MeshRenderer is closed")
         self._mesh.points = vertices
         self._mesh.point_data.active_normals = _vertex_normals(vertices, self.faces)
         self._marks_actor.visibility = landmarks is not None
@@ -129,6 +129,10 @@ class MeshRenderer:
         self._plotter.renderer.ResetCameraClippingRange()
         self._plotter.render()
         return np.array(self._plotter.screenshot(return_img=True)[..., :3], np.uint8)
+
+    def _require_open(self) -> None:
+        if self._plotter is None:
+            raise RuntimeError("this MeshRenderer is closed")
 
     def _frame(self, bounds: np.ndarray) -> None:
         """Point the camera so the box ``bounds`` fills the frame (with ``margin``) from the chosen view."""

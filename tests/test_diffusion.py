@@ -82,7 +82,9 @@ def test_posterior_matches_bayes_rule(diffusion: GaussianDiffusion, t: int) -> N
     beta, abar_prev = diffusion.betas[t], diffusion.alphas_cumprod[t - 1]
     precision = 1 / (1 - abar_prev) + (1 - beta) / beta
     expected_var = 1 / precision
-    expected_mean = expected_var * (math.sqrt(abar_prev) * x0 / (1 - abar_prev) + math.sqrt(1 - beta) * x_t / beta)
+    expected_mean = expected_var * (
+        math.sqrt(abar_prev) * x0 / (1 - abar_prev) + math.sqrt(1 - beta) * x_t / beta
+    )
     mean, var = diffusion.q_posterior_mean_variance(x0, x_t, torch.full((3,), t))
     torch.testing.assert_close(mean, expected_mean, rtol=1e-10, atol=1e-10)
     assert var.shape == (3, 1, 1, 1)
@@ -149,7 +151,8 @@ def test_respaced_keeps_alphas_cumprod_and_maps_timesteps(diffusion: GaussianDif
     assert spaced.num_timesteps == 100 and kept[0] == 0 and kept[-1] == T - 1
     assert np.all(np.abs(np.diff(kept) - (T - 1) / 99) <= 1)
     np.testing.assert_allclose(spaced.alphas_cumprod, diffusion.alphas_cumprod[kept], rtol=1e-12)
-    torch.testing.assert_close(spaced.model_timesteps(torch.tensor([0, 50, 99])), torch.from_numpy(kept[[0, 50, 99]]))
+    some = torch.tensor([0, 50, 99])
+    torch.testing.assert_close(spaced.model_timesteps(some), torch.from_numpy(kept[some.numpy()]))
     # respacing a respaced diffusion composes the maps
     twice = spaced.respaced(10)
     np.testing.assert_allclose(twice.alphas_cumprod, diffusion.alphas_cumprod[twice.timestep_map], rtol=1e-12)
@@ -173,7 +176,7 @@ def test_respaced_rejects_bad_step_counts(diffusion: GaussianDiffusion, steps: i
 # ----------------------------------------------------------------------------- samplers
 
 MU, S = 1.5, 0.8
-SHAPE = (2000, 2, 17, 3)
+SHAPE = (3000, 1, 17, 3)
 
 
 def test_oracle_strided_ddpm_recovers_gaussian(diffusion: GaussianDiffusion) -> None:
@@ -182,7 +185,7 @@ def test_oracle_strided_ddpm_recovers_gaussian(diffusion: GaussianDiffusion) -> 
     sample = diffusion.respaced(100).p_sample_loop(
         GaussianOracle(diffusion, MU, S), SHAPE, generator=torch.Generator().manual_seed(4)
     )
-    assert sample.mean().item() == pytest.approx(MU, abs=0.01)
+    assert sample.mean().item() == pytest.approx(MU, abs=0.015)
     assert sample.std().item() == pytest.approx(S, rel=0.02)
 
 
@@ -191,7 +194,7 @@ def test_oracle_ddim_recovers_gaussian(diffusion: GaussianDiffusion) -> None:
     sample = diffusion.respaced(100).ddim_sample_loop(
         GaussianOracle(diffusion, MU, S), SHAPE, generator=torch.Generator().manual_seed(5)
     )
-    assert sample.mean().item() == pytest.approx(MU, abs=0.01)
+    assert sample.mean().item() == pytest.approx(MU, abs=0.015)
     assert sample.std().item() == pytest.approx(S, rel=0.05)
 
 
@@ -209,7 +212,8 @@ def test_same_seed_same_samples(diffusion: GaussianDiffusion, loop: str) -> None
     kwargs = {"eta": 1.0} if loop == "ddim_sample_loop" else {}
 
     def draw(seed: int) -> torch.Tensor:
-        return getattr(spaced, loop)(oracle, (3, 4, 68, 3), generator=torch.Generator().manual_seed(seed), **kwargs)
+        generator = torch.Generator().manual_seed(seed)
+        return getattr(spaced, loop)(oracle, (3, 4, 68, 3), generator=generator, **kwargs)
 
     first, again, other = draw(7), draw(7), draw(8)
     assert torch.equal(first, again)
@@ -222,7 +226,7 @@ def test_step_hook_contract_and_replacement(diffusion: GaussianDiffusion) -> Non
     replacements: list[torch.Tensor] = []
 
     def hook(x_prev, t_prev, x_t, t, out):  # type: ignore[no-untyped-def]
-        calls.append({"t": t.clone(), "t_prev": t_prev, "x_t": x_t.clone(), "x_prev": x_prev.clone(), "out": out})
+        calls.append({"t": t, "t_prev": t_prev, "x_t": x_t.clone(), "x_prev": x_prev.clone(), "out": out})
         replacements.append(torch.randn_like(x_prev))
         return replacements[-1]
 
@@ -236,7 +240,8 @@ def test_step_hook_contract_and_replacement(diffusion: GaussianDiffusion) -> Non
         assert t_prev is None if int(t[0]) == 0 else torch.equal(t_prev, t - 1)
         out = call["out"]
         assert set(out) == {"mean", "variance", "log_variance", "pred_x0", "eps"}
-        torch.testing.assert_close(out["log_variance"], torch.from_numpy(spaced.log_betas)[t].float().view(2, 1, 1, 1))
+        expected_log_variance = torch.from_numpy(spaced.log_betas)[t].float().view(2, 1, 1, 1)
+        torch.testing.assert_close(out["log_variance"], expected_log_variance)
         assert torch.all(call["x_prev"][0, 2] == 0)  # padded frames are zero before the hook
     # each replacement (padded frames zeroed) is the next step's x_t, and the last one is returned
     for call, replacement in zip(calls[1:], replacements[:-1]):
@@ -255,7 +260,8 @@ def test_step_hook_inpainting_keeps_known_frames(diffusion: GaussianDiffusion) -
         x_prev[:, :1] = known if t_prev is None else spaced.q_sample(known, t_prev, generator=generator)
         return x_prev
 
-    result = spaced.p_sample_loop(GaussianOracle(diffusion, MU, S), (4, 6, 68, 3), generator=generator, step_hook=fill)
+    oracle = GaussianOracle(diffusion, MU, S)
+    result = spaced.p_sample_loop(oracle, (4, 6, 68, 3), generator=generator, step_hook=fill)
     assert torch.equal(result[:, :1], known)
 
 
@@ -295,11 +301,12 @@ def test_training_loss_ignores_padded_frames(diffusion: GaussianDiffusion) -> No
 
 
 def test_tiny_denoiser_overfits_one_sequence(diffusion: GaussianDiffusion) -> None:
+    """Fixed (x0, t, eps) draws: the loss can go to ~0, so a large drop proves gradients flow."""
     torch.manual_seed(11)
-    model = Denoiser(tiny_config(d_model=64, ff=128))
-    x0 = torch.randn(1, 8, 68, 3).expand(16, -1, -1, -1)
-    t, noise = torch.randint(0, T, (16,)), torch.randn(16, 8, 68, 3)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model = Denoiser(tiny_config(layers=1))
+    x0 = torch.randn(1, 4, 68, 3).expand(8, -1, -1, -1)
+    t, noise = torch.randint(0, T, (8,)), torch.randn(8, 4, 68, 3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
     for _ in range(100):
         loss = diffusion.training_loss(model, x0, t=t, noise=noise)
@@ -307,7 +314,7 @@ def test_tiny_denoiser_overfits_one_sequence(diffusion: GaussianDiffusion) -> No
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.2 * losses[0]
+    assert losses[-1] < 0.05 * losses[0]
 
 
 # ------------------------------------------------------------------------------ denoiser
@@ -347,3 +354,12 @@ def test_denoiser_config_json_round_trip() -> None:
     )
     with pytest.raises(ValueError):
         DenoiserConfig.from_dict({**config.to_dict(), "unexpected": 1})
+
+
+def test_sampling_with_denoiser_and_padding(diffusion: GaussianDiffusion) -> None:
+    """End to end with the real network: finite samples, padded frames zero."""
+    torch.manual_seed(13)
+    model = Denoiser(tiny_config()).eval()
+    mask = torch.tensor([[True] * 6, [True] * 3 + [False] * 3])
+    sample = diffusion.respaced(4).p_sample_loop(model, (2, 6, 68, 3), mask=mask)
+    assert torch.isfinite(sample).all() and torch.all(sample[1, 3:] == 0) and sample[1, :3].abs().sum() > 0

@@ -8,6 +8,7 @@ import imageio.v2 as imageio
 from imageio.plugins.ffmpeg import FfmpegFormat
 import numpy as np
 import pytest
+from PIL import Image
 
 from meshops.head import HeadModel
 from render import MeshRenderer, image_grid, save_animation, save_image
@@ -90,6 +91,8 @@ def test_renderer_frames_the_first_mesh_without_bounds(head):
     pytest.importorskip("pyvista")
     with MeshRenderer(head.faces, size=(64, 64), view="three_quarter") as r:
         assert 0.1 < _foreground(r.render(head.neutral)).mean() < 0.9
+    with pytest.raises(RuntimeError, match="closed"):
+        r.render(head.neutral)
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -147,6 +150,8 @@ def test_gif_round_trip(tmp_path):
     path = save_animation(tmp_path / "a.gif", _frames(5, 48, 64), fps=10)
     back = imageio.mimread(path)
     assert len(back) == 5 and back[0].shape[:2] == (48, 64)
+    with Image.open(path) as gif:
+        assert gif.info["loop"] == 0 and gif.info["duration"] == 100  # forever, at 10 fps
 
 
 def test_mp4_round_trip_pads_odd_sizes(tmp_path):

@@ -36,7 +36,7 @@ def _label(name: str, text: str, phrase: str, *variants: dict[str, float]) -> La
 LABELS: tuple[Label, ...] = (
     # -- CoMA's 12 facial actions ---------------------------------------------------------------
     _label("bareteeth", "bare teeth", "bared teeth",
-           {"AU10": 0.7, "AU11": 0.8, "AU16": 0.9, "AU20": 0.35}),
+           {"AU10": 0.8, "AU11": 0.8, "AU16": 0.7, "AU20": 0.5, "AU12": 0.2}),
     _label("cheeks_in", "cheeks in", "cheeks sucked in",
            {"AU33": -0.9, "AU18": 0.45, "AU22": 0.15}),
     _label("eyebrow", "eyebrow", "a brow movement",

@@ -105,9 +105,10 @@ class Denoiser(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Predict the noise in ``x`` (B, F, N, 3) at timesteps ``t`` (B,) long; ``mask`` (B, F) is
         True on valid frames (None: all valid)."""
+        landmarks = self.config.num_landmarks
+        if x.ndim != 4 or tuple(x.shape[2:]) != (landmarks, 3):
+            raise Face4DError(f"expected x of shape (B, F, {landmarks}, 3), got {tuple(x.shape)}")
         batch, frames = x.shape[:2]
-        if x.ndim != 4 or tuple(x.shape[2:]) != (self.config.num_landmarks, 3):
-            raise Face4DError(f"expected x of shape (B, F, {self.config.num_landmarks}, 3), got {tuple(x.shape)}")
         if not 1 <= frames <= self.config.max_frames:
             raise Face4DError(f"sequence length {frames} is outside [1, max_frames={self.config.max_frames}]")
         if t.shape != (batch,):
