@@ -88,7 +88,7 @@ def _frame_mask(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor |
 def _zero_padded(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """``x`` with padded frames set to zero, the padding value of the interchange format."""
     weights = _frame_mask(mask, x)
-    return x if weights is None else x * weights
+    return x if weights is None else torch.where(weights > 0, x, torch.zeros_like(x))
 
 
 def _randn(
@@ -324,7 +324,7 @@ class GaussianDiffusion:
         ``shape`` is (B, F, ...); ``mask`` (B, F) marks valid frames (given to the model and kept
         zero elsewhere); ``step_hook`` follows the ``StepHook`` contract (draw its noise from
         ``generator`` to keep a seed repeatable); ``device`` defaults to the model's; samples are
-        float32 unless ``x_T`` has another dtype.
+        float32 unless ``x_T`` has another dtype. Put a network in ``eval()`` mode first (dropout).
         """
         return self._sample_loop(self.p_sample, model, shape, mask, generator, progress, step_hook, x_T, device)
 

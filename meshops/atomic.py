@@ -13,6 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _check_target(path: Path, overwrite: bool) -> None:
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
@@ -33,6 +39,7 @@ def atomic_file(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     tmp = Path(tmp)
     try:
         yield tmp
+        tmp.chmod(0o666 & ~_umask())  # mkstemp makes it private; the output should not be
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -51,6 +58,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        tmp.chmod(0o777 & ~_umask())
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():

@@ -59,3 +59,17 @@ def test_quad_ply_is_refused(tmp_path):
     assert isinstance(trimesh.load(path, process=False), trimesh.Trimesh)  # trimesh itself would split it
     with pytest.raises(MeshFileError, match="more than 3 corners"):
         load_mesh(path)
+
+
+def test_outputs_get_ordinary_permissions(tmp_path, head):
+    import os
+    from meshops import atomic_dir
+    mask = os.umask(0o022)
+    try:
+        path = save_mesh(tmp_path / "m.obj", head.neutral, head.faces)
+        with atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "x").write_text("x")
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
