@@ -15,6 +15,8 @@ EXAMPLES = """examples:
   face4d dataset info data/face4d
   face4d dataset preview --out previews/ --data data/face4d
   face4d dataset import coma ~/COMA --embedding flame_landmarks.npz --out coma.npz
+  face4d train denoiser --data data/face4d --out models/denoiser --steps 200000
+  torchrun --nproc_per_node 4 -m face4d.cli train denoiser --data data/face4d --out models/denoiser
 """
 
 
@@ -73,7 +75,44 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--scale", type=float, help="multiply coordinates (default: 100 for CoMA's metres, 1 for BU-4DFE)")
     imp.add_argument("--overwrite", action="store_true")
     imp.add_argument("--quiet", action="store_true")
+
+    train = commands.add_parser("train", help="train a model; rerunning the same command resumes it",
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = train.add_subparsers(dest="train_command", required=True)
+    denoiser = sub.add_parser("denoiser", help="train the unconditional diffusion noise model on a built dataset")
+    denoiser.add_argument("--data", required=True, type=Path, help="dataset directory ('face4d dataset build')")
+    denoiser.add_argument("--out", required=True, type=Path,
+                          help="model directory; one holding a run is resumed from its last checkpoint")
+    _training_args(denoiser)
+    denoiser.add_argument("--timesteps", dest="num_timesteps", type=int,
+                          help="diffusion steps T (default: the paper's)")
+    group = denoiser.add_argument_group("denoiser architecture (defaults: face4d.models.DenoiserConfig)")
+    for name in ("--d-model", "--layers", "--heads", "--ff", "--max-frames"):
+        group.add_argument(name, type=int)
+    group.add_argument("--dropout", type=float)
     return parser
+
+
+def _training_args(parser: argparse.ArgumentParser) -> None:
+    """Options of ``TrainConfig``, shared by every ``train`` command. An option left out keeps the
+    dataclass default (``_given``), so defaults live in one place and this module needs no torch."""
+    group = parser.add_argument_group("training (defaults: face4d.training.TrainConfig)")
+    group.add_argument("--steps", type=int, help="total optimiser steps, resumed ones included")
+    group.add_argument("--batch-size", type=int, help="global batch, split across torchrun processes")
+    group.add_argument("--lr", type=float, help="AdamW learning rate")
+    group.add_argument("--weight-decay", type=float)
+    group.add_argument("--ema-decay", type=float)
+    group.add_argument("--grad-clip", type=float, help="gradient norm limit, 0 for none")
+    group.add_argument("--seed", type=int, help="the same seed gives the same weights")
+    group.add_argument("--device", help="auto (CUDA if available), cpu, cuda, cuda:N")
+    group.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    group.add_argument("--log-every", type=int, help="steps between loss updates")
+    group.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _given(args, *names: str) -> dict:
+    """The options among ``names`` that were given on the command line."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 def _dataset_build(args) -> None:
@@ -130,8 +169,26 @@ def _dataset_import(args) -> None:
     print(f"wrote {len(seqs)} sequences to {args.out}")
 
 
+def _train_denoiser(args) -> None:
+    from face4d.models.denoiser import DenoiserConfig
+    from face4d.training import TrainConfig, train_denoiser
+
+    options = _given(args, "steps", "batch_size", "lr", "weight_decay", "ema_decay", "seed", "device",
+                     "checkpoint_every", "log_every")
+    if args.grad_clip is not None:
+        options["grad_clip"] = args.grad_clip or None
+    train_config = TrainConfig(**options)
+    config = DenoiserConfig(**_given(args, "d_model", "layers", "heads", "ff", "dropout", "max_frames"))
+    trainer = train_denoiser(args.data, args.out, train_config, config, progress=not args.quiet,
+                             **_given(args, "num_timesteps"))
+    if trainer.is_main:
+        resumed = f" (resumed from step {trainer.start_step})" if trainer.start_step else ""
+        print(f"denoiser at step {trainer.step}{resumed}; model saved in {args.out}")
+
+
 HANDLERS = {("dataset", "build"): _dataset_build, ("dataset", "info"): _dataset_info,
-            ("dataset", "preview"): _dataset_preview, ("dataset", "import"): _dataset_import}
+            ("dataset", "preview"): _dataset_preview, ("dataset", "import"): _dataset_import,
+            ("train", "denoiser"): _train_denoiser}
 
 
 def main(argv: list[str] | None = None) -> int:

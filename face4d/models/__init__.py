@@ -1,4 +1,5 @@
 """Networks of face4d; schedule-free, the diffusion math lives in ``face4d.diffusion``."""
+from face4d.models.classifier import Classifier, ClassifierConfig
 from face4d.models.denoiser import Denoiser, DenoiserConfig
 
-__all__ = ["Denoiser", "DenoiserConfig"]
+__all__ = ["Classifier", "ClassifierConfig", "Denoiser", "DenoiserConfig"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Self
 
 import torch
 from torch import nn
@@ -19,8 +19,38 @@ from torch import nn
 from face4d.errors import Face4DError
 
 
+class JSONConfig:
+    """``to_dict``/``from_dict`` for the dataclass configs of the networks, which are stored as JSON
+    beside their weights."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Build from ``to_dict``'s output; unknown keys are an error, not silently dropped, so a
+        checkpoint written by another version cannot load into the wrong architecture."""
+        unknown = set(data) - {field.name for field in fields(cls)}
+        if unknown:
+            raise Face4DError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+def check_transformer_config(config: Any, extra_positive: tuple[str, ...] = ()) -> None:
+    """Reject transformer hyper-parameters that would fail later, deep inside ``torch.nn``: the
+    fields ``d_model``, ``layers``, ``heads``, ``ff``, ``max_frames`` (and ``extra_positive``) must be
+    >= 1, ``heads`` must divide ``d_model``, and ``dropout`` lie in [0, 1)."""
+    for name in (*extra_positive, "d_model", "layers", "heads", "ff", "max_frames"):
+        if getattr(config, name) < 1:
+            raise Face4DError(f"{type(config).__name__}.{name} must be >= 1, got {getattr(config, name)}")
+    if config.d_model % config.heads:
+        raise Face4DError(f"d_model ({config.d_model}) must be divisible by heads ({config.heads})")
+    if not 0.0 <= config.dropout < 1.0:
+        raise Face4DError(f"dropout must be in [0, 1), got {config.dropout}")
+
+
 @dataclass
-class DenoiserConfig:
+class DenoiserConfig(JSONConfig):
     """Hyper-parameters of ``Denoiser``; round-trips through JSON with ``to_dict``/``from_dict``.
 
     ``max_frames`` is the longest sequence the model accepts. The sinusoidal encodings are defined
@@ -37,25 +67,7 @@ class DenoiserConfig:
     max_frames: int = 512
 
     def __post_init__(self) -> None:
-        for name in ("num_landmarks", "d_model", "layers", "heads", "ff", "max_frames"):
-            if getattr(self, name) < 1:
-                raise Face4DError(f"DenoiserConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.d_model % self.heads:
-            raise Face4DError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise Face4DError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DenoiserConfig:
-        """Build from ``to_dict``'s output; unknown keys are an error, not silently dropped, so a
-        checkpoint written by another version cannot load into the wrong architecture."""
-        unknown = set(data) - {field.name for field in fields(cls)}
-        if unknown:
-            raise Face4DError(f"unknown DenoiserConfig keys: {sorted(unknown)}")
-        return cls(**data)
+        check_transformer_config(self, ("num_landmarks",))
 
 
 def sinusoidal_embedding(positions: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -75,6 +87,51 @@ def sinusoidal_embedding(positions: torch.Tensor, dim: int, max_period: float = 
     return embedding
 
 
+def timestep_mlp(d_model: int) -> nn.Sequential:
+    """The timestep embedding (TE) applied to ``sinusoidal_embedding(t, d_model)``: an MLP, so the
+    network can shape how the noise level enters every token."""
+    return nn.Sequential(nn.Linear(d_model, d_model), nn.SiLU(), nn.Linear(d_model, d_model))
+
+
+def transformer_encoder(d_model: int, heads: int, ff: int, dropout: float, layers: int) -> nn.TransformerEncoder:
+    """The bidirectional (non-causal) transformer encoder of the BiTs, with a final LayerNorm."""
+    layer = nn.TransformerEncoderLayer(
+        d_model,
+        heads,
+        ff,
+        dropout,
+        activation="gelu",
+        batch_first=True,
+        norm_first=True,  # pre-norm: stable training without learning-rate warm-up
+    )
+    return nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False)
+
+
+def check_sequence_inputs(
+    x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None, num_landmarks: int, max_frames: int
+) -> torch.Tensor | None:
+    """Validate a BiT's inputs -- ``x`` (B, F, N, 3), ``t`` (B,), ``mask`` (B, F) or None -- with
+    messages that name the problem, and return ``mask`` as bool on ``x``'s device.
+
+    Every sequence needs a valid frame: attention over keys that are all masked yields NaN.
+    """
+    if x.ndim != 4 or tuple(x.shape[2:]) != (num_landmarks, 3):
+        raise Face4DError(f"expected x of shape (B, F, {num_landmarks}, 3), got {tuple(x.shape)}")
+    batch, frames = x.shape[:2]
+    if not 1 <= frames <= max_frames:
+        raise Face4DError(f"sequence length {frames} is outside [1, max_frames={max_frames}]")
+    if t.shape != (batch,):
+        raise Face4DError(f"expected t of shape ({batch},), got {tuple(t.shape)}")
+    if mask is None:
+        return None
+    if mask.shape != (batch, frames):
+        raise Face4DError(f"expected mask of shape ({batch}, {frames}), got {tuple(mask.shape)}")
+    mask = mask.to(device=x.device, dtype=torch.bool)
+    if not mask.any(dim=1).all():
+        raise Face4DError("every sequence needs at least one valid frame")
+    return mask
+
+
 class Denoiser(nn.Module):
     """``eps_theta``: (B, F, N, 3) noisy landmarks, (B,) timesteps, (B, F) validity -> (B, F, N, 3).
 
@@ -86,40 +143,18 @@ class Denoiser(nn.Module):
         super().__init__()
         self.config = config if config is not None else DenoiserConfig()
         d_model, frame_size = self.config.d_model, self.config.num_landmarks * 3
-        self.time_embedding = nn.Sequential(nn.Linear(d_model, d_model), nn.SiLU(), nn.Linear(d_model, d_model))
+        self.time_embedding = timestep_mlp(d_model)
         self.feature_embedding = nn.Linear(frame_size, d_model)
-        layer = nn.TransformerEncoderLayer(
-            d_model,
-            self.config.heads,
-            self.config.ff,
-            self.config.dropout,
-            activation="gelu",
-            batch_first=True,
-            norm_first=True,  # pre-norm: stable training without learning-rate warm-up
-        )
-        self.encoder = nn.TransformerEncoder(
-            layer, self.config.layers, norm=nn.LayerNorm(d_model), enable_nested_tensor=False
+        self.encoder = transformer_encoder(
+            d_model, self.config.heads, self.config.ff, self.config.dropout, self.config.layers
         )
         self.output = nn.Linear(d_model, frame_size)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Predict the noise in ``x`` (B, F, N, 3) at timesteps ``t`` (B,) long; ``mask`` (B, F) is
         True on valid frames (None: all valid)."""
-        landmarks = self.config.num_landmarks
-        if x.ndim != 4 or tuple(x.shape[2:]) != (landmarks, 3):
-            raise Face4DError(f"expected x of shape (B, F, {landmarks}, 3), got {tuple(x.shape)}")
+        mask = check_sequence_inputs(x, t, mask, self.config.num_landmarks, self.config.max_frames)
         batch, frames = x.shape[:2]
-        if not 1 <= frames <= self.config.max_frames:
-            raise Face4DError(f"sequence length {frames} is outside [1, max_frames={self.config.max_frames}]")
-        if t.shape != (batch,):
-            raise Face4DError(f"expected t of shape ({batch},), got {tuple(t.shape)}")
-        if mask is not None:
-            if mask.shape != (batch, frames):
-                raise Face4DError(f"expected mask of shape ({batch}, {frames}), got {tuple(mask.shape)}")
-            mask = mask.to(device=x.device, dtype=torch.bool)
-            if not mask.any(dim=1).all():
-                raise Face4DError("every sequence needs at least one valid frame")
-
         d_model = self.config.d_model
         positions = torch.arange(frames, device=x.device)
         tokens = (

@@ -1,0 +1,194 @@
+"""The noise-aware classifier ``p_phi(y | x_t, t)`` that steers label control (Sec. 3.2, Alg. 1).
+
+A second bidirectional transformer, distinct from the denoiser: frames become tokens as there
+(feature embedding + frame positional encoding + timestep embedding), and a learnable class token
+is prepended, as in BERT; the logits are read from that token. Because label control differentiates
+the classifier at *every* noise level of the reverse process, it is trained on ``x_t = q_sample(x0,
+t)`` for ``t`` uniform over the whole schedule (``classifier_loss``), never on clean data only.
+
+Sec. 5 uses two kinds of classifier:
+
+* ``"I"`` (order-insensitive) predicts the expression label alone: ``num_classes`` outputs.
+* ``"S"`` (order-sensitive) predicts the label *and* the sequence type, N2E or E2N (indices of
+  ``face4d.data.interchange.SEQUENCE_TYPES``): ``2 * num_classes`` outputs, the joint class of
+  label ``l`` and type ``s`` being ``2 * l + s`` (``target_index``).
+
+``label_log_probs`` turns either kind's logits into ``log p(label)``, so guidance code need not
+care which kind it holds.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from face4d.data.interchange import SEQUENCE_TYPES
+from face4d.data.labels import LABEL_NAMES
+from face4d.diffusion import GaussianDiffusion
+from face4d.errors import Face4DError
+from face4d.models.denoiser import (
+    JSONConfig,
+    check_sequence_inputs,
+    check_transformer_config,
+    sinusoidal_embedding,
+    timestep_mlp,
+    transformer_encoder,
+)
+
+CLASSIFIER_KINDS = ("I", "S")
+NUM_TYPES = len(SEQUENCE_TYPES)
+
+
+@dataclass
+class ClassifierConfig(JSONConfig):
+    """Hyper-parameters of ``Classifier``; round-trips through JSON with ``to_dict``/``from_dict``.
+
+    Smaller than the denoiser by default: telling 18 expressions apart from a noisy sequence is an
+    easier task than predicting every coordinate of its noise.
+    """
+
+    num_classes: int = len(LABEL_NAMES)
+    kind: str = "I"
+    num_landmarks: int = 68
+    d_model: int = 128
+    layers: int = 3
+    heads: int = 4
+    ff: int = 256
+    dropout: float = 0.1
+    max_frames: int = 512
+
+    def __post_init__(self) -> None:
+        check_transformer_config(self, ("num_classes", "num_landmarks"))
+        _check_kind(self.kind)
+
+    @property
+    def num_outputs(self) -> int:
+        """Logits per sequence: one per label (kind I) or per (label, type) pair (kind S)."""
+        return self.num_classes * (NUM_TYPES if self.kind == "S" else 1)
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in CLASSIFIER_KINDS:
+        raise Face4DError(f"unknown classifier kind {kind!r}; expected one of {CLASSIFIER_KINDS}")
+
+
+def type_index(name: str) -> int:
+    """Index of a sequence type name, ``"N2E"`` -> 0 and ``"E2N"`` -> 1, as kind-S targets use it."""
+    if name not in SEQUENCE_TYPES:
+        raise Face4DError(f"unknown sequence type {name!r}; expected one of {SEQUENCE_TYPES}")
+    return SEQUENCE_TYPES.index(name)
+
+
+class Classifier(nn.Module):
+    """``p_phi``: (B, F, N, 3) noisy landmarks, (B,) training timesteps, (B, F) validity ->
+    (B, num_outputs) logits.
+
+    Padded frames are excluded as attention keys, so neither their values nor their number change
+    the logits: a sequence classifies the same alone or padded in a batch.
+    """
+
+    def __init__(self, config: ClassifierConfig | None = None) -> None:
+        super().__init__()
+        self.config = config if config is not None else ClassifierConfig()
+        d_model = self.config.d_model
+        self.time_embedding = timestep_mlp(d_model)
+        self.feature_embedding = nn.Linear(self.config.num_landmarks * 3, d_model)
+        self.class_token = nn.Parameter(torch.empty(1, 1, d_model))
+        nn.init.normal_(self.class_token, std=0.02)  # BERT's initialisation of its embeddings
+        self.encoder = transformer_encoder(
+            d_model, self.config.heads, self.config.ff, self.config.dropout, self.config.layers
+        )
+        self.head = nn.Linear(d_model, self.config.num_outputs)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of the classes of ``x`` (B, F, N, 3) at timesteps ``t`` (B,) long; ``mask`` (B, F)
+        is True on valid frames (None: all valid)."""
+        mask = check_sequence_inputs(x, t, mask, self.config.num_landmarks, self.config.max_frames)
+        batch, frames = x.shape[:2]
+        d_model = self.config.d_model
+        positions = torch.arange(frames, device=x.device)
+        frame_tokens = self.feature_embedding(x.reshape(batch, frames, -1)) + sinusoidal_embedding(
+            positions, d_model
+        )[None]
+        # The timestep enters the class token too, so its very first query already knows how noisy
+        # the frames it attends to are.
+        tokens = torch.cat([self.class_token.expand(batch, -1, -1), frame_tokens], dim=1)
+        tokens = tokens + self.time_embedding(sinusoidal_embedding(t, d_model))[:, None]
+        padding = None
+        if mask is not None:
+            padding = torch.cat([torch.zeros(batch, 1, dtype=torch.bool, device=x.device), ~mask], dim=1)
+        hidden = self.encoder(tokens, src_key_padding_mask=padding)
+        return self.head(hidden[:, 0])
+
+
+def target_index(label_idx: torch.Tensor, type_idx: torch.Tensor | None, kind: str) -> torch.Tensor:
+    """The class index a ``kind`` classifier is trained to predict: the label for kind I (which
+    ignores ``type_idx``, as every batch carries one), ``2 * label + type`` for kind S."""
+    _check_kind(kind)
+    if kind == "I":
+        return label_idx.long()
+    if type_idx is None:
+        raise Face4DError("a type-S classifier needs the sequence type (0 = N2E, 1 = E2N) of every sample")
+    type_idx = type_idx.to(label_idx.device).long()
+    # Out-of-range types would silently alias the neighbouring label's classes.
+    if ((type_idx < 0) | (type_idx >= NUM_TYPES)).any():
+        raise Face4DError(f"sequence type indices must be in [0, {NUM_TYPES}), got {type_idx.tolist()}")
+    return NUM_TYPES * label_idx.long() + type_idx
+
+
+def label_log_probs(logits: torch.Tensor, kind: str, types: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-label log-probabilities (B, num_classes) from a ``kind`` classifier's logits (B, K).
+
+    Kind I: ``log_softmax``. Kind S: without ``types``, the marginal ``log p(label) = logsumexp``
+    over both types (guidance toward a label in either order); with ``types`` (B,), the joint
+    ``log p(label, types[b])`` (guidance toward a label *and* an order). A type-I classifier cannot
+    condition on the order, so ``types`` is an error there rather than silently ignored.
+    """
+    _check_kind(kind)
+    log_probs = torch.log_softmax(logits, dim=-1)
+    if kind == "I":
+        if types is not None:
+            raise Face4DError("a type-I classifier is order-insensitive: it cannot take sequence types")
+        return log_probs
+    if logits.shape[-1] % NUM_TYPES:
+        raise Face4DError(f"a type-S classifier has an even number of outputs, got {logits.shape[-1]}")
+    joint = log_probs.view(logits.shape[0], -1, NUM_TYPES)  # (B, num_classes, type)
+    if types is None:
+        return torch.logsumexp(joint, dim=-1)
+    types = types.to(logits.device).long()
+    if types.shape != (logits.shape[0],) or ((types < 0) | (types >= NUM_TYPES)).any():
+        raise Face4DError(f"types must be (B,) indices in [0, {NUM_TYPES}), got {types.tolist()}")
+    return joint.gather(2, types.view(-1, 1, 1).expand(-1, joint.shape[1], 1)).squeeze(2)
+
+
+def classifier_loss(
+    model: nn.Module, batch: Mapping[str, torch.Tensor], diffusion: GaussianDiffusion
+) -> torch.Tensor:
+    """Cross-entropy of ``model`` on ``x_t = q_sample(x0, t)``, ``t`` uniform over ``diffusion``.
+
+    ``batch`` holds ``x0`` (B, F, N, 3), ``mask`` (B, F) bool (optional), ``label`` (B,) long and
+    ``type`` (B,) long (0 = N2E, 1 = E2N; needed by kind S). A negative label (or, for kind S,
+    type) marks an unknown one: that sequence is left out of the average, and a batch without a
+    known target gives a zero loss that still reaches every parameter (a data-parallel step needs
+    one). ``t`` and the noise come from torch's global generator, as in
+    ``GaussianDiffusion.training_loss``. Padded frames reach the model noised but masked, so they
+    cannot affect the loss. ``model`` is a ``Classifier`` or a wrapper of one with ``.module``
+    (``DistributedDataParallel``), called as given so that gradients synchronise. Bind
+    ``diffusion`` with ``functools.partial`` to get a ``loss_fn(model, batch)``.
+    """
+    kind = getattr(model, "module", model).config.kind
+    x0 = batch["x0"]
+    t = torch.randint(0, diffusion.num_timesteps, (x0.shape[0],), device=x0.device)
+    logits = model(diffusion.q_sample(x0, t), diffusion.model_timesteps(t), mask=batch.get("mask"))
+    labels = batch["label"].to(x0.device)
+    types = batch.get("type")
+    types = None if types is None else types.to(x0.device)
+    known = labels >= 0
+    if kind == "S" and types is not None:
+        known &= types >= 0
+    if not known.any():
+        return logits.sum() * 0.0
+    target = target_index(labels[known], None if types is None else types[known], kind)
+    return nn.functional.cross_entropy(logits[known], target)

@@ -1,0 +1,413 @@
+"""The one training loop of face4d: the denoiser and the classifiers differ only in their loss.
+
+``Trainer`` takes a network, a ``loss_fn(network, batch) -> scalar`` and a ``LandmarkSequences``
+training set, and provides what every model needs: AdamW, gradient clipping, an exponential moving
+average (EMA) of the weights, periodic checkpoints in the layout of ``face4d.checkpoint``, resuming,
+and data parallelism under ``torchrun``.
+
+Reproducibility rests on one rule: every random draw of step ``s`` comes from seeds derived from
+``(seed, s)`` alone -- the batch from ``(seed, epoch)``, the loss's noise, timesteps and dropout
+from ``(seed, s, rank)``. A run is therefore a pure function of its config and its step counter:
+resuming needs no saved RNG state and is exact (on the CPU, bit for bit), and ranks of a
+data-parallel run draw different noise without coordinating.
+
+Batches (the ``batch`` argument of ``loss_fn``), B sequences trimmed to the longest of them:
+
+* ``x0``: (B, F, 68, 3) float32, normalised landmarks, zero on padded frames
+* ``mask``: (B, F) bool, True on valid frames
+* ``lengths``: (B,) long
+* ``label``: (B,) long, ``face4d.data.labels.label_index``; -1 where the label is unknown ("")
+* ``type``: (B,) long, 0 for N2E and 1 for E2N (order of ``SEQUENCE_TYPES``); -1 where unknown
+
+Data parallelism: under ``torchrun --nproc_per_node N`` (``WORLD_SIZE`` > 1 in the environment) the
+trainer joins the process group (NCCL on CUDA, Gloo on the CPU), wraps the network in
+``DistributedDataParallel`` and gives each rank its own 1/N of every batch, so ``batch_size`` is
+the global batch. Only rank 0 writes checkpoints and shows progress; every rank reads ``out_dir``
+to resume, so it must be on a file system all ranks share.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from face4d.checkpoint import (
+    STATE_FILE,
+    STATE_TENSORS_FILE,
+    check_state_dict,
+    flatten_tensors,
+    has_training_state,
+    load_training_state,
+    save_model,
+    save_training_state,
+    unflatten_tensors,
+)
+from face4d.data.dataset import Dataset
+from face4d.data.interchange import SEQUENCE_TYPES, LandmarkSequences
+from face4d.data.labels import label_index
+from face4d.data.normalize import LandmarkNormalizer
+from face4d.diffusion import GaussianDiffusion, linear_beta_schedule
+from face4d.errors import Face4DError
+from face4d.models.denoiser import Denoiser, DenoiserConfig
+
+LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
+"""``loss_fn(network, batch) -> scalar``; call ``network`` (it may be a DDP wrapper) for the forward
+pass so that gradients are synchronised."""
+
+DENOISER_KIND = "denoiser"
+_DATA_STREAM, _STEP_STREAM = 0, 1
+M = TypeVar("M", bound=nn.Module)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings, stored in checkpoints as JSON.
+
+    Defaults follow the paper (Sec. 4: Adam at lr 1e-4, 200K iterations) except ``batch_size``
+    (paper: 256), chosen to fit a single small GPU. ``grad_clip`` None disables clipping. The
+    ``ema_decay`` is reached after a warm-up, ``min(ema_decay, (1 + n) / (10 + n))`` at update
+    ``n``, so that short runs do not save weights that are mostly the random initialisation.
+    ``steps``, ``checkpoint_every``, ``log_every`` and ``device`` may change when a run is
+    resumed (e.g. to train longer); the other fields define the run and may not.
+    """
+
+    steps: int = 200_000
+    batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    grad_clip: float | None = 1.0
+    checkpoint_every: int = 1000
+    log_every: int = 50
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise Face4DError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise Face4DError(f"lr must be positive, got {self.lr}")
+        if self.weight_decay < 0:
+            raise Face4DError(f"weight-decay must be >= 0, got {self.weight_decay}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise Face4DError(f"ema-decay must be in [0, 1), got {self.ema_decay}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise Face4DError(f"grad-clip must be positive (or None to disable), got {self.grad_clip}")
+        if self.seed < 0:
+            raise Face4DError(f"seed must be >= 0, got {self.seed}")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except RuntimeError:
+                raise Face4DError(f"unknown device {self.device!r}; use auto, cpu, cuda or cuda:N") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        unknown = set(data) - {field.name for field in fields(cls)}
+        if unknown:
+            raise Face4DError(f"unknown TrainConfig keys: {sorted(unknown)}")
+        return cls(**data)
+
+    def run_settings(self) -> dict[str, Any]:
+        """The fields that shape the trajectory of the weights, which a resumed run must share."""
+        resumable = {"steps", "checkpoint_every", "log_every", "device"}
+        return {key: value for key, value in self.to_dict().items() if key not in resumable}
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` is CUDA when available, else the CPU; a bare ``cuda`` is the rank's own GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise Face4DError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
+
+
+def seeded(seed: int, build: Callable[[], M]) -> M:
+    """``build()`` with its random initial weights drawn from ``seed``, leaving the global RNG as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def _derived_seed(*words: int) -> int:
+    """A 64-bit seed from a tuple of integers: independent streams for (seed, stream, step, ...)."""
+    return int(np.random.SeedSequence(list(words)).generate_state(1, np.uint64)[0])
+
+
+def _differences(stored: Any, current: Any, path: str = "") -> list[str]:
+    """Human-readable differences between two JSON values, by key path."""
+    if isinstance(stored, dict) and isinstance(current, dict):
+        found = []
+        for key in sorted(set(stored) | set(current)):
+            found += _differences(stored.get(key), current.get(key), f"{path}.{key}" if path else key)
+        return found
+    if stored == current:
+        return []
+    path, shown = path or "settings", (repr(stored), repr(current))
+    return [f"{path}: {shown[0]} (stored) != {shown[1]} (now)" if max(map(len, shown)) <= 40 else f"{path} differs"]
+
+
+class Trainer:
+    """Train ``model`` on ``data`` by minimising ``loss_fn``, checkpointing into ``out_dir``.
+
+    An ``out_dir`` holding a training state (``last.json``) is resumed from its step, provided
+    the run is the same: model kind and config, normaliser, ``extra``, the number of training
+    sequences and ``config.run_settings()``; anything else is refused with the differences named.
+    An ``out_dir`` that exists with other contents is refused rather than written into.
+    ``kind``, ``model_config``, the normaliser and ``extra`` are saved in config.json so that
+    ``face4d.checkpoint.load_model`` can rebuild the model; the saved weights are the EMA.
+    Seed the model's initialisation (``seeded``) for a reproducible run.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        data: LandmarkSequences,
+        normalizer: LandmarkNormalizer,
+        out_dir: str | os.PathLike,
+        config: TrainConfig,
+        kind: str,
+        model_config: dict[str, Any],
+        extra: dict[str, Any] | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.config, self.loss_fn, self.normalizer = config, loss_fn, normalizer
+        self.out_dir, self.kind, self.model_config = Path(out_dir), kind, model_config
+        self.extra, self.progress = dict(extra or {}), progress
+        self._run = json.loads(json.dumps({
+            "kind": kind, "model_config": model_config, "normalizer": normalizer.to_dict(), "extra": self.extra,
+            "sequences": len(data), "training": config.run_settings(),
+        }))
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if config.batch_size % self.world_size:
+            raise Face4DError(f"batch size {config.batch_size} is not divisible by the {self.world_size} processes")
+        self.device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
+        self.is_main = self.rank == 0
+        self._prepare_data(data)
+
+        self.model = model.to(self.device)
+        self._owns_group = self.world_size > 1 and not dist.is_initialized()
+        if self._owns_group:
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        try:
+            self._network: nn.Module = self.model
+            if self.world_size > 1:  # broadcasts rank 0's weights, so the EMA below starts alike everywhere
+                self._network = DistributedDataParallel(
+                    self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+                )
+            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+            self.ema = {name: value.detach().clone() for name, value in self.model.state_dict().items()}
+            self.step = 0
+            self._resume()
+        except BaseException:
+            self._leave_group()
+            raise
+        self.start_step = self.step
+
+    # ------------------------------------------------------------------------------- data
+
+    def _prepare_data(self, data: LandmarkSequences) -> None:
+        """Normalise once; padded frames go back to zero, the padding value the models expect."""
+        lengths = torch.from_numpy(data.lengths)
+        valid = torch.arange(data.num_frames)[None] < lengths[:, None]
+        x = self.normalizer.normalize(torch.from_numpy(data.landmarks))
+        self._x = torch.where(valid[:, :, None, None], x, torch.zeros_like(x))
+        self._lengths = lengths
+        self._labels = torch.tensor([label_index(name) if name else -1 for name in data.labels], dtype=torch.long)
+        self._types = torch.tensor([SEQUENCE_TYPES.index(t) if t else -1 for t in data.types], dtype=torch.long)
+
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        """This rank's part of the batch of ``step``.
+
+        Sequences are visited in epochs: a fresh permutation per epoch, seeded by ``(seed,
+        epoch)``, so every sequence is seen once per epoch and the batch depends on the step only.
+        """
+        n, size = len(self._x), self.config.batch_size
+        positions = torch.arange(step * size, (step + 1) * size)
+        epochs, offsets = positions // n, positions % n
+        indices = torch.empty(size, dtype=torch.long)
+        for epoch in epochs.unique().tolist():
+            chosen = epochs == epoch
+            generator = torch.Generator().manual_seed(_derived_seed(self.config.seed, _DATA_STREAM, epoch))
+            indices[chosen] = torch.randperm(n, generator=generator)[offsets[chosen]]
+        indices = indices.view(self.world_size, -1)[self.rank]
+        lengths = self._lengths[indices]
+        frames = int(lengths.max())
+        batch = {
+            "x0": self._x[indices, :frames],
+            "mask": torch.arange(frames)[None] < lengths[:, None],
+            "lengths": lengths,
+            "label": self._labels[indices],
+            "type": self._types[indices],
+        }
+        return {key: value.to(self.device) for key, value in batch.items()}
+
+    # ---------------------------------------------------------------------------- training
+
+    def fit(self) -> list[float]:
+        """Train until ``config.steps``, checkpointing every ``checkpoint_every`` steps and at the
+        end. Returns this rank's loss of each step run by this call. Call it once: it leaves the
+        process group it joined."""
+        config = self.config
+        bar = tqdm(total=config.steps, initial=self.step, desc=f"training {self.kind}", unit="step",
+                   disable=not (self.progress and self.is_main))
+        history: list[float] = []
+        pending: list[torch.Tensor] = []
+        self.model.train()
+        try:
+            with torch.random.fork_rng(devices=[self.device.index] if self.device.type == "cuda" else []):
+                while self.step < config.steps:
+                    torch.manual_seed(_derived_seed(config.seed, _STEP_STREAM, self.step, self.rank))
+                    loss = self.loss_fn(self._network, self.batch(self.step))
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if config.grad_clip is not None:
+                        nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+                    self.optimizer.step()
+                    self._update_ema()
+                    self.step += 1
+                    bar.update()
+                    pending.append(loss.detach())
+                    checkpoint = self.step % config.checkpoint_every == 0 or self.step == config.steps
+                    if checkpoint or self.step % config.log_every == 0:
+                        history += self._flush_losses(pending, bar)
+                        pending = []
+                    if checkpoint:
+                        self.save_checkpoint()
+        finally:
+            bar.close()
+            self._leave_group()
+        return history
+
+    def _leave_group(self) -> None:
+        """Destroy the process group if this trainer created it; one the caller created is the caller's."""
+        if self._owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+    def _update_ema(self) -> None:
+        """``ema = d * ema + (1 - d) * weights`` with the warmed-up decay ``d`` of update ``self.step``;
+        integer buffers are copied."""
+        decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            for name, value in self.model.state_dict().items():
+                average = self.ema[name]
+                if average.is_floating_point():
+                    average.mul_(decay).add_(value, alpha=1 - decay)
+                else:
+                    average.copy_(value)
+
+    def _flush_losses(self, pending: list[torch.Tensor], bar: tqdm) -> list[float]:
+        """Synchronise the losses since the last flush (one device sync per flush, not per step),
+        show their mean over all ranks and stop every rank alike if it is not finite."""
+        losses = torch.stack(pending).float()
+        mean = losses.mean()
+        if self.world_size > 1:
+            dist.all_reduce(mean)
+            mean = mean / self.world_size
+        value = mean.item()
+        if not math.isfinite(value):
+            raise Face4DError(f"the loss became {value} before step {self.step}; lower --lr or check the data")
+        bar.set_postfix(loss=f"{value:.4f}")
+        return losses.tolist()
+
+    # ------------------------------------------------------------------------- checkpoints
+
+    def save_checkpoint(self) -> None:
+        """Write the training state and the model directory (EMA weights); rank 0 only."""
+        if not self.is_main:
+            return
+        optimizer_tensors, optimizer_skeleton = flatten_tensors(self.optimizer.state_dict(), "optimizer")
+        tensors = {
+            **{f"model.{name}": value for name, value in self.model.state_dict().items()},
+            **{f"ema.{name}": value for name, value in self.ema.items()},
+            **optimizer_tensors,
+        }
+        save_training_state(self.out_dir, tensors, {
+            "step": self.step, "run": self._run, "training": self.config.to_dict(), "optimizer": optimizer_skeleton,
+        })
+        save_model(self.out_dir, self.model, self.kind, self.model_config, self.normalizer,
+                   extra={**self.extra, "training": self.config.to_dict(), "step": self.step}, state_dict=self.ema)
+
+    def _resume(self) -> None:
+        """Load ``out_dir``'s training state, if any, after checking that it is this run's."""
+        if not has_training_state(self.out_dir):
+            if self.out_dir.exists() and (not self.out_dir.is_dir() or any(self.out_dir.iterdir())):
+                raise Face4DError(f"{self.out_dir}: exists and holds no training state ({STATE_FILE}) to resume; "
+                                  f"choose another output directory")
+            return
+        tensors, state = load_training_state(self.out_dir)
+        differences = _differences(state.get("run"), self._run)
+        if differences:
+            raise Face4DError(f"{self.out_dir}: holds a run with other settings ({'; '.join(differences)}); "
+                              f"resume it with its own settings or choose another output directory")
+        for prefix, target in (("model.", self.model.state_dict()), ("ema.", self.ema)):
+            stored = {name[len(prefix):]: value for name, value in tensors.items() if name.startswith(prefix)}
+            check_state_dict(target, stored, f"{self.out_dir / STATE_TENSORS_FILE} ({prefix.rstrip('.')})")
+            with torch.no_grad():
+                for name, value in stored.items():
+                    target[name].copy_(value)
+        try:
+            self.optimizer.load_state_dict(unflatten_tensors(state["optimizer"], tensors))
+        except (KeyError, ValueError) as exc:
+            raise Face4DError(f"{self.out_dir / STATE_FILE}: optimiser state does not fit the model ({exc})") from None
+        self.step = int(state["step"])
+
+
+# ------------------------------------------------------------------------------- denoiser
+
+def diffusion_loss(diffusion: GaussianDiffusion) -> LossFn:
+    """The denoiser's loss: Eq. 8 of the paper on the batch's valid frames."""
+
+    def loss(network: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return diffusion.training_loss(network, batch["x0"], batch["mask"])
+
+    return loss
+
+
+def train_denoiser(
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    train_config: TrainConfig,
+    denoiser_config: DenoiserConfig,
+    num_timesteps: int = 2000,
+    progress: bool = True,
+) -> Trainer:
+    """Train the unconditional noise model ``eps_theta`` on a built dataset's train split (or
+    resume ``out_dir``) and save it as a model directory of kind ``denoiser``, its config.json
+    recording ``diffusion.num_timesteps`` of the paper's linear schedule. Returns the finished
+    trainer (``step``, ``start_step``, ``model``)."""
+    train = Dataset.load(data_dir).sequences("train")
+    if train.num_frames > denoiser_config.max_frames:
+        raise Face4DError(f"the training data has sequences of {train.num_frames} frames, more than the model's "
+                          f"max_frames ({denoiser_config.max_frames})")
+    diffusion = GaussianDiffusion(linear_beta_schedule(num_timesteps))
+    model = seeded(train_config.seed, lambda: Denoiser(denoiser_config))
+    trainer = Trainer(model, diffusion_loss(diffusion), train, LandmarkNormalizer.fit(train), out_dir, train_config,
+                      DENOISER_KIND, denoiser_config.to_dict(),
+                      extra={"diffusion": {"schedule": "linear", "num_timesteps": num_timesteps}}, progress=progress)
+    trainer.fit()
+    return trainer
