@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   face4d dataset info data/face4d
   face4d dataset preview --out previews/ --data data/face4d
   face4d dataset import coma ~/COMA --embedding flame_landmarks.npz --out coma.npz
+  face4d generate --label high_smile --frames 40 --num 4 --seed 0 --out samples/
   face4d train denoiser --data data/face4d --out models/denoiser --steps 200000
   torchrun --nproc_per_node 4 -m face4d.cli train denoiser --data data/face4d --out models/denoiser
 """
@@ -76,20 +77,49 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--overwrite", action="store_true")
     imp.add_argument("--quiet", action="store_true")
 
+    gen = commands.add_parser("generate", help="generate landmark sequences, optionally label-controlled",
+                              epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    gen.add_argument("--out", required=True, type=Path, help="output directory (one .npz per sequence)")
+    gen.add_argument("--label", help="expression label to steer towards (see 'face4d dataset info')")
+    gen.add_argument("--type", dest="sequence_type", choices=("N2E", "E2N"),
+                     help="also enforce the order: neutral->expression or back (type S classifier)")
+    gen.add_argument("--frames", type=int, default=40, help="frames per sequence (default 40)")
+    gen.add_argument("--num", type=int, default=1, help="number of sequences (default 1)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--model", type=Path, help="model bundle directory (default: the embedded one)")
+    gen.add_argument("--sampler", choices=("fast", "paper"), default="fast",
+                     help="fast: strided DDPM over --steps steps; paper: all T steps (slow)")
+    gen.add_argument("--steps", type=int, default=50, help="steps of the fast sampler (default 50)")
+    gen.add_argument("--guidance-lambda", type=float, help="weight of log p(x|x_t) in the refinement (0.01)")
+    gen.add_argument("--guidance-steps", type=int, help="Adagrad steps per reverse step (3)")
+    gen.add_argument("--guidance-lr", type=float, help="Adagrad learning rate, in units of sigma_t (0.1)")
+    gen.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    gen.add_argument("--overwrite", action="store_true")
+    gen.add_argument("--quiet", action="store_true")
+
     train = commands.add_parser("train", help="train a model; rerunning the same command resumes it",
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = train.add_subparsers(dest="train_command", required=True)
-    denoiser = sub.add_parser("denoiser", help="train the unconditional diffusion noise model on a built dataset")
-    denoiser.add_argument("--data", required=True, type=Path, help="dataset directory ('face4d dataset build')")
-    denoiser.add_argument("--out", required=True, type=Path,
-                          help="model directory; one holding a run is resumed from its last checkpoint")
-    _training_args(denoiser)
-    denoiser.add_argument("--timesteps", dest="num_timesteps", type=int,
-                          help="diffusion steps T (default: the paper's)")
-    group = denoiser.add_argument_group("denoiser architecture (defaults: face4d.models.DenoiserConfig)")
-    for name in ("--d-model", "--layers", "--heads", "--ff", "--max-frames"):
-        group.add_argument(name, type=int)
-    group.add_argument("--dropout", type=float)
+    helps = {"denoiser": "the unconditional diffusion noise model",
+             "classifier": "the noise-aware classifier that guides label-controlled sampling (--kind I or S)",
+             "ic": "the independent LSTM classifier of the evaluation protocol"}
+    for kind, text in helps.items():
+        cmd = sub.add_parser(kind, help=f"train {text} on a built dataset")
+        cmd.add_argument("--data", required=True, type=Path, help="dataset directory ('face4d dataset build')")
+        cmd.add_argument("--out", required=True, type=Path,
+                         help="model directory; one holding a run is resumed from its last checkpoint")
+        _training_args(cmd)
+        group = cmd.add_argument_group("architecture (defaults: the model's config dataclass)")
+        if kind == "ic":
+            group.add_argument("--hidden", type=int, help="LSTM hidden size")
+            continue
+        cmd.add_argument("--timesteps", dest="num_timesteps", type=int, help="diffusion steps T (default: the paper's)")
+        for name in ("--d-model", "--layers", "--heads", "--ff", "--max-frames"):
+            group.add_argument(name, type=int)
+        group.add_argument("--dropout", type=float)
+        if kind == "classifier":
+            group.add_argument("--kind", dest="classifier_kind", choices=("I", "S"), default="I",
+                               help="I: label only (order-insensitive); S: label x N2E/E2N (order-sensitive)")
     return parser
 
 
@@ -112,7 +142,7 @@ def _training_args(parser: argparse.ArgumentParser) -> None:
 
 def _given(args, *names: str) -> dict:
     """The options among ``names`` that were given on the command line."""
-    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
 def _dataset_build(args) -> None:
@@ -169,32 +199,59 @@ def _dataset_import(args) -> None:
     print(f"wrote {len(seqs)} sequences to {args.out}")
 
 
-def _train_denoiser(args) -> None:
+def _train(args) -> None:
+    from face4d.eval.classifier import ICConfig
+    from face4d.models.classifier import ClassifierConfig
     from face4d.models.denoiser import DenoiserConfig
-    from face4d.training import TrainConfig, train_denoiser
+    from face4d.training import TrainConfig, train_model
 
+    kind = args.train_command
     options = _given(args, "steps", "batch_size", "lr", "weight_decay", "ema_decay", "seed", "device",
                      "checkpoint_every", "log_every")
     if args.grad_clip is not None:
         options["grad_clip"] = args.grad_clip or None
     train_config = TrainConfig(**options)
-    config = DenoiserConfig(**_given(args, "d_model", "layers", "heads", "ff", "dropout", "max_frames"))
-    trainer = train_denoiser(args.data, args.out, train_config, config, progress=not args.quiet,
-                             **_given(args, "num_timesteps"))
+    if kind == "ic":
+        config = ICConfig(**_given(args, "hidden"))
+    else:
+        arch = _given(args, "d_model", "layers", "heads", "ff", "dropout", "max_frames")
+        config = DenoiserConfig(**arch) if kind == "denoiser" else ClassifierConfig(kind=args.classifier_kind, **arch)
+    trainer = train_model(kind, args.data, args.out, train_config, config, progress=not args.quiet,
+                          **_given(args, "num_timesteps"))
     if trainer.is_main:
         resumed = f" (resumed from step {trainer.start_step})" if trainer.start_step else ""
-        print(f"denoiser at step {trainer.step}{resumed}; model saved in {args.out}")
+        print(f"{kind} at step {trainer.step}{resumed}; model saved in {args.out}")
+
+
+def _generate(args) -> None:
+    from face4d.data.interchange import save_sequences
+    from face4d.generate import LandmarkGenerator, SamplingConfig
+    from face4d.guidance import GuidanceConfig
+    from meshops.atomic import atomic_dir
+
+    guidance = GuidanceConfig(**{key: value for key, value in (("lam", args.guidance_lambda),
+                                                                ("steps", args.guidance_steps),
+                                                                ("lr", args.guidance_lr)) if value is not None})
+    sampling = SamplingConfig(sampler=args.sampler, steps=args.steps, guidance=guidance)
+    generator = LandmarkGenerator.from_pretrained(args.model, device=args.device)
+    with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
+        seqs = generator.generate(args.label, frames=args.frames, num=args.num, seed=args.seed,
+                                  sequence_type=args.sequence_type, sampling=sampling, progress=not args.quiet)
+        for i in range(len(seqs)):
+            save_sequences(tmp / f"sequence_{i:03d}.npz", seqs.select(i))
+    print(f"wrote {len(seqs)} sequence(s) of {args.frames} frames to {args.out}")
 
 
 HANDLERS = {("dataset", "build"): _dataset_build, ("dataset", "info"): _dataset_info,
             ("dataset", "preview"): _dataset_preview, ("dataset", "import"): _dataset_import,
-            ("train", "denoiser"): _train_denoiser}
+            ("train", "denoiser"): _train, ("train", "classifier"): _train, ("train", "ic"): _train,
+            ("generate", None): _generate}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = HANDLERS[(args.command, getattr(args, f"{args.command}_command"))]
+    handler = HANDLERS[(args.command, getattr(args, f"{args.command}_command", None))]
     try:
         handler(args)
     except (Face4DError, MeshFileError, FileExistsError, FileNotFoundError, PermissionError) as exc:

@@ -27,11 +27,12 @@ to resume, so it must be on a file system all ranks share.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -59,13 +60,15 @@ from face4d.data.labels import label_index
 from face4d.data.normalize import LandmarkNormalizer
 from face4d.diffusion import GaussianDiffusion, linear_beta_schedule
 from face4d.errors import Face4DError
-from face4d.models.denoiser import Denoiser, DenoiserConfig
+from face4d.eval.classifier import ICConfig, ic_loss
+from face4d.models.classifier import ClassifierConfig, classifier_loss
+from face4d.models.denoiser import DenoiserConfig
+from face4d.pretrained import MODEL_KINDS
 
 LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 """``loss_fn(network, batch) -> scalar``; call ``network`` (it may be a DDP wrapper) for the forward
 pass so that gradients are synchronised."""
 
-DENOISER_KIND = "denoiser"
 _DATA_STREAM, _STEP_STREAM = 0, 1
 M = TypeVar("M", bound=nn.Module)
 
@@ -377,7 +380,7 @@ class Trainer:
         self.step = int(state["step"])
 
 
-# ------------------------------------------------------------------------------- denoiser
+# --------------------------------------------------------------------------- the three models
 
 def diffusion_loss(diffusion: GaussianDiffusion) -> LossFn:
     """The denoiser's loss: Eq. 8 of the paper on the batch's valid frames."""
@@ -388,26 +391,47 @@ def diffusion_loss(diffusion: GaussianDiffusion) -> LossFn:
     return loss
 
 
-def train_denoiser(
+def train_model(
+    kind: str,
     data_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     train_config: TrainConfig,
-    denoiser_config: DenoiserConfig,
+    model_config: DenoiserConfig | ClassifierConfig | ICConfig,
     num_timesteps: int = 2000,
     progress: bool = True,
 ) -> Trainer:
-    """Train the unconditional noise model ``eps_theta`` on a built dataset's train split (or
-    resume ``out_dir``) and save it as a model directory of kind ``denoiser``, its config.json
-    recording ``diffusion.num_timesteps`` of the paper's linear schedule. Returns the finished
-    trainer (``step``, ``start_step``, ``model``)."""
+    """Train one of the package's models on a built dataset's train split (or resume ``out_dir``)
+    and save it as a model directory of that ``kind``:
+
+    * ``denoiser``: the unconditional noise model eps_theta (Eq. 8);
+    * ``classifier``: the noise-aware classifier p_phi(y | x_t, t) that guides sampling (type I or S);
+    * ``ic``: the independent LSTM classifier of the evaluation protocol (trained on clean data).
+
+    The diffusion models record ``diffusion.num_timesteps`` of the paper's linear schedule in
+    their config.json. Returns the finished trainer (``step``, ``start_step``, ``model``).
+    """
+    if kind not in MODEL_KINDS:
+        raise Face4DError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
     train = Dataset.load(data_dir).sequences("train")
-    if train.num_frames > denoiser_config.max_frames:
+    max_frames = getattr(model_config, "max_frames", None)
+    if max_frames is not None and train.num_frames > max_frames:
         raise Face4DError(f"the training data has sequences of {train.num_frames} frames, more than the model's "
-                          f"max_frames ({denoiser_config.max_frames})")
+                          f"max_frames ({max_frames})")
+    normalizer = LandmarkNormalizer.fit(train)
     diffusion = GaussianDiffusion(linear_beta_schedule(num_timesteps))
-    model = seeded(train_config.seed, lambda: Denoiser(denoiser_config))
-    trainer = Trainer(model, diffusion_loss(diffusion), train, LandmarkNormalizer.fit(train), out_dir, train_config,
-                      DENOISER_KIND, denoiser_config.to_dict(),
-                      extra={"diffusion": {"schedule": "linear", "num_timesteps": num_timesteps}}, progress=progress)
+    extra = {}
+    if kind == "denoiser":
+        loss = diffusion_loss(diffusion)
+    elif kind == "classifier":
+        loss = functools.partial(classifier_loss, diffusion=diffusion)
+    else:
+        model_config = replace(model_config, normalizer=normalizer)
+        loss = ic_loss
+    if kind != "ic":
+        extra["diffusion"] = {"schedule": "linear", "num_timesteps": num_timesteps}
+    config_cls, model_cls = MODEL_KINDS[kind]
+    model = seeded(train_config.seed, lambda: model_cls(model_config))
+    trainer = Trainer(model, loss, train, normalizer, out_dir, train_config, kind, model_config.to_dict(),
+                      extra=extra, progress=progress)
     trainer.fit()
     return trainer

@@ -18,11 +18,12 @@ from face4d.data.interchange import SEQUENCE_TYPES
 from face4d.diffusion import GaussianDiffusion, linear_beta_schedule
 from face4d.errors import Face4DError
 from face4d.models import Denoiser, DenoiserConfig
-from face4d.training import DENOISER_KIND, TrainConfig, Trainer, diffusion_loss, seeded
+from face4d.pretrained import MODEL_KINDS
+from face4d.training import TrainConfig, Trainer, diffusion_loss, seeded
 
 TINY = DenoiserConfig(d_model=32, layers=1, heads=2, ff=64, dropout=0.1)
 TINY_ARGS = ["--d-model", "32", "--layers", "1", "--heads", "2", "--ff", "64"]
-BUILDERS = {DENOISER_KIND: (DenoiserConfig, Denoiser)}
+BUILDERS = MODEL_KINDS
 DIFFUSION = GaussianDiffusion(linear_beta_schedule(2000))
 
 
@@ -54,7 +55,7 @@ def data(tmp_path_factory) -> Data:
 def _trainer(data: Data, out: Path, steps: int, model_config: DenoiserConfig = TINY, **overrides) -> Trainer:
     config = TrainConfig(**{"steps": steps, "batch_size": 8, "lr": 1e-3, "log_every": 5, "device": "cpu", **overrides})
     model = seeded(config.seed, lambda: Denoiser(model_config))
-    return Trainer(model, diffusion_loss(DIFFUSION), data.train, data.normalizer, out, config, DENOISER_KIND,
+    return Trainer(model, diffusion_loss(DIFFUSION), data.train, data.normalizer, out, config, "denoiser",
                    model_config.to_dict(), progress=False)
 
 
@@ -142,7 +143,7 @@ def test_checkpoint_round_trip(data, tmp_path):
     trainer = _trainer(data, tmp_path / "m", steps=3)
     trainer.fit()
     model, config, normalizer = load_model(tmp_path / "m", BUILDERS)
-    assert config["kind"] == DENOISER_KIND and config["step"] == 3 and config["training"]["steps"] == 3
+    assert config["kind"] == "denoiser" and config["step"] == 3 and config["training"]["steps"] == 3
     assert DenoiserConfig.from_dict(config["model_config"]) == TINY
     assert normalizer.to_dict() == data.normalizer.to_dict()
     reference = Denoiser(TINY)
@@ -294,3 +295,23 @@ def test_cli_errors_are_one_line(data, tmp_path, capsys, extra, message):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and err.startswith("face4d: error:")
     assert not (tmp_path / "m").exists()
+
+
+def test_cli_trains_both_classifiers(data, tmp_path, capsys):
+    from face4d.pretrained import load_pretrained
+    for kind, extra in (("S", [*TINY_ARGS, "--kind", "S"]), ("ic", ["--hidden", "16"])):
+        command = "ic" if kind == "ic" else "classifier"
+        out = tmp_path / kind
+        argv = ["train", command, "--data", str(data.root), "--out", str(out), "--batch-size", "8", "--steps", "4",
+                "--device", "cpu", "--quiet", *extra]
+        assert main(argv) == 0
+        assert f"{command} at step 4; model saved in" in capsys.readouterr().out
+        model, config, normalizer = load_pretrained(out, command)
+        assert config["step"] == 4 and normalizer is not None
+        if kind == "S":
+            assert model.config.kind == "S" and model.config.num_outputs == 36
+            assert config["diffusion"]["num_timesteps"] == 2000
+        else:
+            assert model.config.hidden == 16 and model.config.normalizer is not None
+    with pytest.raises(Exception, match="expected a 'denoiser' model"):
+        load_pretrained(tmp_path / "S", "denoiser")
