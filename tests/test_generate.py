@@ -27,13 +27,6 @@ def bundle(tmp_path_factory, head):
     return root
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_generate_shapes_units_and_seeds(bundle, head):
     gen = LandmarkGenerator.from_pretrained(bundle)

@@ -27,14 +27,6 @@ BUILDERS = MODEL_KINDS
 DIFFUSION = GaussianDiffusion(linear_beta_schedule(2000))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and far faster than on two contended cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @dataclass
 class Data:
