@@ -18,7 +18,6 @@ so a new model type needs no change here.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +29,7 @@ from safetensors.torch import save_file
 
 from face4d.data.normalize import LandmarkNormalizer
 from face4d.errors import Face4DError
+from face4d.jsonfile import read_json, write_json
 from meshops.atomic import atomic_file
 
 FORMAT = "face4d-model"
@@ -46,25 +46,6 @@ Builders = Mapping[str, tuple[type, type]]
 
 
 # ------------------------------------------------------------------------------------ files
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` as indented JSON, atomically, replacing an older version."""
-    with atomic_file(path, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``; a missing or unparsable file is a one-line error."""
-    if not path.is_file():
-        raise Face4DError(f"{path}: no such file")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise Face4DError(f"{path}: corrupt JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise Face4DError(f"{path}: expected a JSON object")
-    return data
-
 
 def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Write tensors as safetensors, atomically. Tensors are copied to the CPU first, which also

@@ -145,3 +145,13 @@ def test_normalizer_is_invertible_and_serialisable(head):
     np.testing.assert_allclose(t.numpy(), x, atol=1e-5)
     with pytest.raises(Face4DError):
         LandmarkNormalizer(np.zeros((68, 3)), 0.0)
+
+
+def test_gather_keeps_the_records_order_across_shards(tmp_path):
+    data = Dataset.load(build_dataset(tmp_path / "d", 12, seed=1, shard_size=5, progress=False))
+    records = [data.manifest["sequences"][i] for i in (11, 2, 7, 3)]
+    batch = data.gather(records)
+    everything = data.sequences()
+    for k, i in enumerate((11, 2, 7, 3)):
+        np.testing.assert_array_equal(batch.sequence(k), everything.sequence(i))
+    assert batch.labels.tolist() == [r["label"] for r in records]

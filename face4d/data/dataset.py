@@ -11,7 +11,7 @@ testing the mesh decoder on motions it never saw.
 """
 from __future__ import annotations
 
-import json
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ from face4d.data.interchange import LandmarkSequences, load_sequences, save_sequ
 from face4d.data.labels import get_label
 from face4d.data.synth import ExpressionSynthesizer, SynthConfig
 from face4d.errors import Face4DError
+from face4d.jsonfile import read_json, write_json
 from meshops.atomic import atomic_dir
 from meshops.head import HeadModel
 
@@ -71,7 +72,7 @@ def build_dataset(out: str | os.PathLike, sequences: int, seed: int = 0, config:
                                       "test_labels": [n for n in config.labels if n in held_out_labels]}},
             "sequences": records,
         }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        write_json(tmp / "manifest.json", manifest)
     return Path(out)
 
 
@@ -88,10 +89,7 @@ class Dataset:
         path = root / "manifest.json"
         if not path.is_file():
             raise Face4DError(f"{root}: not a face4d dataset (no manifest.json); build one with 'face4d dataset build'")
-        try:
-            manifest = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise Face4DError(f"{path}: corrupt manifest ({exc})") from None
+        manifest = read_json(path, "manifest")
         if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
             raise Face4DError(f"{path}: not a {FORMAT} v{FORMAT_VERSION} manifest")
         return cls(root, manifest)
@@ -119,11 +117,16 @@ class Dataset:
         records = self.records(split, labels)
         if not records:
             raise Face4DError(f"{self.root}: no sequences in split {split!r} with labels {labels}")
+        return self.gather(records)
+
+    def gather(self, records: list[dict]) -> LandmarkSequences:
+        """The sequences of manifest ``records`` as one batch, in the records' order, reading each shard once."""
+        shards: dict[int, LandmarkSequences] = {}
         parts = []
-        for k, shard in enumerate(self.manifest["shards"]):
-            rows = [r["row"] for r in records if r["shard"] == k]
-            if rows:
-                parts.append(load_sequences(self.root / shard["file"]).select(np.array(rows)))
+        for k, run in itertools.groupby(records, key=lambda r: r["shard"]):
+            if k not in shards:
+                shards[k] = load_sequences(self.root / self.manifest["shards"][k]["file"])
+            parts.append(shards[k].select(np.array([r["row"] for r in run])))
         return LandmarkSequences.concatenate(parts)
 
     def expression_split(self, part: str) -> LandmarkSequences:

@@ -41,15 +41,10 @@ def face_bounds(head: HeadModel) -> np.ndarray:
 def _label_examples(head: HeadModel, data: Dataset | None, seed: int) -> LandmarkSequences:
     """One sequence per label: the dataset's first of each, or the generator's clean recipe on the mean face."""
     if data is not None:
-        firsts = {}
+        firsts: dict[str, dict] = {}
         for record in data.manifest["sequences"]:
-            firsts.setdefault(record["label"], record["index"])
-        parts = []
-        for label in data.labels:
-            if label in firsts:
-                shard = data.manifest["sequences"][firsts[label]]
-                parts.append(data.sequences(split=shard["split"], labels=[label]).select(0))
-        return LandmarkSequences.concatenate(parts)
+            firsts.setdefault(record["label"], record)
+        return data.gather([firsts[label] for label in data.labels if label in firsts])
     synth = ExpressionSynthesizer(head, SynthConfig(), seed)
     samples = [synth.sample(0, label=label, sequence_type="N2E", identity=np.zeros(head.num_identity, np.float32),
                             intensity=1.0, clean=True) for label in synth.config.labels]
@@ -58,7 +53,7 @@ def _label_examples(head: HeadModel, data: Dataset | None, seed: int) -> Landmar
 
 def _gif_examples(head: HeadModel, data: Dataset | None, seed: int, count: int) -> LandmarkSequences:
     if data is not None:
-        return data.sequences().select(np.arange(min(count, len(data))))
+        return data.gather(data.records()[:count])
     return ExpressionSynthesizer(head, SynthConfig(), seed).generate(range(count))[0]
 
 
