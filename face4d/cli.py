@@ -16,6 +16,9 @@ EXAMPLES = """examples:
   face4d dataset preview --out previews/ --data data/face4d
   face4d dataset import coma ~/COMA --embedding flame_landmarks.npz --out coma.npz
   face4d generate --label high_smile --frames 40 --num 4 --seed 0 --out samples/
+  face4d generate --neutral-mesh face.obj --label happiness --type N2E --num 2 --out samples/
+  face4d generate --neutral-landmarks samples/sequence_000.npz --type E2N --passes 5 --out from_neutral/
+  face4d fill --input samples/sequence_000.npz --known 0-9,30-39 --num 4 --out filled/
   face4d train denoiser --data data/face4d --out models/denoiser --steps 200000
   torchrun --nproc_per_node 4 -m face4d.cli train denoiser --data data/face4d --out models/denoiser
 """
@@ -82,20 +85,35 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", required=True, type=Path, help="output directory (one .npz per sequence)")
     gen.add_argument("--label", help="expression label to steer towards (see 'face4d dataset info')")
     gen.add_argument("--type", dest="sequence_type", choices=("N2E", "E2N"),
-                     help="also enforce the order: neutral->expression or back (type S classifier)")
+                     help="also enforce the order: neutral->expression or back (type S classifier); with a "
+                          "neutral face, where it goes: first frame (N2E, the default) or last (E2N)")
     gen.add_argument("--frames", type=int, default=40, help="frames per sequence (default 40)")
     gen.add_argument("--num", type=int, default=1, help="number of sequences (default 1)")
     gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--model", type=Path, help="model bundle directory (default: the embedded one)")
-    gen.add_argument("--sampler", choices=("fast", "paper"), default="fast",
-                     help="fast: strided DDPM over --steps steps; paper: all T steps (slow)")
-    gen.add_argument("--steps", type=int, default=50, help="steps of the fast sampler (default 50)")
-    gen.add_argument("--guidance-lambda", type=float, help="weight of log p(x|x_t) in the refinement (0.01)")
-    gen.add_argument("--guidance-steps", type=int, help="Adagrad steps per reverse step (3)")
-    gen.add_argument("--guidance-lr", type=float, help="Adagrad learning rate, in units of sigma_t (0.1)")
-    gen.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    gen.add_argument("--overwrite", action="store_true")
-    gen.add_argument("--quiet", action="store_true")
+    neutral = gen.add_argument_group("geometry-adaptive generation (a given person's neutral face)")
+    source = neutral.add_mutually_exclusive_group()
+    source.add_argument("--neutral-mesh", type=Path,
+                        help="neutral face mesh (.obj/.ply) in the head model's topology, in centimetres")
+    source.add_argument("--neutral-landmarks", type=Path,
+                        help="neutral landmarks: .npz in the interchange format (its neutral frame), "
+                             ".npy or .txt of shape (68, 3), in centimetres")
+    neutral.add_argument("--passes", type=int, help="harmonising sampling passes (default 5, as the paper)")
+    _sampling_args(gen)
+
+    fill = commands.add_parser("fill", help="fill the missing frames of a partial landmark sequence",
+                               epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fill.add_argument("--input", required=True, type=Path, help="sequence(s) in the interchange format (.npz)")
+    fill.add_argument("--known", required=True,
+                      help="known frames, 0-based indices and inclusive ranges: e.g. 0-9,30-39 or 0,5,10-12")
+    fill.add_argument("--sequence-index", type=int, default=0,
+                      help="which sequence of a batch file to fill (default 0)")
+    fill.add_argument("--out", required=True, type=Path, help="output directory (one .npz per filled sequence)")
+    fill.add_argument("--label", help="expression label to steer the filled frames towards")
+    fill.add_argument("--num", type=int, default=1, help="number of fillings (default 1)")
+    fill.add_argument("--seed", type=int, default=0)
+    fill.add_argument("--passes", type=int, default=1,
+                      help="sampling passes; > 1 adds the harmonisation of geometry-adaptive generation (default 1)")
+    _sampling_args(fill)
 
     train = commands.add_parser("train", help="train a model; rerunning the same command resumes it",
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -121,6 +139,20 @@ def build_parser() -> argparse.ArgumentParser:
             group.add_argument("--kind", dest="classifier_kind", choices=("I", "S"), default="I",
                                help="I: label only (order-insensitive); S: label x N2E/E2N (order-sensitive)")
     return parser
+
+
+def _sampling_args(parser: argparse.ArgumentParser) -> None:
+    """Model, sampler and guidance options shared by ``generate`` and ``fill``."""
+    parser.add_argument("--model", type=Path, help="model bundle directory (default: the embedded one)")
+    parser.add_argument("--sampler", choices=("fast", "paper"), default="fast",
+                        help="fast: strided DDPM over --steps steps; paper: all T steps (slow)")
+    parser.add_argument("--steps", type=int, default=50, help="steps of the fast sampler (default 50)")
+    parser.add_argument("--guidance-lambda", type=float, help="weight of log p(x|x_t) in the refinement (0.01)")
+    parser.add_argument("--guidance-steps", type=int, help="Adagrad steps per reverse step (3)")
+    parser.add_argument("--guidance-lr", type=float, help="Adagrad learning rate, in units of sigma_t (0.1)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--quiet", action="store_true")
 
 
 def _training_args(parser: argparse.ArgumentParser) -> None:
@@ -223,29 +255,80 @@ def _train(args) -> None:
         print(f"{kind} at step {trainer.step}{resumed}; model saved in {args.out}")
 
 
-def _generate(args) -> None:
-    from face4d.data.interchange import save_sequences
-    from face4d.generate import LandmarkGenerator, SamplingConfig
+def _sampling_config(args):
+    from face4d.generate import SamplingConfig
     from face4d.guidance import GuidanceConfig
-    from meshops.atomic import atomic_dir
 
     guidance = GuidanceConfig(**{key: value for key, value in (("lam", args.guidance_lambda),
                                                                 ("steps", args.guidance_steps),
                                                                 ("lr", args.guidance_lr)) if value is not None})
-    sampling = SamplingConfig(sampler=args.sampler, steps=args.steps, guidance=guidance)
+    return SamplingConfig(sampler=args.sampler, steps=args.steps, guidance=guidance)
+
+
+def _save_each(folder: Path, seqs) -> None:
+    """``folder/sequence_000.npz``, ...: one file per sequence."""
+    from face4d.data.interchange import save_sequences
+
+    for i in range(len(seqs)):
+        save_sequences(folder / f"sequence_{i:03d}.npz", seqs.select(i))
+
+
+def _generate(args) -> None:
+    from face4d.generate import LandmarkGenerator
+    from meshops.atomic import atomic_dir
+
+    neutral = None
+    if args.neutral_mesh is not None:
+        from face4d.filling import neutral_landmarks_from_mesh
+        neutral = neutral_landmarks_from_mesh(args.neutral_mesh)
+    elif args.neutral_landmarks is not None:
+        from face4d.filling import neutral_landmarks_from_file
+        neutral = neutral_landmarks_from_file(args.neutral_landmarks)
+    elif args.passes is not None:
+        raise Face4DError("--passes only applies to generation from a neutral face (--neutral-mesh or "
+                          "--neutral-landmarks)")
+    sampling = _sampling_config(args)
     generator = LandmarkGenerator.from_pretrained(args.model, device=args.device)
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
-        seqs = generator.generate(args.label, frames=args.frames, num=args.num, seed=args.seed,
-                                  sequence_type=args.sequence_type, sampling=sampling, progress=not args.quiet)
-        for i in range(len(seqs)):
-            save_sequences(tmp / f"sequence_{i:03d}.npz", seqs.select(i))
+        if neutral is None:
+            seqs = generator.generate(args.label, frames=args.frames, num=args.num, seed=args.seed,
+                                      sequence_type=args.sequence_type, sampling=sampling, progress=not args.quiet)
+        else:
+            seqs = generator.generate_from_neutral(neutral, frames=args.frames,
+                                                   sequence_type=args.sequence_type or "N2E", label=args.label,
+                                                   num=args.num, seed=args.seed,
+                                                   passes=5 if args.passes is None else args.passes,
+                                                   sampling=sampling, progress=not args.quiet)
+        _save_each(tmp, seqs)
     print(f"wrote {len(seqs)} sequence(s) of {args.frames} frames to {args.out}")
+
+
+def _fill(args) -> None:
+    from face4d.data.interchange import load_sequences
+    from face4d.filling import parse_known
+    from face4d.generate import LandmarkGenerator
+    from meshops.atomic import atomic_dir
+
+    seqs = load_sequences(args.input)
+    if not 0 <= args.sequence_index < len(seqs):
+        raise Face4DError(f"--sequence-index {args.sequence_index} is out of range: {args.input} holds "
+                          f"{len(seqs)} sequence(s) (indices 0-{len(seqs) - 1})")
+    seq = seqs.select(args.sequence_index)
+    frames = int(seq.lengths[0])
+    known = parse_known(args.known, frames)
+    sampling = _sampling_config(args)
+    generator = LandmarkGenerator.from_pretrained(args.model, device=args.device)
+    with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
+        filled = generator.fill(seq, known, num=args.num, seed=args.seed, label=args.label, sampling=sampling,
+                                progress=not args.quiet, passes=args.passes)
+        _save_each(tmp, filled)
+    print(f"filled {frames - int(known.sum())} of {frames} frames: wrote {len(filled)} sequence(s) to {args.out}")
 
 
 HANDLERS = {("dataset", "build"): _dataset_build, ("dataset", "info"): _dataset_info,
             ("dataset", "preview"): _dataset_preview, ("dataset", "import"): _dataset_import,
             ("train", "denoiser"): _train, ("train", "classifier"): _train, ("train", "ic"): _train,
-            ("generate", None): _generate}
+            ("generate", None): _generate, ("fill", None): _fill}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,8 @@
 """Generating landmark sequences with the trained models: unconditional, or label-controlled (Alg. 1).
 
+Also expression filling (``fill``, Alg. 3) and geometry-adaptive generation from a neutral face
+(``generate_from_neutral``, Alg. 4), whose sampling lives in ``face4d.filling``.
+
 ``LandmarkGenerator`` composes the pieces the way a diffusers pipeline does: the noise model, a
 sampler (the schedule's own, from ``face4d.diffusion``) and, for label control, a guidance hook
 (``face4d.guidance``) around the noise-aware classifier. Two samplers:
@@ -12,6 +15,7 @@ Every conditioning in the package works with both, since they only differ by sch
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +26,7 @@ from face4d.data.labels import get_label, label_index
 from face4d.data.normalize import LandmarkNormalizer
 from face4d.diffusion import GaussianDiffusion, linear_beta_schedule
 from face4d.errors import Face4DError
+from face4d.filling import check_known, check_scale, sample_with_known_frames
 from face4d.guidance import GradientGuidance, GuidanceConfig, label_objective
 from face4d.models.classifier import Classifier, type_index
 from face4d.models.denoiser import Denoiser
@@ -91,47 +96,183 @@ class LandmarkGenerator:
     def device(self) -> torch.device:
         return next(self.denoiser.parameters()).device
 
-    def generate(self, label: str | None = None, frames: int = 40, num: int = 1, seed: int = 0,
-                 sequence_type: str | None = None, sampling: SamplingConfig | None = None,
+    def generate(self, label: str | Sequence[str] | None = None, frames: int = 40, num: int = 1, seed: int = 0,
+                 sequence_type: str | Sequence[str] | None = None, sampling: SamplingConfig | None = None,
                  progress: bool = False) -> LandmarkSequences:
         """``num`` sequences of ``frames`` frames, in centimetres; label-guided when ``label`` is given.
 
-        ``sequence_type`` (``N2E``/``E2N``) asks the order-sensitive (type S) classifier for that
-        order too; without it the type I classifier guides the label alone. The same seed and
-        settings give the same sequences.
+        ``label`` (and ``sequence_type``) may also be a list with one entry per sequence, which is
+        how evaluation asks for one sample per test sequence in a single batch; ``num`` is then the
+        list's length. ``sequence_type`` (``N2E``/``E2N``) asks the order-sensitive (type S)
+        classifier for that order too; without it the type I classifier guides the label alone.
+        The same seed and settings give the same sequences.
         """
         sampling = sampling or SamplingConfig()
-        if label is not None:
-            label = get_label(label).name
-        if not 1 <= frames <= self.max_frames:
-            raise Face4DError(f"frames must be between 1 and {self.max_frames}, got {frames}")
         if num < 1:
             raise Face4DError(f"num must be >= 1, got {num}")
-        if sequence_type is not None and sequence_type not in SEQUENCE_TYPES:
-            raise Face4DError(f"unknown sequence type {sequence_type!r}; use N2E or E2N")
-        if sequence_type is not None and label is None:
+        labels = _per_sample(label, num, "label")
+        num = len(labels)
+        types = _per_sample(sequence_type, num, "sequence_type")
+        if None in labels and any(labels):
+            raise Face4DError("either every sequence of a batch has a label or none has")
+        labels = [None if name is None else get_label(name).name for name in labels]
+        if not 1 <= frames <= self.max_frames:
+            raise Face4DError(f"frames must be between 1 and {self.max_frames}, got {frames}")
+        for name in types:
+            if name is not None and name not in SEQUENCE_TYPES:
+                raise Face4DError(f"unknown sequence type {name!r}; use N2E or E2N")
+        if any(types) and labels[0] is None:
             raise Face4DError("a sequence type is only enforced together with a label")
+        if any(types) and None in types:
+            raise Face4DError("either every sequence of a batch has a sequence type or none has")
         if sampling.sampler == "fast" and sampling.steps > self.diffusion.num_timesteps:
             raise Face4DError(f"sampler steps must be at most T={self.diffusion.num_timesteps}, got {sampling.steps}")
         diffusion = self.diffusion if sampling.sampler == "paper" else self.diffusion.respaced(sampling.steps)
         hook = None
-        if label is not None:
-            hook = GradientGuidance(diffusion, self._label_objective(label, sequence_type, num), sampling.guidance)
+        if labels[0] is not None:
+            hook = GradientGuidance(diffusion, self._label_objective(labels, types), sampling.guidance)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         x = diffusion.p_sample_loop(self.denoiser, (num, frames, NUM_LANDMARKS, 3), generator=generator,
                                     progress=progress, step_hook=hook, device=self.device)
         landmarks = self.normalizer.denormalize(x.detach().cpu()).numpy()
-        text = get_label(label).text if label else ""
-        enriched = get_label(label).enriched_text(sequence_type) if label and sequence_type else ""
-        return LandmarkSequences(landmarks=landmarks, lengths=np.full(num, frames), labels=[label or ""] * num,
-                                 types=[sequence_type or ""] * num, fps=self.fps, texts=[text] * num,
-                                 texts_enriched=[enriched] * num)
+        texts = [get_label(name).text if name else "" for name in labels]
+        enriched = [get_label(name).enriched_text(kind) if name and kind else "" for name, kind in zip(labels, types)]
+        return LandmarkSequences(landmarks=landmarks, lengths=np.full(num, frames),
+                                 labels=[name or "" for name in labels], types=[kind or "" for kind in types],
+                                 fps=self.fps, texts=texts, texts_enriched=enriched)
 
-    def _label_objective(self, label: str, sequence_type: str | None, num: int):
-        kind = "S" if sequence_type is not None else "I"
+    def _label_objective(self, labels: list[str], types: list[str | None]):
+        kind = "S" if types[0] is not None else "I"
         if kind not in self.classifiers:
             raise Face4DError(f"this model bundle has no type {kind} classifier, needed for "
                               f"{'label + sequence type' if kind == 'S' else 'label'} control")
-        labels = torch.full((num,), label_index(label), dtype=torch.long, device=self.device)
-        types = None if sequence_type is None else torch.full((num,), type_index(sequence_type), device=self.device)
-        return label_objective(self.classifiers[kind], labels, types)
+        label_ids = torch.tensor([label_index(name) for name in labels], dtype=torch.long, device=self.device)
+        type_ids = None if kind == "I" else torch.tensor([type_index(name) for name in types], device=self.device)
+        return label_objective(self.classifiers[kind], label_ids, type_ids)
+
+    # ------------------------------------------------------------- filling (Alg. 3) and Alg. 4
+
+    def fill(self, seqs: LandmarkSequences | np.ndarray, known: np.ndarray, num: int = 1, seed: int = 0,
+             label: str | None = None, sampling: SamplingConfig | None = None, progress: bool = False,
+             passes: int = 1) -> LandmarkSequences:
+        """Expression filling (Alg. 3): complete the unknown frames of partial sequences.
+
+        ``seqs``: a batch of B sequences, or an array (F, 68, 3) / (B, F, 68, 3), in centimetres;
+        only the known frames are read. ``known``: (F,) or (B, F) bool, True on known frames (see
+        ``face4d.filling.parse_known``); every sequence needs one known and one unknown frame.
+        Returns ``num`` fillings of each sequence (B * num, sequence-major), in centimetres, whose
+        known frames equal the input. ``label`` guides the filled frames towards a label (type I
+        classifier, Alg. 1) and is then recorded as the output's label; otherwise labels are empty:
+        what the filled frames show is the model's guess. ``passes`` > 1 adds the harmonising
+        passes of Alg. 4 (the paper fills in one pass).
+        """
+        sampling = sampling or SamplingConfig()
+        if isinstance(seqs, LandmarkSequences):
+            landmarks, lengths, fps = seqs.landmarks, seqs.lengths, seqs.fps
+        else:
+            landmarks = np.asarray(seqs, dtype=np.float32)
+            if landmarks.ndim == 3:
+                landmarks = landmarks[None]
+            if landmarks.ndim != 4 or landmarks.shape[2:] != (NUM_LANDMARKS, 3):
+                raise Face4DError(f"sequences to fill must have shape (F, {NUM_LANDMARKS}, 3) or "
+                                  f"(B, F, {NUM_LANDMARKS}, 3), got {landmarks.shape}")
+            if not np.isfinite(landmarks).all():
+                raise Face4DError("sequences to fill contain NaN or infinity")
+            lengths, fps = np.full(len(landmarks), landmarks.shape[1]), self.fps
+        b, f = landmarks.shape[:2]
+        if num < 1:
+            raise Face4DError(f"num must be >= 1, got {num}")
+        if passes < 1:
+            raise Face4DError(f"passes must be >= 1, got {passes}")
+        if not 2 <= f <= self.max_frames:
+            raise Face4DError(f"sequences to fill must have between 2 and {self.max_frames} frames, got {f}")
+        known = check_known(known, f, lengths, batch=b)
+        valid = np.arange(f)[None] < np.asarray(lengths)[:, None]
+        check_scale(landmarks[valid], self.normalizer.mean, "landmarks to fill")
+        label = get_label(label).name if label is not None else None
+        diffusion = self._sampling_diffusion(sampling)
+
+        n = b * num
+        landmarks, lengths = np.repeat(landmarks, num, axis=0), np.repeat(lengths, num)
+        known, valid = np.repeat(known, num, axis=0), np.repeat(valid, num, axis=0)
+        valid_t = torch.as_tensor(valid, device=self.device)
+        x0 = self.normalizer.normalize(torch.as_tensor(landmarks, device=self.device))
+        x0 = torch.where(valid_t[..., None, None], x0, torch.zeros_like(x0))
+        mask = None if valid.all() else valid_t
+        hook = None
+        if label is not None:
+            hook = GradientGuidance(diffusion, self._label_objective([label] * n, [None] * n), sampling.guidance,
+                                    mask=mask)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        x = sample_with_known_frames(diffusion, self.denoiser, x0, known, passes=passes, guidance=hook, mask=mask,
+                                     generator=generator, progress=progress, device=self.device)
+        out = self.normalizer.denormalize(x.detach().cpu()).numpy()
+        out[~valid] = 0.0
+        text = get_label(label).text if label else ""
+        return LandmarkSequences(landmarks=out, lengths=lengths, labels=[label or ""] * n, types=[""] * n, fps=fps,
+                                 texts=[text] * n, texts_enriched=[""] * n)
+
+    def generate_from_neutral(self, neutral: np.ndarray, frames: int = 40, sequence_type: str = "N2E",
+                              label: str | None = None, num: int = 1, seed: int = 0, passes: int = 5,
+                              sampling: SamplingConfig | None = None, progress: bool = False) -> LandmarkSequences:
+        """Geometry-adaptive generation (Alg. 4): sequences of a given person, from their neutral face.
+
+        ``neutral``: the person's neutral landmarks (68, 3) in centimetres (see
+        ``face4d.filling.neutral_landmarks_from_mesh`` / ``neutral_landmarks_from_file``). It is
+        enforced as frame 0 for ``N2E`` and as the last frame for ``E2N``, and the other frames are
+        filled, harmonised over ``passes`` runs (paper: 5). With ``label`` every pass is guided by
+        the type S classifier towards that label *in that order*; without, the expression is the
+        model's free choice. Output in centimetres, typed ``sequence_type``.
+        """
+        sampling = sampling or SamplingConfig()
+        neutral = np.asarray(neutral, dtype=np.float32)
+        if neutral.shape != (NUM_LANDMARKS, 3):
+            raise Face4DError(f"neutral landmarks must have shape ({NUM_LANDMARKS}, 3), got {neutral.shape}")
+        if not np.isfinite(neutral).all():
+            raise Face4DError("neutral landmarks contain NaN or infinity")
+        if sequence_type not in SEQUENCE_TYPES:
+            raise Face4DError(f"unknown sequence type {sequence_type!r}; use N2E or E2N")
+        if not 2 <= frames <= self.max_frames:
+            raise Face4DError(f"frames must be between 2 and {self.max_frames} (one is the neutral), got {frames}")
+        if num < 1:
+            raise Face4DError(f"num must be >= 1, got {num}")
+        if passes < 1:
+            raise Face4DError(f"passes must be >= 1, got {passes}")
+        check_scale(neutral, self.normalizer.mean, "neutral landmarks")
+        label = get_label(label).name if label is not None else None
+        diffusion = self._sampling_diffusion(sampling)
+
+        index = 0 if sequence_type == "N2E" else frames - 1
+        known = np.zeros((num, frames), dtype=bool)
+        known[:, index] = True
+        x0 = torch.zeros((num, frames, NUM_LANDMARKS, 3), device=self.device)
+        x0[:, index] = self.normalizer.normalize(torch.as_tensor(neutral, device=self.device))
+        hook = None
+        if label is not None:
+            hook = GradientGuidance(diffusion, self._label_objective([label] * num, [sequence_type] * num),
+                                    sampling.guidance)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        x = sample_with_known_frames(diffusion, self.denoiser, x0, known, passes=passes, guidance=hook,
+                                     generator=generator, progress=progress, device=self.device)
+        landmarks = self.normalizer.denormalize(x.detach().cpu()).numpy()
+        text = get_label(label).text if label else ""
+        enriched = get_label(label).enriched_text(sequence_type) if label else ""
+        return LandmarkSequences(landmarks=landmarks, lengths=np.full(num, frames), labels=[label or ""] * num,
+                                 types=[sequence_type] * num, fps=self.fps, texts=[text] * num,
+                                 texts_enriched=[enriched] * num)
+
+    def _sampling_diffusion(self, sampling: SamplingConfig) -> GaussianDiffusion:
+        """The diffusion ``sampling`` runs: the trained one (``paper``) or its ``steps``-step respacing."""
+        if sampling.sampler == "fast" and sampling.steps > self.diffusion.num_timesteps:
+            raise Face4DError(f"sampler steps must be at most T={self.diffusion.num_timesteps}, got {sampling.steps}")
+        return self.diffusion if sampling.sampler == "paper" else self.diffusion.respaced(sampling.steps)
+
+
+def _per_sample(value: str | Sequence[str] | None, num: int, name: str) -> list[str | None]:
+    """``value`` repeated ``num`` times, or a list's own entries (then ``num`` must be 1 or its length)."""
+    if value is None or isinstance(value, str):
+        return [value] * num
+    values = list(value)
+    if not values or num not in (1, len(values)):
+        raise Face4DError(f"{name} lists need one entry per sequence: got {len(values)} for num={num}")
+    return values

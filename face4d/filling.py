@@ -1,0 +1,311 @@
+"""Expression filling and geometry-adaptive generation (Sec. 3.2, App. C Alg. 3 and 4).
+
+Both tasks condition the *unconditional* DDPM on known frames, purely through its reverse process:
+
+* **Filling** (Alg. 3). ``x_T`` is N(0, I) on the unknown frames and ``q(x_T | x_0)`` (Eq. 3) on the
+  known ones (``initial_noise``). After every reverse step the sampler's draw ``\\hat x_{t-1}`` is
+  kept on the unknown frames, while the known frames are replaced by a fresh draw of
+  ``q(x_{t-1} | x_0)`` (``KnownFrames``, a ``StepHook``); at the last step they are set to ``x_0``
+  itself, so the output's known frames *are* the input.
+* **Geometry-adaptive generation** (Alg. 4) is filling with a single known frame, the subject's
+  neutral face, first (N2E) or last (E2N), run ``passes`` times (the paper: 5): pass 1 is Alg. 3;
+  every later pass draws ``x_T`` for *all* frames from ``q(x_T | x_0^{prev})``, the previous pass's
+  result, so that the generated frames and the enforced one are harmonised progressively
+  (``sample_with_known_frames``).
+
+Label control composes with both: ``compose_hooks(guidance, known_frames)`` runs the Adagrad
+refinement of Alg. 1 on ``\\hat x_{t-1}`` first and then re-imposes the known frames (Alg. 4 lines
+12-15), so the classifier steers only what is not given.
+
+Choices the paper leaves open, documented here once:
+
+* Alg. 4 writes ``return x_0`` inside the loop over passes; read literally the later passes would
+  never run, so the result is the *last* pass's ``x_0`` and earlier passes only seed the next ``x_T``.
+* Alg. 4 places the label refinement inside every pass, so guidance (when asked for) acts in all
+  passes, not only the last.
+* In passes > 1 the known frames of ``x_0^{prev}`` already equal the given ones exactly (the last
+  step sets them), so "``x_T`` from the previous result" and "known frames from the given
+  neutral" coincide.
+* Samplers: both of the package's samplers are ancestral DDPM on a schedule (all T steps, or a
+  respaced one of K strided steps). The hook noises the known frames with the *sampling*
+  diffusion's own ``q_sample`` at its own index ``t_prev``; a respaced diffusion keeps the trained
+  ``alphas_cumprod`` at its kept steps, so its index ``k`` is exactly the noise level of training
+  step ``timestep_map[k]``.
+* Randomness: the known frames' noise is drawn from the sampler's generator, so a seed gives the
+  same result.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from face4d.data.interchange import NUM_LANDMARKS
+from face4d.diffusion import GaussianDiffusion, NoiseModel, StepHook
+from face4d.errors import Face4DError
+from face4d.guidance import compose_hooks
+
+_RANGE = re.compile(r"^(\d+)(?:\s*-\s*(\d+))?$")
+
+
+# --------------------------------------------------------------------------------- known frames
+
+def parse_known(spec: str, frames: int) -> np.ndarray:
+    """The (frames,) bool mask of known frames described by ``spec``, e.g. ``"0-9,30-39"`` or
+    ``"0,5,10-12"``: 0-based frame indices and inclusive ranges, comma-separated (overlaps are
+    merged). The spec must leave at least one frame to fill and name at least one known frame."""
+    if frames < 1:
+        raise Face4DError(f"the sequence has no frames to fill (length {frames})")
+    if spec is None or not str(spec).strip():
+        raise Face4DError("the known-frame spec is empty; give frame indices or ranges such as 0-9,30-39")
+    known = np.zeros(frames, dtype=bool)
+    for part in str(spec).split(","):
+        part = part.strip()
+        match = _RANGE.match(part)
+        if match is None:
+            raise Face4DError(f"bad known-frame spec {spec!r}: {part!r} is not a frame index or a range "
+                              "such as 3 or 0-9 (0-based, inclusive)")
+        first = int(match.group(1))
+        last = int(match.group(2)) if match.group(2) is not None else first
+        if last < first:
+            raise Face4DError(f"bad known-frame spec {spec!r}: range {part!r} is reversed (write {last}-{first})")
+        if last >= frames:
+            raise Face4DError(f"known frame(s) {part!r} out of range: frames are 0-{frames - 1} "
+                              f"(the sequence has {frames} frames)")
+        known[first: last + 1] = True
+    check_known(known, frames)
+    return known
+
+
+def check_known(known, frames: int, lengths: np.ndarray | None = None, batch: int | None = None) -> np.ndarray:
+    """Validate a known-frame mask, (F,) or (B, F) bool, and return it as a (B, F) bool array
+    (B = ``batch``, default 1 for an (F,) mask). ``lengths`` (B,) are the sequences' valid lengths;
+    a known frame past one is an error, and every sequence needs at least one known and one
+    unknown valid frame."""
+    known = np.asarray(known)
+    if known.dtype != bool:
+        raise Face4DError(f"the known-frame mask must be boolean, got {known.dtype}")
+    if known.ndim == 1:
+        known = np.broadcast_to(known, (batch or 1, known.shape[0]))
+    if known.ndim != 2 or known.shape[1] != frames or (batch is not None and known.shape[0] != batch):
+        expected = f"({frames},) or ({batch if batch is not None else 'B'}, {frames})"
+        raise Face4DError(f"the known-frame mask must have shape {expected}, got {known.shape}")
+    lengths = np.full(known.shape[0], frames) if lengths is None else np.asarray(lengths)
+    valid = np.arange(frames)[None] < lengths[:, None]
+    for i in range(known.shape[0]):
+        where = f" of sequence {i}" if known.shape[0] > 1 else ""
+        past = np.flatnonzero(known[i] & ~valid[i])
+        if past.size:
+            raise Face4DError(f"known frame {past[0]} lies past the end{where} (length {lengths[i]})")
+        if not known[i].any():
+            raise Face4DError(f"no known frame{where}: give at least one frame to condition on")
+        if known[i][valid[i]].all():
+            raise Face4DError(f"every frame{where} is known: nothing to fill")
+    return np.ascontiguousarray(known)
+
+
+def _frame_bool(known: torch.Tensor | np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """A (B, F) or (F,) mask as a bool (B, F, 1, ..., 1) tensor that broadcasts to ``like``."""
+    known = torch.as_tensor(np.asarray(known) if not isinstance(known, torch.Tensor) else known)
+    known = known.to(device=like.device, dtype=torch.bool)
+    if known.ndim == 1:
+        known = known.expand(like.shape[0], -1)
+    if tuple(known.shape) != tuple(like.shape[:2]):
+        raise ValueError(f"known-frame mask shape {tuple(known.shape)} does not match (B, F) = {tuple(like.shape[:2])}")
+    return known.reshape(*known.shape, *([1] * (like.ndim - 2)))
+
+
+def initial_noise(
+    diffusion: GaussianDiffusion,
+    x0: torch.Tensor,
+    known: torch.Tensor | np.ndarray | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``x_T`` of Alg. 3 lines 1-2: N(0, I) on the unknown frames, ``q(x_T | x_0)`` (Eq. 3) on the
+    ``known`` ones. With ``known=None`` every frame is drawn from ``q(x_T | x_0)``: the ``x_T`` of
+    Alg. 4's later passes (line 6). ``T`` is the last index of ``diffusion`` (respaced or not).
+
+    One standard normal draw serves both parts (each element uses it once, so they stay independent).
+    """
+    eps = torch.randn(tuple(x0.shape), generator=generator, dtype=x0.dtype,
+                      device=generator.device if generator is not None else x0.device).to(x0.device)
+    t = torch.full((x0.shape[0],), diffusion.num_timesteps - 1, dtype=torch.long, device=x0.device)
+    noised = diffusion.q_sample(x0, t, noise=eps)
+    if known is None:
+        return noised
+    return torch.where(_frame_bool(known, x0), noised, eps)
+
+
+class KnownFrames:
+    """A ``StepHook`` that re-imposes known frames after every reverse step (Alg. 3 lines 10-12).
+
+    Args:
+        diffusion: the diffusion that samples (respaced or not): its ``q_sample`` at the hook's
+            ``t_prev`` draws the noise level of ``x_prev``.
+        x0: (B, F, 68, 3) clean sequences, *normalised* like the model's data; only the known
+            frames are read.
+        known: (B, F) or (F,) bool, True on known frames.
+        generator: where the fresh noise of every step comes from (share the sampler's).
+
+    After each step the known frames of ``x_prev`` become a fresh draw of ``q(x_{t-1} | x_0)``, and
+    ``x_0`` itself at the last step (``t_prev`` None); the other frames are left as they are.
+    Compose it *after* a guidance hook: ``compose_hooks(guidance, known_frames)``.
+    """
+
+    def __init__(
+        self,
+        diffusion: GaussianDiffusion,
+        x0: torch.Tensor,
+        known: torch.Tensor | np.ndarray,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.diffusion = diffusion
+        self.x0 = x0.detach()
+        self.known = _frame_bool(known, self.x0)
+        self.generator = generator
+
+    def __call__(
+        self,
+        x_prev: torch.Tensor,
+        t_prev: torch.Tensor | None,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        out: dict[str, torch.Tensor],
+    ) -> torch.Tensor:
+        x0 = self.x0.to(device=x_prev.device, dtype=x_prev.dtype)
+        value = x0 if t_prev is None else self.diffusion.q_sample(x0, t_prev, generator=self.generator)
+        return torch.where(self.known.to(x_prev.device), value, x_prev.detach())
+
+    def initial_noise(self) -> torch.Tensor:
+        """``x_T`` of Alg. 3: see ``initial_noise``."""
+        return initial_noise(self.diffusion, self.x0, self.known.reshape(self.known.shape[:2]), self.generator)
+
+
+def sample_with_known_frames(
+    diffusion: GaussianDiffusion,
+    model: NoiseModel,
+    x0: torch.Tensor,
+    known: torch.Tensor | np.ndarray,
+    passes: int = 1,
+    guidance: StepHook | None = None,
+    mask: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Fill the unknown frames of ``x0`` (B, F, 68, 3), normalised, by ``passes`` runs of Alg. 3.
+
+    ``passes=1`` is expression filling (Alg. 3); more is the harmonised sampling of Alg. 4: pass 1
+    starts from ``initial_noise`` (N(0, I) on unknown frames), each later pass from ``q(x_T |
+    x_0^{prev})`` on all frames, ``x_0^{prev}`` being the previous pass's result. ``guidance`` (e.g.
+    a ``GradientGuidance``) runs before the known frames are re-imposed, in every pass. ``mask``
+    (B, F) marks valid frames of padded batches. Returns the last pass's ``x_0``.
+    """
+    if passes < 1:
+        raise Face4DError(f"passes must be >= 1, got {passes}")
+    device = torch.device(device) if device is not None else x0.device
+    x0 = x0.to(device)
+    keep = KnownFrames(diffusion, x0, known, generator)
+    hook = keep if guidance is None else compose_hooks(guidance, keep)
+    x = None
+    for _ in range(passes):
+        x_T = keep.initial_noise() if x is None else initial_noise(diffusion, x, None, generator)
+        x = diffusion.p_sample_loop(model, tuple(x0.shape), mask=mask, generator=generator, progress=progress,
+                                    step_hook=hook, x_T=x_T, device=device)
+    return x
+
+
+# ------------------------------------------------------------------------------ neutral faces
+
+def neutral_landmarks_from_mesh(path: str | os.PathLike, head=None) -> np.ndarray:
+    """The 68 landmarks (68, 3) float32 of a neutral face mesh in the head model's topology.
+
+    The mesh must have the head model's vertices and triangles (the same count and the same
+    faces, e.g. one written by ``meshops.io.save_mesh`` from ``HeadModel.vertices(...)``), because
+    the landmarks are read as ``vertices[head.landmark_ids]``. Units: the head model, like the
+    dataset and the models trained on it, is in centimetres, so the mesh must be too (no rescaling
+    is done here; ``LandmarkGenerator.generate_from_neutral`` refuses landmarks of a clearly
+    different scale). ``head`` defaults to ``HeadModel.load()``.
+    """
+    from meshops.head import HeadModel
+    from meshops.io import load_mesh
+
+    head = HeadModel.load() if head is None else head
+    mesh = load_mesh(path)
+    vertices = np.asarray(mesh.vertices, np.float32)
+    faces = np.asarray(mesh.faces, np.int64)
+    expected = f"the head model's topology ({head.num_vertices} vertices, {len(head.faces)} triangles)"
+    if len(vertices) != head.num_vertices or faces.shape != head.faces.shape:
+        raise Face4DError(f"{path}: has {len(vertices)} vertices and {len(faces)} triangles; a neutral face mesh "
+                          f"must have {expected}, e.g. a mesh written from meshops.HeadModel.vertices()")
+    if not np.array_equal(faces, head.faces):
+        raise Face4DError(f"{path}: has {len(vertices)} vertices and {len(faces)} triangles but they are connected "
+                          f"differently; a neutral face mesh must have {expected} with the same vertex order")
+    return _checked_neutral(vertices[head.landmark_ids], path)
+
+
+def neutral_landmarks_from_file(path: str | os.PathLike) -> np.ndarray:
+    """The neutral landmarks (68, 3) float32 stored in ``path``, in centimetres.
+
+    * ``.npz`` in the interchange format: the first sequence's neutral frame, i.e. its first
+      frame, or its last valid frame when the sequence is typed ``E2N`` (expression to neutral).
+    * ``.npy``: an array of shape (68, 3) (or (1, 68, 3)).
+    * ``.txt`` / ``.csv``: 68 rows of 3 numbers (whitespace- or comma-separated).
+    """
+    from face4d.data.interchange import load_sequences
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        seqs = load_sequences(path)
+        last = seqs.types[0] == "E2N"
+        landmarks = seqs.landmarks[0, int(seqs.lengths[0]) - 1 if last else 0]
+        return _checked_neutral(landmarks, path)
+    if not path.is_file():
+        raise Face4DError(f"{path}: no such file")
+    try:
+        if suffix == ".npy":
+            landmarks = np.load(path, allow_pickle=False)
+        elif suffix in (".txt", ".csv"):
+            text = path.read_text()
+            landmarks = np.loadtxt(path, delimiter="," if "," in text else None, ndmin=2)
+        else:
+            raise Face4DError(f"{path}: unsupported landmark file {suffix or '(no suffix)'!r}; "
+                              "use .npz (interchange format), .npy or .txt")
+    except Face4DError:
+        raise
+    except Exception as exc:
+        raise Face4DError(f"{path}: cannot read landmarks ({type(exc).__name__}: {exc})") from None
+    landmarks = np.asarray(landmarks)
+    if landmarks.shape == (1, NUM_LANDMARKS, 3):
+        landmarks = landmarks[0]
+    if not np.issubdtype(landmarks.dtype, np.number) or landmarks.shape != (NUM_LANDMARKS, 3):
+        raise Face4DError(f"{path}: neutral landmarks must be a ({NUM_LANDMARKS}, 3) array of numbers, "
+                          f"got {landmarks.dtype} {landmarks.shape}")
+    return _checked_neutral(landmarks, path)
+
+
+def _checked_neutral(landmarks, source) -> np.ndarray:
+    landmarks = np.asarray(landmarks, dtype=np.float32)
+    if landmarks.shape != (NUM_LANDMARKS, 3):
+        raise Face4DError(f"{source}: neutral landmarks must have shape ({NUM_LANDMARKS}, 3), got {landmarks.shape}")
+    if not np.isfinite(landmarks).all():
+        raise Face4DError(f"{source}: neutral landmarks contain NaN or infinity")
+    return landmarks
+
+
+def check_scale(landmarks: np.ndarray, reference: np.ndarray, what: str = "landmarks") -> None:
+    """Refuse ``landmarks`` (..., 68, 3) whose size is far from ``reference`` (68, 3) (the model's
+    mean face): the usual sign of metres or millimetres where centimetres are expected."""
+    def spread(x: np.ndarray) -> float:
+        x = np.asarray(x, np.float64).reshape(-1, NUM_LANDMARKS, 3)
+        return float(np.sqrt(((x - x.mean(1, keepdims=True)) ** 2).sum(-1).mean()))
+
+    size, ref = spread(landmarks), spread(reference)
+    if not ref / 3 <= size <= 3 * ref:
+        raise Face4DError(f"the {what} span {size:.3g} units around their centre where the model's mean face spans "
+                          f"{ref:.3g} cm: they seem to be in other units (the models work in centimetres; "
+                          "e.g. multiply metres by 100, divide millimetres by 10)")
