@@ -12,8 +12,8 @@ classifier guidance.
 
 ``GradientGuidance`` implements the refinement for any differentiable per-sample score
 ``objective(x, t_model, mask) -> (B,)``; label control is ``label_objective`` (``log p_phi(y | x,
-t-1)``), text control will be a cosine similarity with the same hook. ``compose_hooks`` chains
-hooks, e.g. a guidance hook followed by one that re-imposes known frames (Alg. 3/4).
+t-1)``), text control is ``text_objective`` (``cos(BiT(x, t-1), E(c))``, Eq. 10). ``compose_hooks``
+chains hooks, e.g. a guidance hook followed by one that re-imposes known frames (Alg. 3/4).
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import torch
 from face4d.diffusion import GaussianDiffusion, StepHook
 from face4d.errors import Face4DError
 from face4d.models.classifier import Classifier, label_log_probs
+from face4d.models.text_guide import TextGuide, text_similarity
 
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 """``objective(x, t_model, mask) -> (B,)``: a score to maximise per sample, differentiable in ``x``
@@ -168,6 +169,34 @@ def label_objective(
     def objective(x: torch.Tensor, t_model: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         log_probs = label_log_probs(classifier(x, t_model, mask=mask), kind, types)
         return log_probs.gather(1, labels.to(log_probs.device).view(-1, 1)).squeeze(1)
+
+    return objective
+
+
+def text_objective(guide: TextGuide, embedding: torch.Tensor) -> Objective:
+    """``cos(BiT(x, t), E(c))`` per sample (B,), the control term of text control (Eq. 10, Alg. 2).
+
+    ``embedding`` is the text embedding ``E(c)`` in ``guide``'s text space: (D,) for one text for
+    every sample, or (B, D) for one per sample (``face4d.models.text_guide.embed_texts`` encodes
+    texts with the guide's own encoder). A zero row would make the score zero everywhere, so empty
+    embeddings are an error.
+
+    Scale: as in the paper, the cosine enters the refinement unscaled, next to ``lam * log
+    p_theta(x | x_t)``. It is bounded in [-1, 1] and its gradient fades as it saturates, unlike
+    that of ``log p_phi(y | x)``, so the ``lam`` tuned for label control need not suit text control.
+    Adagrad's step is invariant to a common scale of both terms, so weighting the cosine by ``s``
+    is the same as dividing ``lam`` by ``s``: tune ``lam`` alone (lower = stronger text control).
+    """
+    dim = guide.config.embedding_dim
+    if embedding.ndim not in (1, 2) or embedding.shape[-1] != dim:
+        raise Face4DError(f"text embedding must be ({dim},) or (B, {dim}) for this guide, "
+                          f"got {tuple(embedding.shape)}")
+    if not (embedding.detach().norm(dim=-1) > 0).all():
+        raise Face4DError("text embedding is zero; encode a non-empty text")
+    embedding = embedding.detach()
+
+    def objective(x: torch.Tensor, t_model: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return text_similarity(guide(x, t_model, mask=mask), embedding)
 
     return objective
 

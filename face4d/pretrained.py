@@ -1,8 +1,9 @@
 """The model kinds a model directory can hold, and where the embedded default models live.
 
 A *bundle* is a directory of model directories (``face4d.checkpoint``): ``denoiser/`` and the
-noise-aware classifiers ``classifier_I/`` and ``classifier_S/``. The default bundle ships inside the
-package (``face4d/weights/default``), so generation works offline right after install.
+noise-aware classifiers ``classifier_I/`` and ``classifier_S/``; a text guide (kind ``text_guide``)
+serves text control. The default bundle ships inside the package (``face4d/weights/default``), so
+generation works offline right after install.
 """
 from __future__ import annotations
 
@@ -19,11 +20,13 @@ from face4d.errors import Face4DError
 from face4d.eval.classifier import ICConfig, IndependentClassifier
 from face4d.models.classifier import Classifier, ClassifierConfig
 from face4d.models.denoiser import Denoiser, DenoiserConfig
+from face4d.models.text_guide import TextGuide, TextGuideConfig
 
 MODEL_KINDS = {
     "denoiser": (DenoiserConfig, Denoiser),
     "classifier": (ClassifierConfig, Classifier),
     "ic": (ICConfig, IndependentClassifier),
+    "text_guide": (TextGuideConfig, TextGuide),
 }
 
 

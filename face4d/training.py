@@ -1,4 +1,5 @@
-"""The one training loop of face4d: the denoiser and the classifiers differ only in their loss.
+"""The one training loop of face4d: the denoiser, the classifiers and the text guide differ only in
+their loss.
 
 ``Trainer`` takes a network, a ``loss_fn(network, batch) -> scalar`` and a ``LandmarkSequences``
 training set, and provides what every model needs: AdamW, gradient clipping, an exponential moving
@@ -6,10 +7,11 @@ average (EMA) of the weights, periodic checkpoints in the layout of ``face4d.che
 and data parallelism under ``torchrun``.
 
 Reproducibility rests on one rule: every random draw of step ``s`` comes from seeds derived from
-``(seed, s)`` alone -- the batch from ``(seed, epoch)``, the loss's noise, timesteps and dropout
-from ``(seed, s, rank)``. A run is therefore a pure function of its config and its step counter:
-resuming needs no saved RNG state and is exact (on the CPU, bit for bit), and ranks of a
-data-parallel run draw different noise without coordinating.
+``(seed, s)`` alone -- the batch from ``(seed, epoch)`` (its pick among per-sequence alternatives
+from ``(seed, s)``), the loss's noise, timesteps and dropout from ``(seed, s, rank)``. A run is
+therefore a pure function of its config and its step counter: resuming needs no saved RNG state
+and is exact (on the CPU, bit for bit), and ranks of a data-parallel run draw different noise
+without coordinating.
 
 Batches (the ``batch`` argument of ``loss_fn``), B sequences trimmed to the longest of them:
 
@@ -18,6 +20,8 @@ Batches (the ``batch`` argument of ``loss_fn``), B sequences trimmed to the long
 * ``lengths``: (B,) long
 * ``label``: (B,) long, ``face4d.data.labels.label_index``; -1 where the label is unknown ("")
 * ``type``: (B,) long, 0 for N2E and 1 for E2N (order of ``SEQUENCE_TYPES``); -1 where unknown
+* one entry per ``Trainer(alternatives=...)`` key, e.g. ``text_embedding``: (B, D) float32 for the
+  text guide, the embedding of one of each sequence's texts (zero where the text is unknown)
 
 Data parallelism: under ``torchrun --nproc_per_node N`` (``WORLD_SIZE`` > 1 in the environment) the
 trainer joins the process group (NCCL on CUDA, Gloo on the CPU), wraps the network in
@@ -31,7 +35,7 @@ import functools
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -63,13 +67,15 @@ from face4d.errors import Face4DError
 from face4d.eval.classifier import ICConfig, ic_loss
 from face4d.models.classifier import ClassifierConfig, classifier_loss
 from face4d.models.denoiser import DenoiserConfig
+from face4d.models.text_guide import TextGuideConfig, text_guide_loss
 from face4d.pretrained import MODEL_KINDS
+from face4d.text import TEXT_MODES, get_text_encoder, sequence_text_embeddings
 
 LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 """``loss_fn(network, batch) -> scalar``; call ``network`` (it may be a DDP wrapper) for the forward
 pass so that gradients are synchronised."""
 
-_DATA_STREAM, _STEP_STREAM = 0, 1
+_DATA_STREAM, _STEP_STREAM, _CHOICE_STREAM = 0, 1, 2
 M = TypeVar("M", bound=nn.Module)
 
 
@@ -180,6 +186,11 @@ class Trainer:
     ``kind``, ``model_config``, the normaliser and ``extra`` are saved in config.json so that
     ``face4d.checkpoint.load_model`` can rebuild the model; the saved weights are the EMA.
     Seed the model's initialisation (``seeded``) for a reproducible run.
+
+    ``alternatives`` maps batch keys to per-sequence tensors (N, K, ...) of ``data``'s N sequences:
+    each batch carries, under each key, one of the K alternatives of each of its sequences, drawn
+    uniformly from ``(seed, step)`` (the text guide: the embeddings of a sequence's raw and enriched
+    texts). They are not fingerprinted: name what they were computed from in ``extra``.
     """
 
     def __init__(
@@ -194,6 +205,7 @@ class Trainer:
         model_config: dict[str, Any],
         extra: dict[str, Any] | None = None,
         progress: bool = True,
+        alternatives: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         self.config, self.loss_fn, self.normalizer = config, loss_fn, normalizer
         self.out_dir, self.kind, self.model_config = Path(out_dir), kind, model_config
@@ -208,7 +220,7 @@ class Trainer:
             raise Face4DError(f"batch size {config.batch_size} is not divisible by the {self.world_size} processes")
         self.device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
         self.is_main = self.rank == 0
-        self._prepare_data(data)
+        self._prepare_data(data, alternatives or {})
 
         self.model = model.to(self.device)
         self._owns_group = self.world_size > 1 and not dist.is_initialized()
@@ -233,7 +245,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------- data
 
-    def _prepare_data(self, data: LandmarkSequences) -> None:
+    def _prepare_data(self, data: LandmarkSequences, alternatives: Mapping[str, torch.Tensor]) -> None:
         """Normalise once; padded frames go back to zero, the padding value the models expect."""
         lengths = torch.from_numpy(data.lengths)
         valid = torch.arange(data.num_frames)[None] < lengths[:, None]
@@ -242,6 +254,12 @@ class Trainer:
         self._lengths = lengths
         self._labels = torch.tensor([label_index(name) if name else -1 for name in data.labels], dtype=torch.long)
         self._types = torch.tensor([SEQUENCE_TYPES.index(t) if t else -1 for t in data.types], dtype=torch.long)
+        self._alternatives = {}
+        for key, value in sorted(alternatives.items()):
+            if value.ndim < 2 or value.shape[0] != len(data) or value.shape[1] < 1:
+                raise Face4DError(f"alternatives {key!r} must be (N={len(data)}, K >= 1, ...), "
+                                  f"got {tuple(value.shape)}")
+            self._alternatives[key] = value.detach().cpu()
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:
         """This rank's part of the batch of ``step``.
@@ -257,6 +275,12 @@ class Trainer:
             chosen = epochs == epoch
             generator = torch.Generator().manual_seed(_derived_seed(self.config.seed, _DATA_STREAM, epoch))
             indices[chosen] = torch.randperm(n, generator=generator)[offsets[chosen]]
+        choices = {}
+        if self._alternatives:
+            generator = torch.Generator().manual_seed(_derived_seed(self.config.seed, _CHOICE_STREAM, step))
+            for key, value in self._alternatives.items():  # sorted keys: a fixed order of draws
+                choices[key] = torch.randint(value.shape[1], (size,), generator=generator)
+                choices[key] = choices[key].view(self.world_size, -1)[self.rank]
         indices = indices.view(self.world_size, -1)[self.rank]
         lengths = self._lengths[indices]
         frames = int(lengths.max())
@@ -266,6 +290,7 @@ class Trainer:
             "lengths": lengths,
             "label": self._labels[indices],
             "type": self._types[indices],
+            **{key: value[indices, choices[key]] for key, value in self._alternatives.items()},
         }
         return {key: value.to(self.device) for key, value in batch.items()}
 
@@ -380,7 +405,7 @@ class Trainer:
         self.step = int(state["step"])
 
 
-# --------------------------------------------------------------------------- the three models
+# ---------------------------------------------------------------------------- the four models
 
 def diffusion_loss(diffusion: GaussianDiffusion) -> LossFn:
     """The denoiser's loss: Eq. 8 of the paper on the batch's valid frames."""
@@ -396,22 +421,37 @@ def train_model(
     data_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     train_config: TrainConfig,
-    model_config: DenoiserConfig | ClassifierConfig | ICConfig,
+    model_config: DenoiserConfig | ClassifierConfig | ICConfig | TextGuideConfig,
     num_timesteps: int = 2000,
     progress: bool = True,
+    texts: str = "both",
+    text_encoder: str | None = None,
 ) -> Trainer:
     """Train one of the package's models on a built dataset's train split (or resume ``out_dir``)
     and save it as a model directory of that ``kind``:
 
     * ``denoiser``: the unconditional noise model eps_theta (Eq. 8);
     * ``classifier``: the noise-aware classifier p_phi(y | x_t, t) that guides sampling (type I or S);
-    * ``ic``: the independent LSTM classifier of the evaluation protocol (trained on clean data).
+    * ``ic``: the independent LSTM classifier of the evaluation protocol (trained on clean data);
+    * ``text_guide``: the noise-aware text guide BiT(x_t, t) of text control, trained towards the
+      embeddings ``E(text)`` of each sequence's ``texts``: ``"raw"`` ("high smile"), ``"enriched"``
+      ("from a neutral face to a high smile") or ``"both"`` (per step and sequence, one of the two
+      at random). ``text_encoder`` (a name of ``face4d.text.get_text_encoder``) defaults to
+      ``model_config.text_encoder``; the model config records the encoder used and its dimension,
+      config.json's ``text`` entry the texts mode, and both are part of the run a resume must match.
 
     The diffusion models record ``diffusion.num_timesteps`` of the paper's linear schedule in
     their config.json. Returns the finished trainer (``step``, ``start_step``, ``model``).
     """
     if kind not in MODEL_KINDS:
         raise Face4DError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
+    config_cls, model_cls = MODEL_KINDS[kind]
+    if not isinstance(model_config, config_cls):
+        raise Face4DError(f"a {kind!r} model needs a {config_cls.__name__}, got a {type(model_config).__name__}")
+    if kind == "text_guide" and texts not in TEXT_MODES:
+        raise Face4DError(f"unknown texts mode {texts!r}; use one of {', '.join(TEXT_MODES)}")
+    if kind != "text_guide" and text_encoder is not None:
+        raise Face4DError("a text encoder is only used to train a text_guide")
     train = Dataset.load(data_dir).sequences("train")
     max_frames = getattr(model_config, "max_frames", None)
     if max_frames is not None and train.num_frames > max_frames:
@@ -419,19 +459,25 @@ def train_model(
                           f"max_frames ({max_frames})")
     normalizer = LandmarkNormalizer.fit(train)
     diffusion = GaussianDiffusion(linear_beta_schedule(num_timesteps))
-    extra = {}
+    extra: dict[str, Any] = {}
+    alternatives = None
     if kind == "denoiser":
         loss = diffusion_loss(diffusion)
     elif kind == "classifier":
         loss = functools.partial(classifier_loss, diffusion=diffusion)
+    elif kind == "text_guide":
+        encoder = get_text_encoder(model_config.text_encoder if text_encoder is None else text_encoder)
+        model_config = replace(model_config, text_encoder=encoder.name, embedding_dim=encoder.dim)
+        alternatives = {"text_embedding": sequence_text_embeddings(train, encoder, texts)}
+        extra["text"] = {"texts": texts}
+        loss = functools.partial(text_guide_loss, diffusion=diffusion)
     else:
         model_config = replace(model_config, normalizer=normalizer)
         loss = ic_loss
     if kind != "ic":
         extra["diffusion"] = {"schedule": "linear", "num_timesteps": num_timesteps}
-    config_cls, model_cls = MODEL_KINDS[kind]
     model = seeded(train_config.seed, lambda: model_cls(model_config))
     trainer = Trainer(model, loss, train, normalizer, out_dir, train_config, kind, model_config.to_dict(),
-                      extra=extra, progress=progress)
+                      extra=extra, progress=progress, alternatives=alternatives)
     trainer.fit()
     return trainer

@@ -2,7 +2,8 @@
 
 A second bidirectional transformer, distinct from the denoiser: frames become tokens as there
 (feature embedding + frame positional encoding + timestep embedding), and a learnable class token
-is prepended, as in BERT; the logits are read from that token. Because label control differentiates
+is prepended, as in BERT; the logits are read from that token (the trunk, ``ClassTokenBiT``, is
+shared with the text guide of ``face4d.models.text_guide``). Because label control differentiates
 the classifier at *every* noise level of the reverse process, it is trained on ``x_t = q_sample(x0,
 t)`` for ``t`` uniform over the whole schedule (``classifier_loss``), never on clean data only.
 
@@ -28,14 +29,7 @@ from face4d.data.interchange import SEQUENCE_TYPES
 from face4d.data.labels import LABEL_NAMES
 from face4d.diffusion import GaussianDiffusion
 from face4d.errors import Face4DError
-from face4d.models.denoiser import (
-    JSONConfig,
-    check_sequence_inputs,
-    check_transformer_config,
-    sinusoidal_embedding,
-    timestep_mlp,
-    transformer_encoder,
-)
+from face4d.models.denoiser import ClassTokenBiT, JSONConfig, check_transformer_config
 
 CLASSIFIER_KINDS = ("I", "S")
 NUM_TYPES = len(SEQUENCE_TYPES)
@@ -81,46 +75,24 @@ def type_index(name: str) -> int:
     return SEQUENCE_TYPES.index(name)
 
 
-class Classifier(nn.Module):
+class Classifier(ClassTokenBiT):
     """``p_phi``: (B, F, N, 3) noisy landmarks, (B,) training timesteps, (B, F) validity ->
-    (B, num_outputs) logits.
+    (B, num_outputs) logits, read by a linear head from the class token (``ClassTokenBiT``).
 
     Padded frames are excluded as attention keys, so neither their values nor their number change
     the logits: a sequence classifies the same alone or padded in a batch.
     """
 
+    config: ClassifierConfig
+
     def __init__(self, config: ClassifierConfig | None = None) -> None:
-        super().__init__()
-        self.config = config if config is not None else ClassifierConfig()
-        d_model = self.config.d_model
-        self.time_embedding = timestep_mlp(d_model)
-        self.feature_embedding = nn.Linear(self.config.num_landmarks * 3, d_model)
-        self.class_token = nn.Parameter(torch.empty(1, 1, d_model))
-        nn.init.normal_(self.class_token, std=0.02)  # BERT's initialisation of its embeddings
-        self.encoder = transformer_encoder(
-            d_model, self.config.heads, self.config.ff, self.config.dropout, self.config.layers
-        )
-        self.head = nn.Linear(d_model, self.config.num_outputs)
+        super().__init__(config if config is not None else ClassifierConfig())
+        self.head = nn.Linear(self.config.d_model, self.config.num_outputs)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of the classes of ``x`` (B, F, N, 3) at timesteps ``t`` (B,) long; ``mask`` (B, F)
         is True on valid frames (None: all valid)."""
-        mask = check_sequence_inputs(x, t, mask, self.config.num_landmarks, self.config.max_frames)
-        batch, frames = x.shape[:2]
-        d_model = self.config.d_model
-        positions = torch.arange(frames, device=x.device)
-        frame_tokens = self.feature_embedding(x.reshape(batch, frames, -1)) + sinusoidal_embedding(
-            positions, d_model
-        )[None]
-        # The timestep enters the class token too, so its very first query already knows how noisy
-        # the frames it attends to are.
-        tokens = torch.cat([self.class_token.expand(batch, -1, -1), frame_tokens], dim=1)
-        tokens = tokens + self.time_embedding(sinusoidal_embedding(t, d_model))[:, None]
-        padding = None
-        if mask is not None:
-            padding = torch.cat([torch.zeros(batch, 1, dtype=torch.bool, device=x.device), ~mask], dim=1)
-        hidden = self.encoder(tokens, src_key_padding_mask=padding)
-        return self.head(hidden[:, 0])
+        return self.head(self.pooled(x, t, mask))
 
 
 def target_index(label_idx: torch.Tensor, type_idx: torch.Tensor | None, kind: str) -> torch.Tensor:

@@ -132,6 +132,50 @@ def check_sequence_inputs(
     return mask
 
 
+class ClassTokenBiT(nn.Module):
+    """The trunk of the guidance BiTs (Sec. 3.2): a bidirectional transformer over the frames of
+    ``x_t`` that reads one vector per sequence from a learnable class token, as in BERT.
+
+    Frames become tokens as in the denoiser (FE + PE); the class token is prepended, and the
+    timestep embedding (TE) is added to every token, the class token included, so that its very
+    first query already knows how noisy the frames it attends to are. ``pooled`` returns the class
+    token's final hidden state (B, d_model); subclasses put their head on it: the label classifier
+    (``face4d.models.classifier``) and the text guide (``face4d.models.text_guide``).
+
+    ``config`` needs ``num_landmarks``, ``d_model``, ``layers``, ``heads``, ``ff``, ``dropout`` and
+    ``max_frames``. Padded frames are excluded as attention keys, so neither their values nor their
+    number change the output: a sequence gives the same vector alone or padded in a batch.
+    """
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+        d_model = config.d_model
+        self.time_embedding = timestep_mlp(d_model)
+        self.feature_embedding = nn.Linear(config.num_landmarks * 3, d_model)
+        self.class_token = nn.Parameter(torch.empty(1, 1, d_model))
+        nn.init.normal_(self.class_token, std=0.02)  # BERT's initialisation of its embeddings
+        self.encoder = transformer_encoder(d_model, config.heads, config.ff, config.dropout, config.layers)
+
+    def pooled(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The class token's hidden state (B, d_model) for ``x`` (B, F, N, 3) at training timesteps
+        ``t`` (B,) long; ``mask`` (B, F) is True on valid frames (None: all valid)."""
+        mask = check_sequence_inputs(x, t, mask, self.config.num_landmarks, self.config.max_frames)
+        batch, frames = x.shape[:2]
+        d_model = self.config.d_model
+        positions = torch.arange(frames, device=x.device)
+        frame_tokens = self.feature_embedding(x.reshape(batch, frames, -1)) + sinusoidal_embedding(
+            positions, d_model
+        )[None]
+        tokens = torch.cat([self.class_token.expand(batch, -1, -1), frame_tokens], dim=1)
+        tokens = tokens + self.time_embedding(sinusoidal_embedding(t, d_model))[:, None]
+        padding = None
+        if mask is not None:
+            padding = torch.cat([torch.zeros(batch, 1, dtype=torch.bool, device=x.device), ~mask], dim=1)
+        hidden = self.encoder(tokens, src_key_padding_mask=padding)
+        return hidden[:, 0]
+
+
 class Denoiser(nn.Module):
     """``eps_theta``: (B, F, N, 3) noisy landmarks, (B,) timesteps, (B, F) validity -> (B, F, N, 3).
 
