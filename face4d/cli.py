@@ -16,10 +16,12 @@ EXAMPLES = """examples:
   face4d dataset preview --out previews/ --data data/face4d
   face4d dataset import coma ~/COMA --embedding flame_landmarks.npz --out coma.npz
   face4d generate --label high_smile --frames 40 --num 4 --seed 0 --out samples/
+  face4d generate --text "disgust high smile" --num 4 --out samples_text/
   face4d generate --neutral-mesh face.obj --label happiness --type N2E --num 2 --out samples/
   face4d generate --neutral-landmarks samples/sequence_000.npz --type E2N --passes 5 --out from_neutral/
   face4d fill --input samples/sequence_000.npz --known 0-9,30-39 --num 4 --out filled/
   face4d train denoiser --data data/face4d --out models/denoiser --steps 200000
+  face4d train text-guide --data data/face4d --out models/text_guide --texts both
   torchrun --nproc_per_node 4 -m face4d.cli train denoiser --data data/face4d --out models/denoiser
 """
 
@@ -83,7 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen = commands.add_parser("generate", help="generate landmark sequences, optionally label-controlled",
                               epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     gen.add_argument("--out", required=True, type=Path, help="output directory (one .npz per sequence)")
-    gen.add_argument("--label", help="expression label to steer towards (see 'face4d dataset info')")
+    condition = gen.add_mutually_exclusive_group()
+    condition.add_argument("--label", help="expression label to steer towards (see 'face4d dataset info')")
+    condition.add_argument("--text", help="a description to steer towards, e.g. 'disgust high smile' "
+                                          "(needs the text extra: pip install 'face4d[text]')")
     gen.add_argument("--type", dest="sequence_type", choices=("N2E", "E2N"),
                      help="also enforce the order: neutral->expression or back (type S classifier); with a "
                           "neutral face, where it goes: first frame (N2E, the default) or last (E2N)")
@@ -120,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = train.add_subparsers(dest="train_command", required=True)
     helps = {"denoiser": "the unconditional diffusion noise model",
              "classifier": "the noise-aware classifier that guides label-controlled sampling (--kind I or S)",
+             "text-guide": "the noise-aware text guide that steers text-controlled sampling",
              "ic": "the independent LSTM classifier of the evaluation protocol"}
     for kind, text in helps.items():
         cmd = sub.add_parser(kind, help=f"train {text} on a built dataset")
@@ -138,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
         if kind == "classifier":
             group.add_argument("--kind", dest="classifier_kind", choices=("I", "S"), default="I",
                                help="I: label only (order-insensitive); S: label x N2E/E2N (order-sensitive)")
+        if kind == "text-guide":
+            group.add_argument("--texts", choices=("raw", "enriched", "both"), default="both",
+                               help="which of each sequence's texts to learn (both: one of the two per step)")
+            group.add_argument("--text-encoder", help="minilm (default), a local sentence-transformers "
+                                                      "directory, or clip:DIR")
     return parser
 
 
@@ -237,19 +248,26 @@ def _train(args) -> None:
     from face4d.models.denoiser import DenoiserConfig
     from face4d.training import TrainConfig, train_model
 
-    kind = args.train_command
+    kind = args.train_command.replace("-", "_")
     options = _given(args, "steps", "batch_size", "lr", "weight_decay", "ema_decay", "seed", "device",
                      "checkpoint_every", "log_every")
     if args.grad_clip is not None:
         options["grad_clip"] = args.grad_clip or None
     train_config = TrainConfig(**options)
+    extra = _given(args, "num_timesteps")
     if kind == "ic":
         config = ICConfig(**_given(args, "hidden"))
     else:
         arch = _given(args, "d_model", "layers", "heads", "ff", "dropout", "max_frames")
-        config = DenoiserConfig(**arch) if kind == "denoiser" else ClassifierConfig(kind=args.classifier_kind, **arch)
-    trainer = train_model(kind, args.data, args.out, train_config, config, progress=not args.quiet,
-                          **_given(args, "num_timesteps"))
+        if kind == "denoiser":
+            config = DenoiserConfig(**arch)
+        elif kind == "classifier":
+            config = ClassifierConfig(kind=args.classifier_kind, **arch)
+        else:
+            from face4d.models.text_guide import TextGuideConfig
+            config = TextGuideConfig(**arch)
+            extra.update(texts=args.texts, **_given(args, "text_encoder"))
+    trainer = train_model(kind, args.data, args.out, train_config, config, progress=not args.quiet, **extra)
     if trainer.is_main:
         resumed = f" (resumed from step {trainer.start_step})" if trainer.start_step else ""
         print(f"{kind} at step {trainer.step}{resumed}; model saved in {args.out}")
@@ -284,7 +302,9 @@ def _generate(args) -> None:
     elif args.neutral_landmarks is not None:
         from face4d.filling import neutral_landmarks_from_file
         neutral = neutral_landmarks_from_file(args.neutral_landmarks)
-    elif args.passes is not None:
+    if neutral is not None and args.text is not None:
+        raise Face4DError("--text cannot be combined with a neutral face yet; use --label")
+    elif neutral is None and args.passes is not None:
         raise Face4DError("--passes only applies to generation from a neutral face (--neutral-mesh or "
                           "--neutral-landmarks)")
     sampling = _sampling_config(args)
@@ -292,7 +312,8 @@ def _generate(args) -> None:
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
         if neutral is None:
             seqs = generator.generate(args.label, frames=args.frames, num=args.num, seed=args.seed,
-                                      sequence_type=args.sequence_type, sampling=sampling, progress=not args.quiet)
+                                      sequence_type=args.sequence_type, sampling=sampling, progress=not args.quiet,
+                                      text=args.text)
         else:
             seqs = generator.generate_from_neutral(neutral, frames=args.frames,
                                                    sequence_type=args.sequence_type or "N2E", label=args.label,
@@ -328,6 +349,7 @@ def _fill(args) -> None:
 HANDLERS = {("dataset", "build"): _dataset_build, ("dataset", "info"): _dataset_info,
             ("dataset", "preview"): _dataset_preview, ("dataset", "import"): _dataset_import,
             ("train", "denoiser"): _train, ("train", "classifier"): _train, ("train", "ic"): _train,
+            ("train", "text-guide"): _train,
             ("generate", None): _generate, ("fill", None): _fill}
 
 

@@ -27,9 +27,10 @@ from face4d.data.normalize import LandmarkNormalizer
 from face4d.diffusion import GaussianDiffusion, linear_beta_schedule
 from face4d.errors import Face4DError
 from face4d.filling import check_known, check_scale, sample_with_known_frames
-from face4d.guidance import GradientGuidance, GuidanceConfig, label_objective
+from face4d.guidance import GradientGuidance, GuidanceConfig, label_objective, text_objective
 from face4d.models.classifier import Classifier, type_index
 from face4d.models.denoiser import Denoiser
+from face4d.models.text_guide import TextGuide, embed_texts
 from face4d.pretrained import default_bundle, load_pretrained
 
 SAMPLERS = ("fast", "paper")
@@ -55,18 +56,21 @@ class LandmarkGenerator:
     """The unconditional DDPM plus the classifiers that steer it."""
 
     def __init__(self, denoiser: Denoiser, diffusion: GaussianDiffusion, normalizer: LandmarkNormalizer,
-                 classifiers: dict[str, Classifier] | None = None, fps: float = DEFAULT_FPS):
+                 classifiers: dict[str, Classifier] | None = None, fps: float = DEFAULT_FPS,
+                 text_guide: TextGuide | None = None):
         self.denoiser = denoiser.eval()
         self.diffusion = diffusion
         self.normalizer = normalizer
         self.classifiers = {kind: c.eval() for kind, c in (classifiers or {}).items()}
+        self.text_guide = None if text_guide is None else text_guide.eval()
         self.fps = fps
 
     @classmethod
     def from_pretrained(cls, bundle: str | os.PathLike | None = None,
                         device: str | torch.device = "cpu") -> "LandmarkGenerator":
-        """Load a bundle (``denoiser/``, ``classifier_I/``, ``classifier_S/``); the embedded default if None.
-        Classifier directories that are missing only disable label control of that type."""
+        """Load a bundle (``denoiser/``, ``classifier_I/``, ``classifier_S/``, ``text_guide/``); the
+        embedded default if None. A missing guidance directory only disables that kind of control.
+        Every guidance model must share the denoiser's schedule length and landmark normaliser."""
         if bundle is None:
             bundle = default_bundle()
             if not (bundle / "denoiser").is_dir():
@@ -76,16 +80,23 @@ class LandmarkGenerator:
         if normalizer is None:
             raise Face4DError(f"{bundle}/denoiser: config.json has no landmark normaliser")
         diffusion = GaussianDiffusion(linear_beta_schedule(config["diffusion"]["num_timesteps"]))
-        classifiers = {}
-        for kind in ("I", "S"):
-            path = os.path.join(bundle, f"classifier_{kind}")
-            if os.path.isdir(path):
-                classifier, c_config, _ = load_pretrained(path, "classifier", device)
-                if c_config["diffusion"]["num_timesteps"] != diffusion.num_timesteps:
-                    raise Face4DError(f"{path}: trained for T={c_config['diffusion']['num_timesteps']}, "
-                                      f"the denoiser for T={diffusion.num_timesteps}")
-                classifiers[classifier.config.kind] = classifier
-        return cls(denoiser, diffusion, normalizer, classifiers)
+        classifiers, text_guide = {}, None
+        for name, kind in (("classifier_I", "classifier"), ("classifier_S", "classifier"), ("text_guide", "text_guide")):
+            path = os.path.join(bundle, name)
+            if not os.path.isdir(path):
+                continue
+            model, m_config, m_normalizer = load_pretrained(path, kind, device)
+            if m_config["diffusion"]["num_timesteps"] != diffusion.num_timesteps:
+                raise Face4DError(f"{path}: trained for T={m_config['diffusion']['num_timesteps']}, "
+                                  f"the denoiser for T={diffusion.num_timesteps}")
+            if m_normalizer is not None and m_normalizer.to_dict() != normalizer.to_dict():
+                raise Face4DError(f"{path}: trained with another landmark normaliser than the denoiser "
+                                  f"(models of one bundle must be trained on the same dataset)")
+            if kind == "classifier":
+                classifiers[model.config.kind] = model
+            else:
+                text_guide = model
+        return cls(denoiser, diffusion, normalizer, classifiers, text_guide=text_guide)
 
     @property
     def max_frames(self) -> int:
@@ -98,8 +109,9 @@ class LandmarkGenerator:
 
     def generate(self, label: str | Sequence[str] | None = None, frames: int = 40, num: int = 1, seed: int = 0,
                  sequence_type: str | Sequence[str] | None = None, sampling: SamplingConfig | None = None,
-                 progress: bool = False) -> LandmarkSequences:
-        """``num`` sequences of ``frames`` frames, in centimetres; label-guided when ``label`` is given.
+                 progress: bool = False, text: str | Sequence[str] | None = None) -> LandmarkSequences:
+        """``num`` sequences of ``frames`` frames, in centimetres; label-guided when ``label`` is given,
+        text-guided (Alg. 2) when ``text`` is given (one of the two).
 
         ``label`` (and ``sequence_type``) may also be a list with one entry per sequence, which is
         how evaluation asks for one sample per test sequence in a single batch; ``num`` is then the
@@ -110,9 +122,16 @@ class LandmarkGenerator:
         sampling = sampling or SamplingConfig()
         if num < 1:
             raise Face4DError(f"num must be >= 1, got {num}")
+        if text is not None and label is not None:
+            raise Face4DError("give a label or a text, not both")
+        texts_in = _per_sample(text, num, "text")
+        num = len(texts_in)
         labels = _per_sample(label, num, "label")
         num = len(labels)
         types = _per_sample(sequence_type, num, "sequence_type")
+        if text is not None and sequence_type is not None:
+            raise Face4DError("a sequence type is enforced with a label; for text control, say it in the text "
+                              "(e.g. 'from a neutral face to a smile')")
         if None in labels and any(labels):
             raise Face4DError("either every sequence of a batch has a label or none has")
         labels = [None if name is None else get_label(name).name for name in labels]
@@ -131,15 +150,23 @@ class LandmarkGenerator:
         hook = None
         if labels[0] is not None:
             hook = GradientGuidance(diffusion, self._label_objective(labels, types), sampling.guidance)
+        elif text is not None:
+            hook = GradientGuidance(diffusion, self._text_objective(texts_in), sampling.guidance)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         x = diffusion.p_sample_loop(self.denoiser, (num, frames, NUM_LANDMARKS, 3), generator=generator,
                                     progress=progress, step_hook=hook, device=self.device)
         landmarks = self.normalizer.denormalize(x.detach().cpu()).numpy()
-        texts = [get_label(name).text if name else "" for name in labels]
+        texts = texts_in if text is not None else [get_label(name).text if name else "" for name in labels]
         enriched = [get_label(name).enriched_text(kind) if name and kind else "" for name, kind in zip(labels, types)]
         return LandmarkSequences(landmarks=landmarks, lengths=np.full(num, frames),
                                  labels=[name or "" for name in labels], types=[kind or "" for kind in types],
                                  fps=self.fps, texts=texts, texts_enriched=enriched)
+
+    def _text_objective(self, texts: list[str]):
+        if self.text_guide is None:
+            raise Face4DError("this model bundle has no text guide (text_guide/), needed for text control; "
+                              "train one with 'face4d train text-guide'")
+        return text_objective(self.text_guide, embed_texts(self.text_guide, texts).to(self.device))
 
     def _label_objective(self, labels: list[str], types: list[str | None]):
         kind = "S" if types[0] is not None else "I"

@@ -159,3 +159,67 @@ def test_evaluate_sequences_needs_known_requested_labels(trained):
         evaluate_sequences(model, None, unlabelled, test)
     with pytest.raises(Face4DError, match="no normaliser"):
         classify(IndependentClassifier(ICConfig(hidden=8)), test)
+
+
+# -- the results harness: one sample per test sequence, baselines, report sections ----------------
+
+def _reference(lengths, labels):
+    n, f = len(lengths), max(lengths)
+    return LandmarkSequences(landmarks=np.zeros((n, f, 68, 3)), lengths=lengths, labels=labels, types=["N2E"] * n)
+
+
+def test_generate_like_matches_lengths_order_and_labels():
+    from face4d.eval.protocol import generate_like
+
+    ref = _reference([5, 3, 5, 4, 3], ["eyebrow", "anger", "fear", "eyebrow", "sadness"])
+    calls = []
+
+    def sample(indices, frames, seed):
+        calls.append((indices.tolist(), frames, seed))
+        x = np.zeros((len(indices), frames, 68, 3))
+        x[:, :, 0, 0] = indices[:, None]  # remember which reference each sample was made for
+        return LandmarkSequences(landmarks=x, lengths=np.full(len(indices), frames), labels=[""] * len(indices),
+                                 types=[""] * len(indices))
+
+    out = generate_like(ref, sample, seed=7, batch_size=1, progress=False)
+    assert out.lengths.tolist() == [5, 3, 5, 4, 3]
+    assert [out.landmarks[i, 0, 0, 0] for i in range(5)] == [0, 1, 2, 3, 4]
+    assert out.labels.tolist() == ref.labels.tolist() and out.types.tolist() == ["N2E"] * 5
+    # batches of one per length; the k-th batch of length F gets seed + 1000 F + k
+    assert sorted(seed for _, _, seed in calls) == [3007, 3008, 4007, 5007, 5008]
+    with pytest.raises(Face4DError, match="returned 1 sequences of 2 frames"):
+        generate_like(ref, lambda idx, f, s: sample(idx[:1], 2, s), progress=False)
+
+
+def test_label_gaussian_baseline_samples_each_label_around_its_mean():
+    from face4d.eval.baselines import LabelGaussian
+
+    rng = np.random.default_rng(0)
+    centres = {"eyebrow": 1.0, "anger": -1.0}
+    labels = ["eyebrow"] * 30 + ["anger"] * 30
+    x = np.stack([centres[name] + 0.1 * rng.standard_normal((40, 68, 3)) for name in labels])
+    train = LandmarkSequences(landmarks=x, lengths=np.full(60, 40), labels=labels, types=[""] * 60)
+    model = LabelGaussian.fit(train, rank=4)
+    out = model.sample(["anger", "eyebrow", "anger"], frames=25, seed=1)
+    assert out.landmarks.shape == (3, 25, 68, 3) and out.labels.tolist() == ["anger", "eyebrow", "anger"]
+    assert out.landmarks[[0, 2]].mean() == pytest.approx(-1.0, abs=0.05)
+    assert out.landmarks[1].mean() == pytest.approx(1.0, abs=0.05)
+    # the spread of a sample around its label's mean is that of the data (0.1 per coordinate)
+    assert out.landmarks[1].std() == pytest.approx(0.1, rel=0.3)
+    np.testing.assert_array_equal(out.landmarks, model.sample(["anger", "eyebrow", "anger"], 25, seed=1).landmarks)
+    with pytest.raises(Face4DError, match="no model for label 'fear'"):
+        model.sample(["fear"], 10)
+
+
+def test_update_section_replaces_only_its_own_section(tmp_path):
+    from face4d.eval.report import markdown_table, update_section
+
+    path = tmp_path / "docs" / "results.md"
+    update_section(path, "table1", "one")
+    update_section(path, "table2", markdown_table(["a", "b"], [[1, 2]]))
+    update_section(path, "table1", "uno")
+    text = path.read_text()
+    assert text.startswith("# Results")
+    assert "uno" in text and "one" not in text and text.count("<!-- begin table1 -->") == 1
+    assert "| a | b |\n|---|---|\n| 1 | 2 |" in text
+    assert text.index("table1") < text.index("table2")

@@ -374,3 +374,33 @@ def test_text_objective_and_embed_texts_errors(encoder, tmp_path):
     other = TextGuide(TextGuideConfig(text_encoder="clip:/elsewhere", d_model=32, layers=1, heads=2, ff=64))
     with pytest.raises(Face4DError, match="trained with the text encoder 'clip:/elsewhere', not 'minilm'"):
         embed_texts(other, ["high smile"], encoder)
+
+
+def test_generator_text_control(encoder, tmp_path):
+    """``LandmarkGenerator.generate(text=...)`` guides with the bundle's text guide, and says so when
+    the bundle has none or when a label is given too."""
+    from face4d.checkpoint import save_model
+    from face4d.generate import LandmarkGenerator, SamplingConfig
+    from face4d.models import Denoiser
+    from meshops import HeadModel
+
+    norm = LandmarkNormalizer(HeadModel.load().landmark_neutral, 1.5)
+    diffusion = {"diffusion": {"schedule": "linear", "num_timesteps": 50}}
+    torch.manual_seed(0)
+    d_config = DenoiserConfig(d_model=32, layers=1, heads=2, ff=64, max_frames=16)
+    save_model(tmp_path / "denoiser", Denoiser(d_config), "denoiser", d_config.to_dict(), norm, diffusion)
+    gen = LandmarkGenerator.from_pretrained(tmp_path)
+    fast = SamplingConfig(steps=5)
+    with pytest.raises(Face4DError, match="no text guide"):
+        gen.generate(text="a big smile", frames=6, sampling=fast)
+    g_config = TextGuideConfig(d_model=32, layers=1, heads=2, ff=64, max_frames=16)
+    save_model(tmp_path / "text_guide", TextGuide(g_config), "text_guide", g_config.to_dict(), norm, diffusion)
+    gen = LandmarkGenerator.from_pretrained(tmp_path)
+    a = gen.generate(text="a big smile", frames=6, num=2, seed=3, sampling=fast)
+    b = gen.generate(None, frames=6, num=2, seed=3, sampling=fast)
+    assert a.texts.tolist() == ["a big smile"] * 2 and a.labels.tolist() == ["", ""]
+    assert not np.allclose(a.landmarks, b.landmarks)  # the guide moved the samples
+    with pytest.raises(Face4DError, match="a label or a text, not both"):
+        gen.generate("eyebrow", text="a big smile", frames=6, sampling=fast)
+    with pytest.raises(Face4DError, match="empty text"):
+        gen.generate(text="  ", frames=6, sampling=fast)
