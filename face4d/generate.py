@@ -79,7 +79,8 @@ class LandmarkGenerator:
         denoiser, config, normalizer = load_pretrained(os.path.join(bundle, "denoiser"), "denoiser", device)
         if normalizer is None:
             raise Face4DError(f"{bundle}/denoiser: config.json has no landmark normaliser")
-        diffusion = GaussianDiffusion(linear_beta_schedule(config["diffusion"]["num_timesteps"]))
+        diffusion = GaussianDiffusion(linear_beta_schedule(config["diffusion"]["num_timesteps"]),
+                                      x0_range=_x0_range(config))
         classifiers, text_guide = {}, None
         for name, kind in (("classifier_I", "classifier"), ("classifier_S", "classifier"), ("text_guide", "text_guide")):
             path = os.path.join(bundle, name)
@@ -293,6 +294,21 @@ class LandmarkGenerator:
         if sampling.sampler == "fast" and sampling.steps > self.diffusion.num_timesteps:
             raise Face4DError(f"sampler steps must be at most T={self.diffusion.num_timesteps}, got {sampling.steps}")
         return self.diffusion if sampling.sampler == "paper" else self.diffusion.respaced(sampling.steps)
+
+
+X0_RANGE_MARGIN = 0.1
+"""How far beyond the training data's range (as a fraction of it, per coordinate) a predicted clean
+sequence may go before the sampler clamps it: room for faces and expressions a little beyond those
+seen, while still stopping the early-step blow-up that ``GaussianDiffusion.x0_range`` explains."""
+
+
+def _x0_range(config: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """The clamp bounds of a denoiser's config.json (its training data's range, widened), if recorded."""
+    if "x0_range" not in config:
+        return None
+    low, high = (np.asarray(config["x0_range"][key], np.float32) for key in ("low", "high"))
+    margin = X0_RANGE_MARGIN * (high - low)
+    return low - margin, high + margin
 
 
 def _per_sample(value: str | Sequence[str] | None, num: int, name: str) -> list[str | None]:

@@ -463,6 +463,8 @@ def train_model(
     alternatives = None
     if kind == "denoiser":
         loss = diffusion_loss(diffusion)
+        low, high = normalizer.data_range(train)
+        extra["x0_range"] = {"low": low.tolist(), "high": high.tolist()}
     elif kind == "classifier":
         loss = functools.partial(classifier_loss, diffusion=diffusion)
     elif kind == "text_guide":

@@ -363,3 +363,21 @@ def test_sampling_with_denoiser_and_padding(diffusion: GaussianDiffusion) -> Non
     mask = torch.tensor([[True] * 6, [True] * 3 + [False] * 3])
     sample = diffusion.respaced(4).p_sample_loop(model, (2, 6, 68, 3), mask=mask)
     assert torch.isfinite(sample).all() and torch.all(sample[1, 3:] == 0) and sample[1, :3].abs().sum() > 0
+
+
+def test_x0_range_clamps_predictions_and_survives_respacing():
+    from face4d.diffusion import GaussianDiffusion, linear_beta_schedule
+
+    low, high = -np.ones((2, 3), np.float32), 2 * np.ones((2, 3), np.float32)
+    diffusion = GaussianDiffusion(linear_beta_schedule(100), x0_range=(low, high))
+    x_t = 5 * torch.randn(4, 3, 2, 3)
+    t = torch.full((4,), 99)
+    x0 = diffusion.predict_x0_from_eps(x_t, t, torch.zeros_like(x_t))
+    assert x0.min() >= -1 and x0.max() <= 2 and (x0 == 2).any() and (x0 == -1).any()
+    free = GaussianDiffusion(linear_beta_schedule(100)).predict_x0_from_eps(x_t, t, torch.zeros_like(x_t))
+    inside = (free > -1) & (free < 2)
+    torch.testing.assert_close(x0[inside], free[inside])  # predictions within the range are untouched
+    for kept, bound in zip(diffusion.respaced(10).x0_range, (low, high)):
+        np.testing.assert_array_equal(kept, bound)
+    with pytest.raises(ValueError, match="low < high"):
+        GaussianDiffusion(linear_beta_schedule(10), x0_range=(high, low))

@@ -36,6 +36,13 @@ class LandmarkNormalizer:
         mean = frames.mean(0)
         return cls(mean, float(np.sqrt(((frames - mean) ** 2).mean())))
 
+    def data_range(self, seqs: LandmarkSequences) -> tuple[np.ndarray, np.ndarray]:
+        """Per-coordinate minimum and maximum (68, 3) of ``seqs``' valid frames, normalised: where the
+        samplers may clamp a predicted clean sequence (``GaussianDiffusion.x0_range``)."""
+        valid = np.arange(seqs.num_frames)[None] < seqs.lengths[:, None]
+        frames = self.normalize(seqs.landmarks[valid])
+        return frames.min(0), frames.max(0)
+
     def normalize(self, x):
         """Works on numpy arrays and torch tensors of shape (..., 68, 3)."""
         return (x - self._like(self.mean, x)) / self.scale

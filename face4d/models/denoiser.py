@@ -181,6 +181,15 @@ class Denoiser(nn.Module):
 
     Padded frames are excluded as attention keys (``src_key_padding_mask``), so they cannot
     influence valid frames, and their outputs are set to zero.
+
+    A per-coordinate skip path adds ``g(t) * x_t`` to the transformer's output, with the gains
+    ``g`` a linear map of the timestep embedding (an EDM-style ``c_skip``, Karras et al. 2022).
+    Why: a frame's noise has ``3N`` = 204 independent coordinates, and a token narrower than that
+    (``d_model`` < 204) cannot carry them all. Without the skip such a model's error has a floor
+    (~(204 - d_model) / 204 of the noise's variance at every t), which the sampler amplifies by
+    ``1 / sqrt(alpha_bar_t)`` -- over 10^4 at T = 2000 -- into exploding samples. With it the
+    full-rank, mostly linear part of the noise goes around the bottleneck and the tokens only
+    model the structured part.
     """
 
     def __init__(self, config: DenoiserConfig | None = None) -> None:
@@ -188,6 +197,7 @@ class Denoiser(nn.Module):
         self.config = config if config is not None else DenoiserConfig()
         d_model, frame_size = self.config.d_model, self.config.num_landmarks * 3
         self.time_embedding = timestep_mlp(d_model)
+        self.skip_gain = nn.Linear(d_model, frame_size)
         self.feature_embedding = nn.Linear(frame_size, d_model)
         self.encoder = transformer_encoder(
             d_model, self.config.heads, self.config.ff, self.config.dropout, self.config.layers
@@ -201,13 +211,15 @@ class Denoiser(nn.Module):
         batch, frames = x.shape[:2]
         d_model = self.config.d_model
         positions = torch.arange(frames, device=x.device)
+        frames_flat = x.reshape(batch, frames, -1)
+        time = self.time_embedding(sinusoidal_embedding(t, d_model))
         tokens = (
-            self.feature_embedding(x.reshape(batch, frames, -1))
+            self.feature_embedding(frames_flat)
             + sinusoidal_embedding(positions, d_model)[None]
-            + self.time_embedding(sinusoidal_embedding(t, d_model))[:, None]
+            + time[:, None]
         )
         hidden = self.encoder(tokens, src_key_padding_mask=None if mask is None else ~mask)
-        eps = self.output(hidden).view_as(x)
+        eps = (self.output(hidden) + self.skip_gain(time)[:, None] * frames_flat).view_as(x)
         if mask is not None:
             eps = torch.where(mask[:, :, None, None], eps, torch.zeros_like(eps))
         return eps

@@ -1,0 +1,55 @@
+"""The embedded default bundle: it loads offline from the installed package, and label guidance
+makes the facial action it names (measured on the landmarks, with the 68-point scheme's indices)."""
+import numpy as np
+import pytest
+
+from face4d.generate import LandmarkGenerator, SamplingConfig
+from face4d.pretrained import default_bundle
+
+INNER_LIPS = (62, 66)  # centres of the upper and lower inner lip
+MOUTH_CORNERS = (48, 54)
+BROW, EYE = 19, 37  # a brow point and the upper eyelid below it
+
+
+@pytest.fixture(scope="module")
+def generator():
+    return LandmarkGenerator.from_pretrained()
+
+
+def _ranges(seqs):
+    """Per sequence, how far the lip gap, mouth width and brow height travel over the sequence (cm)."""
+    x = seqs.landmarks
+    gap = np.linalg.norm(x[:, :, INNER_LIPS[0]] - x[:, :, INNER_LIPS[1]], axis=-1)
+    width = np.linalg.norm(x[:, :, MOUTH_CORNERS[0]] - x[:, :, MOUTH_CORNERS[1]], axis=-1)
+    brow = x[:, :, BROW, 1] - x[:, :, EYE, 1]
+    return {"gap": np.ptp(gap, axis=1), "width": np.ptp(width, axis=1), "brow": np.ptp(brow, axis=1)}
+
+
+def test_the_default_bundle_ships_with_the_package(generator):
+    names = sorted(p.name for p in default_bundle().iterdir() if p.is_dir())
+    assert {"denoiser", "classifier_I", "classifier_S"} <= set(names)
+    assert set(generator.classifiers) == {"I", "S"}
+    for name in names:
+        weights = default_bundle() / name / "model.safetensors"
+        assert weights.stat().st_size < 8 * 2**20  # shipped checkpoints stay small
+
+
+def test_label_guidance_makes_the_named_action(generator):
+    sampling = SamplingConfig(steps=25)
+    mouth = _ranges(generator.generate("mouth_open", frames=40, num=4, seed=0, sampling=sampling))
+    brows = _ranges(generator.generate("eyebrow", frames=40, num=4, seed=0, sampling=sampling))
+    smile = _ranges(generator.generate("high_smile", frames=40, num=4, seed=0, sampling=sampling))
+    # In the data the jaw opens ~1.9 cm for mouth_open, the brows rise ~0.4 cm for eyebrow and the
+    # mouth widens ~1 cm for high_smile, while the other measures move a few millimetres at most.
+    assert np.median(mouth["gap"]) > 0.8 and np.median(mouth["gap"]) > 4 * np.median(brows["gap"])
+    assert np.median(brows["brow"]) > 0.2 and np.median(brows["brow"]) > 2 * np.median(mouth["brow"])
+    assert np.median(smile["width"]) > 0.5 and np.median(smile["width"]) > 2 * np.median(brows["width"])
+
+
+def test_samples_are_faces_in_centimetres(generator):
+    seqs = generator.generate(None, frames=30, num=2, seed=1, sampling=SamplingConfig(steps=25))
+    mean_face = generator.normalizer.mean
+    # every frame lies near the mean face: a person's face, not noise (faces differ by ~1 cm)
+    assert np.abs(seqs.landmarks - mean_face).mean() < 1.5
+    # and moves smoothly: frame-to-frame steps are far below the face's size
+    assert np.abs(np.diff(seqs.landmarks, axis=1)).max() < 1.0
