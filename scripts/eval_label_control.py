@@ -63,7 +63,7 @@ def main() -> None:
         val = val.select(np.sort(rng.choice(len(val), min(args.limit, len(val)), replace=False)))
     ic, _, _ = load_pretrained(args.ic, "ic")
     generator = LandmarkGenerator.from_pretrained(args.model)
-    _, test_features = classify(ic, test)
+    test_pred, test_features = classify(ic, test)
 
     def score(seqs) -> tuple[float, float]:
         pred, features = classify(ic, seqs)
@@ -78,7 +78,6 @@ def main() -> None:
         rows.append([name, sampler, len(seqs), f"{100 * acc:.1f}", f"{fid:.2f}", per_seq])
         print(f"{name:28s} {sampler:12s} n={len(seqs):4d} accuracy {100 * acc:5.1f}%  FID {fid:7.2f}", flush=True)
 
-    test_pred, _ = classify(ic, test)
     _, val_features = classify(ic, val)
     gt_acc, gt_fid = accuracy(test_pred, test.labels), frechet_distance(val_features, test_features)
     rows.append(["ground truth (test; FID: val vs test)", "", len(val), f"{100 * gt_acc:.1f}", f"{gt_fid:.2f}", ""])

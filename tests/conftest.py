@@ -1,6 +1,9 @@
 import pytest
 import torch
 
+from face4d.checkpoint import save_model
+from face4d.data import LandmarkNormalizer
+from face4d.models import Classifier, ClassifierConfig, Denoiser, DenoiserConfig
 from meshops import HeadModel
 
 
@@ -17,3 +20,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory, head):
+    """A bundle of tiny untrained models (T=100): enough to check plumbing, shapes, seeds and errors."""
+    root = tmp_path_factory.mktemp("bundle")
+    diffusion = {"diffusion": {"schedule": "linear", "num_timesteps": 100}}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        norm = LandmarkNormalizer(head.landmark_neutral, 1.5)
+        d_config = DenoiserConfig(d_model=32, layers=1, heads=2, ff=64, max_frames=64)
+        save_model(root / "denoiser", Denoiser(d_config), "denoiser", d_config.to_dict(), norm, diffusion)
+        for kind in ("I", "S"):
+            c_config = ClassifierConfig(kind=kind, d_model=32, layers=1, heads=2, ff=64, max_frames=64)
+            save_model(root / f"classifier_{kind}", Classifier(c_config), "classifier", c_config.to_dict(), norm,
+                       diffusion)
+    return root

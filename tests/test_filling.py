@@ -5,33 +5,14 @@ import pytest
 import torch
 
 from face4d import Face4DError
-from face4d.checkpoint import save_model
 from face4d.cli import main
-from face4d.data import LandmarkNormalizer, LandmarkSequences, load_sequences, save_sequences
+from face4d.data import LandmarkSequences, load_sequences, save_sequences
 from face4d.diffusion import GaussianDiffusion, linear_beta_schedule
 from face4d.filling import (KnownFrames, check_known, initial_noise, neutral_landmarks_from_file,
                             neutral_landmarks_from_mesh, parse_known, sample_with_known_frames)
 from face4d.generate import LandmarkGenerator, SamplingConfig
 from face4d.guidance import GradientGuidance, compose_hooks
-from face4d.models import Classifier, ClassifierConfig, Denoiser, DenoiserConfig
 from meshops.io import save_mesh
-
-DIFFUSION = {"diffusion": {"schedule": "linear", "num_timesteps": 100}}
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory, head):
-    """A bundle of tiny untrained models (T=100): enough to check plumbing, shapes, seeds and errors."""
-    root = tmp_path_factory.mktemp("bundle")
-    torch.manual_seed(0)
-    norm = LandmarkNormalizer(head.landmark_neutral, 1.5)
-    d_config = DenoiserConfig(d_model=32, layers=1, heads=2, ff=64, max_frames=64)
-    save_model(root / "denoiser", Denoiser(d_config), "denoiser", d_config.to_dict(), norm, DIFFUSION)
-    for kind in ("I", "S"):
-        c_config = ClassifierConfig(kind=kind, d_model=32, layers=1, heads=2, ff=64, max_frames=64)
-        save_model(root / f"classifier_{kind}", Classifier(c_config), "classifier", c_config.to_dict(), norm, DIFFUSION)
-    return root
-
 
 @pytest.fixture(scope="module")
 def gen(bundle):

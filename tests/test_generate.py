@@ -1,32 +1,11 @@
 import numpy as np
 import pytest
-import torch
 
 from face4d import Face4DError
-from face4d.checkpoint import save_model
 from face4d.cli import main
-from face4d.data import LandmarkNormalizer, load_sequences
+from face4d.data import load_sequences
 from face4d.generate import LandmarkGenerator, SamplingConfig
 from face4d.guidance import GuidanceConfig
-from face4d.models import Classifier, ClassifierConfig, Denoiser, DenoiserConfig
-
-DIFFUSION = {"diffusion": {"schedule": "linear", "num_timesteps": 100}}
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory, head):
-    """A bundle of tiny untrained models: enough to check plumbing, shapes, seeds and errors."""
-    root = tmp_path_factory.mktemp("bundle")
-    torch.manual_seed(0)
-    norm = LandmarkNormalizer(head.landmark_neutral, 1.5)
-    d_config = DenoiserConfig(d_model=32, layers=1, heads=2, ff=64, max_frames=64)
-    save_model(root / "denoiser", Denoiser(d_config), "denoiser", d_config.to_dict(), norm, DIFFUSION)
-    for kind in ("I", "S"):
-        c_config = ClassifierConfig(kind=kind, d_model=32, layers=1, heads=2, ff=64, max_frames=64)
-        save_model(root / f"classifier_{kind}", Classifier(c_config), "classifier", c_config.to_dict(), norm, DIFFUSION)
-    return root
-
-
 
 def test_generate_shapes_units_and_seeds(bundle, head):
     gen = LandmarkGenerator.from_pretrained(bundle)
