@@ -6,6 +6,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from face4d.decoder.commands import DECODER_HANDLERS, add_decoder_commands
 from face4d.errors import Face4DError
 from meshops.io import MeshFileError
 
@@ -23,6 +24,8 @@ EXAMPLES = """examples:
   face4d train denoiser --data data/face4d --out models/denoiser --steps 200000
   face4d train text-guide --data data/face4d --out models/text_guide --texts both
   torchrun --nproc_per_node 4 -m face4d.cli train denoiser --data data/face4d --out models/denoiser
+  face4d train decoder --data data/face4d --out models/decoder --steps 20000
+  face4d retarget --landmarks samples/sequence_000.npz --mesh neutral.obj --out meshes/ --export ply
 """
 
 
@@ -149,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                                help="which of each sequence's texts to learn (both: one of the two per step)")
             group.add_argument("--text-encoder", help="minilm (default), a local sentence-transformers "
                                                       "directory, or clip:DIR")
+    add_decoder_commands(commands, sub)
     return parser
 
 
@@ -351,6 +355,7 @@ HANDLERS = {("dataset", "build"): _dataset_build, ("dataset", "info"): _dataset_
             ("train", "denoiser"): _train, ("train", "classifier"): _train, ("train", "ic"): _train,
             ("train", "text-guide"): _train,
             ("generate", None): _generate, ("fill", None): _fill}
+HANDLERS.update(DECODER_HANDLERS)
 
 
 def main(argv: list[str] | None = None) -> int:

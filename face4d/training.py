@@ -176,7 +176,80 @@ def _differences(stored: Any, current: Any, path: str = "") -> list[str]:
     return [f"{path}: {shown[0]} (stored) != {shown[1]} (now)" if max(map(len, shown)) <= 40 else f"{path} differs"]
 
 
-class Trainer:
+class CheckpointedRun:
+    """What every training loop of the package shares: an EMA of the weights, checkpoints in the
+    layout of ``face4d.checkpoint`` and exact resuming of the same run.
+
+    A subclass sets ``model``, ``optimizer``, ``ema`` (a copy of the state dict), ``step``,
+    ``out_dir``, ``kind``, ``model_config``, ``normalizer`` (None for models without one),
+    ``extra``, ``config`` (a dataclass with ``ema_decay``, ``grad_clip`` and ``to_dict``), ``is_main`` and
+    ``_run``, the JSON fingerprint a resumed run must match; then calls ``_resume`` once.
+    """
+
+    def _optimize(self, loss: torch.Tensor) -> None:
+        """One optimiser step on ``loss`` (gradients clipped to ``config.grad_clip``), then the EMA."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self._update_ema()
+        self.step += 1
+
+    def _update_ema(self) -> None:
+        """``ema = d * ema + (1 - d) * weights`` with the warmed-up decay ``d`` of update ``self.step``;
+        integer buffers are copied."""
+        decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
+        with torch.no_grad():
+            for name, value in self.model.state_dict().items():
+                average = self.ema[name]
+                if average.is_floating_point():
+                    average.mul_(decay).add_(value, alpha=1 - decay)
+                else:
+                    average.copy_(value)
+
+    def save_checkpoint(self) -> None:
+        """Write the training state and the model directory (EMA weights); rank 0 only."""
+        if not self.is_main:
+            return
+        optimizer_tensors, optimizer_skeleton = flatten_tensors(self.optimizer.state_dict(), "optimizer")
+        tensors = {
+            **{f"model.{name}": value for name, value in self.model.state_dict().items()},
+            **{f"ema.{name}": value for name, value in self.ema.items()},
+            **optimizer_tensors,
+        }
+        save_training_state(self.out_dir, tensors, {
+            "step": self.step, "run": self._run, "training": self.config.to_dict(), "optimizer": optimizer_skeleton,
+        })
+        save_model(self.out_dir, self.model, self.kind, self.model_config, self.normalizer,
+                   extra={**self.extra, "training": self.config.to_dict(), "step": self.step}, state_dict=self.ema)
+
+    def _resume(self) -> None:
+        """Load ``out_dir``'s training state, if any, after checking that it is this run's."""
+        if not has_training_state(self.out_dir):
+            if self.out_dir.exists() and (not self.out_dir.is_dir() or any(self.out_dir.iterdir())):
+                raise Face4DError(f"{self.out_dir}: exists and holds no training state ({STATE_FILE}) to resume; "
+                                  f"choose another output directory")
+            return
+        tensors, state = load_training_state(self.out_dir)
+        differences = _differences(state.get("run"), self._run)
+        if differences:
+            raise Face4DError(f"{self.out_dir}: holds a run with other settings ({'; '.join(differences)}); "
+                              f"resume it with its own settings or choose another output directory")
+        for prefix, target in (("model.", self.model.state_dict()), ("ema.", self.ema)):
+            stored = {name[len(prefix):]: value for name, value in tensors.items() if name.startswith(prefix)}
+            check_state_dict(target, stored, f"{self.out_dir / STATE_TENSORS_FILE} ({prefix.rstrip('.')})")
+            with torch.no_grad():
+                for name, value in stored.items():
+                    target[name].copy_(value)
+        try:
+            self.optimizer.load_state_dict(unflatten_tensors(state["optimizer"], tensors))
+        except (KeyError, ValueError) as exc:
+            raise Face4DError(f"{self.out_dir / STATE_FILE}: optimiser state does not fit the model ({exc})") from None
+        self.step = int(state["step"])
+
+
+class Trainer(CheckpointedRun):
     """Train ``model`` on ``data`` by minimising ``loss_fn``, checkpointing into ``out_dir``.
 
     An ``out_dir`` holding a training state (``last.json``) is resumed from its step, provided
@@ -311,13 +384,7 @@ class Trainer:
                 while self.step < config.steps:
                     torch.manual_seed(_derived_seed(config.seed, _STEP_STREAM, self.step, self.rank))
                     loss = self.loss_fn(self._network, self.batch(self.step))
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if config.grad_clip is not None:
-                        nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
-                    self.optimizer.step()
-                    self._update_ema()
-                    self.step += 1
+                    self._optimize(loss)
                     bar.update()
                     pending.append(loss.detach())
                     checkpoint = self.step % config.checkpoint_every == 0 or self.step == config.steps
@@ -336,18 +403,6 @@ class Trainer:
         if self._owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
-    def _update_ema(self) -> None:
-        """``ema = d * ema + (1 - d) * weights`` with the warmed-up decay ``d`` of update ``self.step``;
-        integer buffers are copied."""
-        decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
-        with torch.no_grad():
-            for name, value in self.model.state_dict().items():
-                average = self.ema[name]
-                if average.is_floating_point():
-                    average.mul_(decay).add_(value, alpha=1 - decay)
-                else:
-                    average.copy_(value)
-
     def _flush_losses(self, pending: list[torch.Tensor], bar: tqdm) -> list[float]:
         """Synchronise the losses since the last flush (one device sync per flush, not per step),
         show their mean over all ranks and stop every rank alike if it is not finite."""
@@ -361,49 +416,6 @@ class Trainer:
             raise Face4DError(f"the loss became {value} before step {self.step}; lower --lr or check the data")
         bar.set_postfix(loss=f"{value:.4f}")
         return losses.tolist()
-
-    # ------------------------------------------------------------------------- checkpoints
-
-    def save_checkpoint(self) -> None:
-        """Write the training state and the model directory (EMA weights); rank 0 only."""
-        if not self.is_main:
-            return
-        optimizer_tensors, optimizer_skeleton = flatten_tensors(self.optimizer.state_dict(), "optimizer")
-        tensors = {
-            **{f"model.{name}": value for name, value in self.model.state_dict().items()},
-            **{f"ema.{name}": value for name, value in self.ema.items()},
-            **optimizer_tensors,
-        }
-        save_training_state(self.out_dir, tensors, {
-            "step": self.step, "run": self._run, "training": self.config.to_dict(), "optimizer": optimizer_skeleton,
-        })
-        save_model(self.out_dir, self.model, self.kind, self.model_config, self.normalizer,
-                   extra={**self.extra, "training": self.config.to_dict(), "step": self.step}, state_dict=self.ema)
-
-    def _resume(self) -> None:
-        """Load ``out_dir``'s training state, if any, after checking that it is this run's."""
-        if not has_training_state(self.out_dir):
-            if self.out_dir.exists() and (not self.out_dir.is_dir() or any(self.out_dir.iterdir())):
-                raise Face4DError(f"{self.out_dir}: exists and holds no training state ({STATE_FILE}) to resume; "
-                                  f"choose another output directory")
-            return
-        tensors, state = load_training_state(self.out_dir)
-        differences = _differences(state.get("run"), self._run)
-        if differences:
-            raise Face4DError(f"{self.out_dir}: holds a run with other settings ({'; '.join(differences)}); "
-                              f"resume it with its own settings or choose another output directory")
-        for prefix, target in (("model.", self.model.state_dict()), ("ema.", self.ema)):
-            stored = {name[len(prefix):]: value for name, value in tensors.items() if name.startswith(prefix)}
-            check_state_dict(target, stored, f"{self.out_dir / STATE_TENSORS_FILE} ({prefix.rstrip('.')})")
-            with torch.no_grad():
-                for name, value in stored.items():
-                    target[name].copy_(value)
-        try:
-            self.optimizer.load_state_dict(unflatten_tensors(state["optimizer"], tensors))
-        except (KeyError, ValueError) as exc:
-            raise Face4DError(f"{self.out_dir / STATE_FILE}: optimiser state does not fit the model ({exc})") from None
-        self.step = int(state["step"])
-
 
 # ---------------------------------------------------------------------------- the four models
 
