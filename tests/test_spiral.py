@@ -281,3 +281,23 @@ def test_pool_matches_scipy(hierarchy):
     np.testing.assert_allclose(y.grad[0, :, 0].numpy(), col, rtol=1e-5)
     with pytest.raises(ValueError, match="does not apply"):
         pool(torch.randn(2, 7, 3), sparse_to_torch(sp.eye(5, format="csr")))
+
+
+def test_spirals_hierarchy_and_spiralconv_on_a_flame_sized_head(head):
+    """FLAME's head has 5023 vertices and 9976 triangles in another topology, with open eyes and mouth
+    (its model cannot be shipped): the ICT head decimated to that size stands in for it."""
+    vertices, faces = meshops.hierarchy.decimate(head.neutral, head.faces, 9976)
+    assert abs(len(faces) - 9976) < 100 and 4000 < len(vertices) < 6000
+    spirals = spiral_indices(faces, len(vertices), 9)
+    assert spirals.shape == (len(vertices), 9) and spirals.min() >= 0 and spirals.max() < len(vertices)
+    assert (spirals[:, 0] == np.arange(len(vertices))).all()
+    h = build_hierarchy(vertices, faces, (4, 4, 4, 4))
+    sizes = np.array(h.num_vertices)
+    assert sizes[0] == len(vertices) and ((sizes[:-1] / sizes[1:] > 3) & (sizes[:-1] / sizes[1:] < 5)).all(), sizes
+    error = np.linalg.norm(h.up[0] @ (h.down[0] @ vertices) - vertices, axis=1)
+    assert error.mean() < 1e-3 * np.linalg.norm(np.ptp(vertices, axis=0))
+    conv = SpiralConv(3, 8, torch.from_numpy(spirals))
+    out = conv(torch.from_numpy(vertices).float()[None])
+    assert out.shape == (1, len(vertices), 8) and torch.isfinite(out).all()
+    coarse = pool(out, sparse_to_torch(h.down[0]))
+    assert coarse.shape == (1, sizes[1], 8)
