@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -10,6 +11,17 @@ from meshops import HeadModel
 @pytest.fixture(scope="session")
 def head() -> HeadModel:
     return HeadModel.load()
+
+
+def jaw_smile_animation(head: HeadModel, num_frames: int, seed: int = 0) -> np.ndarray:
+    """A real-sized animation (F, 14388, 3): one random identity opening its jaw and smiling, every
+    frame different, so a frame written or read in the wrong place shows."""
+    rng = np.random.default_rng(seed)
+    weights = np.zeros((num_frames, head.num_expressions), np.float32)
+    ramp = np.linspace(0, 1, num_frames)
+    weights[:, head.blendshape_index("jawOpen")] = ramp
+    weights[:, head.blendshape_indices(["mouthSmile_L", "mouthSmile_R"])] = ramp[:, None] ** 2
+    return np.asarray(head.vertices(rng.standard_normal(head.num_identity) * 0.5, weights), np.float32)
 
 
 @pytest.fixture(autouse=True)

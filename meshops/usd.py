@@ -1,0 +1,123 @@
+"""USD export of an animated mesh: one ``UsdGeom.Mesh`` whose points are time-sampled, one sample per frame.
+
+Needs the ``usd`` extra (``pip install "face4d[usd]"``, the ``usd-core`` wheel); ``pxr`` is
+imported on first use, so the rest of ``meshops`` works without it.
+
+The stage says what our numbers mean, so that DCCs place the head without manual settings:
+``upAxis = Y``, ``metersPerUnit = 0.01`` (the head is in centimetres), ``timeCodesPerSecond =
+framesPerSecond = fps``, time codes ``0 .. F-1`` (time code ``k`` is frame ``k``). The mesh is the
+default prim ``/Face``; its topology is written once, its ``points`` and ``extent`` at every time
+code, ``subdivisionScheme = "none"`` so viewers show the triangles as they are. Points are float32,
+so float32 input comes back exactly. A ``.usda`` path writes text, ``.usdc`` (or ``.usd``) binary.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import NamedTuple
+
+import numpy as np
+
+from meshops.atomic import atomic_file
+from meshops.io import MeshFileError
+from meshops.pointcache import check_fps, check_frames
+
+USD_SUFFIXES = (".usd", ".usda", ".usdc")
+MESH_PATH = "/Face"
+METERS_PER_UNIT = 0.01
+INSTALL_HINT = 'USD export needs the usd extra: pip install "face4d[usd]"'
+
+
+class USDAnimation(NamedTuple):
+    """What ``read_usd`` gives: float32 ``frames`` (F, V, 3), ``faces`` (T, 3), ``fps`` and the time codes."""
+    frames: np.ndarray
+    faces: np.ndarray
+    fps: float
+    times: np.ndarray
+
+
+def require_pxr() -> ModuleType:
+    """The ``pxr`` package, or an ``ImportError`` with one line saying which extra to install."""
+    try:
+        import pxr
+        from pxr import Usd, UsdGeom  # noqa: F401  (fail here, not halfway through a write)
+    except ImportError:
+        raise ImportError(INSTALL_HINT) from None
+    return pxr
+
+
+def check_faces(faces: np.ndarray, num_vertices: int) -> np.ndarray:
+    """``faces`` as an int64 (T, 3) array of vertex ids in ``[0, num_vertices)``."""
+    faces = np.asarray(faces)
+    if faces.ndim != 2 or faces.shape[1] != 3 or len(faces) == 0 or not np.issubdtype(faces.dtype, np.integer):
+        raise ValueError(f"faces must be a non-empty integer (T, 3) triangle array, got {faces.dtype} {faces.shape}")
+    if faces.min() < 0 or faces.max() >= num_vertices:
+        raise ValueError(f"faces index vertices {faces.min()}..{faces.max()}, but the mesh has {num_vertices}")
+    return np.ascontiguousarray(faces, np.int64)
+
+
+def write_usd(path: str | os.PathLike, frames: np.ndarray, faces: np.ndarray, fps: float,
+              overwrite: bool = False) -> Path:
+    """Write an animated mesh as a USD stage, atomically: ``frames`` (F, V, 3) at time codes ``0 .. F-1``."""
+    path = Path(path)
+    if path.suffix.lower() not in USD_SUFFIXES:
+        raise ValueError(f"{path}: a USD file must end in {', '.join(USD_SUFFIXES)}")
+    frames = check_frames(frames)
+    faces = check_faces(faces, frames.shape[1])
+    fps = check_fps(fps)
+    require_pxr()
+    from pxr import Sdf, Usd, UsdGeom, Vt
+
+    stage = Usd.Stage.CreateInMemory()
+    UsdGeom.SetStageUpAxis(stage, UsdGeom.Tokens.y)
+    UsdGeom.SetStageMetersPerUnit(stage, METERS_PER_UNIT)
+    stage.SetTimeCodesPerSecond(fps)
+    stage.SetFramesPerSecond(fps)
+    stage.SetStartTimeCode(0)
+    stage.SetEndTimeCode(len(frames) - 1)
+    mesh = UsdGeom.Mesh.Define(stage, Sdf.Path(MESH_PATH))
+    stage.SetDefaultPrim(mesh.GetPrim())
+    mesh.CreateSubdivisionSchemeAttr(UsdGeom.Tokens.none)
+    mesh.CreateOrientationAttr(UsdGeom.Tokens.rightHanded)
+    mesh.CreateFaceVertexCountsAttr(Vt.IntArray.FromNumpy(np.full(len(faces), 3, np.int32)))
+    mesh.CreateFaceVertexIndicesAttr(Vt.IntArray.FromNumpy(faces.reshape(-1).astype(np.int32)))
+    points, extent = mesh.CreatePointsAttr(), mesh.CreateExtentAttr()
+    for k, verts in enumerate(frames):
+        points.Set(Vt.Vec3fArray.FromNumpy(verts), Usd.TimeCode(k))
+        extent.Set(Vt.Vec3fArray.FromNumpy(np.stack([verts.min(0), verts.max(0)])), Usd.TimeCode(k))
+    with atomic_file(path, overwrite=overwrite) as tmp:
+        if not stage.GetRootLayer().Export(str(tmp)):
+            raise OSError(f"{path}: USD could not write the file")
+    return path
+
+
+def read_usd(path: str | os.PathLike) -> USDAnimation:
+    """Read the animated mesh that ``write_usd`` writes (the default prim, or the first ``Mesh``)."""
+    path = Path(path)
+    require_pxr()
+    from pxr import Usd, UsdGeom
+
+    if not path.is_file():
+        raise MeshFileError(f"{path}: no such file")
+    try:
+        stage = Usd.Stage.Open(str(path))
+    except Exception as exc:  # pxr raises Tf.ErrorException for unreadable layers
+        raise MeshFileError(f"{path}: cannot read as USD ({' '.join(str(exc).split())})") from None
+    prim = stage.GetDefaultPrim()
+    if not (prim and prim.IsA(UsdGeom.Mesh)):
+        prim = next((p for p in stage.Traverse() if p.IsA(UsdGeom.Mesh)), None)
+    if prim is None:
+        raise MeshFileError(f"{path}: holds no UsdGeom.Mesh")
+    mesh = UsdGeom.Mesh(prim)
+    counts = np.asarray(mesh.GetFaceVertexCountsAttr().Get(), np.int64)
+    if len(counts) == 0 or (counts != 3).any():
+        raise MeshFileError(f"{path}: {prim.GetPath()} is not a triangle mesh")
+    faces = np.asarray(mesh.GetFaceVertexIndicesAttr().Get(), np.int64).reshape(-1, 3)
+    points = mesh.GetPointsAttr()
+    times = np.asarray(points.GetTimeSamples(), np.float64)
+    if len(times):
+        frames = np.stack([np.asarray(points.Get(Usd.TimeCode(t)), np.float32) for t in times])
+    else:  # a static mesh: its one shape, at the default time
+        frames = np.asarray(points.Get(), np.float32)[None]
+    return USDAnimation(frames, faces, float(stage.GetTimeCodesPerSecond()), times)
