@@ -5,6 +5,12 @@ frame, so a sequence costs one draw per frame rather than one scene build. Verte
 recomputed here from each frame's geometry, so shading follows the deformation whatever pyvista does
 with its own smooth-shading filter. pyvista is imported only when a renderer is built: grids and
 file writing work without it.
+
+Anti-aliasing defaults to supersampling: the scene is drawn at 1.5x the size and area-averaged down.
+On the CPU (Mesa llvmpipe) that looks like MSAA at about half its cost. Landmarks are projected with
+the renderer's own camera (``MeshRenderer.project``) and drawn as dots on the finished image, so they
+always show: filled where visible (or slightly inside the skin), rings where the depth buffer says the
+surface hides them (the far cheek in a turned view).
 """
 from __future__ import annotations
 
@@ -22,6 +28,9 @@ SKIN = (0.87, 0.70, 0.60)
 BACKGROUND = (0.94, 0.94, 0.94)
 VIEWS = {"front": 0.0, "three_quarter": 35.0}  # camera azimuth in degrees about the up (+y) axis
 VIEW_ANGLE = 20.0  # a narrow, portrait-lens field of view: little perspective distortion of the face
+ANTIALIAS = ("ssaa", "msaa", "none")
+SUPERSAMPLE = 1.5  # "ssaa" draws at this multiple of the output size and area-averages it down
+LANDMARK_COLOR = (230, 25, 25)
 IMAGE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 ANIMATION_SUFFIXES = (".gif", ".mp4")
 
@@ -34,12 +43,16 @@ class MeshRenderer:
     an ``(N, 3)`` array of points (say, the neutral mesh's face region). Without it the camera is
     fitted to the first mesh rendered (all frames of the first sequence) and then kept, so that
     frames of one renderer are always comparable.
+
+    ``antialias``: ``"ssaa"`` (default; draw at 1.5x and area-average down), ``"msaa"`` (multisampling:
+    the same look, about twice the time on a CPU) or ``"none"`` (fastest, jagged silhouettes).
     """
 
     def __init__(self, faces: np.ndarray, size: tuple[int, int] = (512, 512), view: str = "front",
                  bounds: Sequence[float] | np.ndarray | None = None, color: Sequence[float] = SKIN,
-                 background: Sequence[float] = BACKGROUND, margin: float = 1.08):
+                 background: Sequence[float] = BACKGROUND, margin: float = 1.08, antialias: str = "ssaa"):
         import pyvista as pv
+        from scipy.sparse import csr_matrix
 
         self.faces = _check_faces(faces)
         self.num_vertices = int(self.faces.max()) + 1
@@ -47,34 +60,46 @@ class MeshRenderer:
             raise ValueError(f"size must be (width, height) of at least 8 pixels each, got {size}")
         if view not in VIEWS:
             raise ValueError(f"unknown view {view!r}; use one of {', '.join(VIEWS)}")
+        if antialias not in ANTIALIAS:
+            raise ValueError(f"unknown antialias {antialias!r}; use one of {', '.join(ANTIALIAS)}")
         self.size = (int(size[0]), int(size[1]))
         self.view = view
         self.margin = float(margin)
+        self.antialias = antialias
+        self.landmark_radius = max(1.5, min(self.size) / 170)
+        scale = SUPERSAMPLE if antialias == "ssaa" else 1.0
+        self._window = (round(self.size[0] * scale), round(self.size[1] * scale))
         self._framed = False
-        self._plotter = pv.Plotter(off_screen=True, window_size=self.size, lighting="none")
+        self._plotter = pv.Plotter(off_screen=True, window_size=self._window, lighting="none")
         self._plotter.set_background(background)
-        # MSAA smooths the silhouette at ~2x the cost; FXAA is unsupported on EGL and SSAA is slower still.
-        self._plotter.enable_anti_aliasing("msaa")
+        # pyvista's own "ssaa" renders at 4x the pixels and FXAA is unsupported on EGL: supersampling is done
+        # here (see _draw). llvmpipe's MSAA costs ~3.5x a plain draw, whatever the number of samples.
+        if antialias == "msaa":
+            self._plotter.enable_anti_aliasing("msaa")
+        else:
+            self._plotter.disable_anti_aliasing()
         for position, intensity in (((-1.0, 1.2, 1.5), 0.75), ((1.5, -0.3, 1.0), 0.35), ((0.0, 0.0, 1.0), 0.15)):
             self._plotter.add_light(pv.Light(position=position, light_type="camera light", intensity=intensity))
 
         cells = np.hstack([np.full((len(self.faces), 1), 3, np.int64), self.faces]).ravel()
+        # vertex normal = sum of its faces' area-weighted normals: one sparse product per frame
+        self._face_to_vertex = csr_matrix(
+            (np.ones(self.faces.size, np.float32), (self.faces.ravel(), np.repeat(np.arange(len(self.faces)), 3))),
+            shape=(self.num_vertices, len(self.faces)))
         self._mesh = pv.PolyData(np.zeros((self.num_vertices, 3), np.float32), cells)
         self._mesh.point_data.active_normals = np.zeros((self.num_vertices, 3), np.float32)
         actor = self._plotter.add_mesh(self._mesh, color=color, ambient=0.18, diffuse=0.85, specular=0.12,
                                        specular_power=18.0)
         actor.prop.interpolation = "phong"  # per-pixel lighting: no faceting on the coarse ICT mesh
-        self._marks = pv.PolyData(np.zeros((1, 3), np.float32))
-        self._marks_actor = self._plotter.add_mesh(self._marks, color="red", lighting=False,
-                                                   render_points_as_spheres=True,
-                                                   point_size=max(4.0, min(self.size) / 75))
-        self._marks_actor.visibility = False
         if bounds is not None:
             self._frame(_as_bounds(bounds))
 
     # -- rendering ----------------------------------------------------------------------------
     def render(self, vertices: np.ndarray, landmarks: np.ndarray | None = None) -> np.ndarray:
-        """Render one mesh ``(V, 3)``, optionally with ``(K, 3)`` landmarks as red dots; ``(H, W, 3)`` uint8."""
+        """Render one mesh ``(V, 3)``, optionally with ``(K, 3)`` landmarks as red dots; ``(H, W, 3)`` uint8.
+
+        Without ``bounds`` the first call fits the camera to this mesh.
+        """
         self._require_open()
         vertices = self._check_vertices(vertices, 2)
         landmarks = None if landmarks is None else _check_points(landmarks, "landmarks", 2)
@@ -102,6 +127,21 @@ class MeshRenderer:
             out[i] = self._draw(vertices[i], None if landmarks is None else landmarks[i])
         return out
 
+    def project(self, points: np.ndarray) -> np.ndarray:
+        """Image positions of ``(..., 3)`` world points with this renderer's camera: ``(..., 2)`` float ``(x, y)``.
+
+        ``x`` counts columns from the left and ``y`` rows from the top of the output image, with integer
+        values at pixel centres: ``np.round(xy).astype(int)`` indexes ``image[y, x]``. The camera must be
+        fixed already (``bounds`` given, or a mesh rendered).
+        """
+        self._require_open()
+        if not self._framed:
+            raise RuntimeError("the camera is not fixed yet: pass bounds or render a mesh first")
+        points = np.asarray(points, np.float64)
+        if points.shape[-1:] != (3,):
+            raise ValueError(f"points must have shape (..., 3), got {points.shape}")
+        return self._pixels(self._ndc(points), self.size)
+
     def close(self) -> None:
         """Release the render window; the renderer cannot be used afterwards."""
         if self._plotter is not None:
@@ -115,20 +155,55 @@ class MeshRenderer:
         self.close()
 
     # -- internals ----------------------------------------------------------------------------
-    def _draw(self, vertices: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:
-        import pyvista as pv
+    def _ndc(self, points: np.ndarray) -> np.ndarray:
+        """Normalised device coordinates ``(..., 2)`` of world points: -1..1 from left to right, bottom to top."""
+        matrix = self._plotter.camera.GetCompositeProjectionTransformMatrix(self._window[0] / self._window[1], -1, 1)
+        matrix = np.array([[matrix.GetElement(i, j) for j in range(4)] for i in range(4)])
+        clip = points @ matrix[:, :3].T + matrix[:, 3]
+        return clip[..., :2] / clip[..., 3:]
 
+    @staticmethod
+    def _pixels(ndc: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """``(x, y)`` image positions (top-left pixel centre at 0, 0) of NDC points in a ``size`` image."""
+        return np.stack([(ndc[..., 0] + 1) / 2 * size[0] - 0.5, (1 - ndc[..., 1]) / 2 * size[1] - 0.5], -1)
+
+    def _hidden(self, points: np.ndarray) -> np.ndarray:
+        """Which of ``(K, 3)`` points lie behind the drawn surface by more than ``_depth_tolerance``.
+
+        Compares each point's distance along the view direction with the depth buffer around its pixel: a
+        point counts as visible if the surface within one pixel is not in front of it, so that landmarks on
+        the silhouette (the jaw line, where the skin turns away steeply) stay visible.
+        """
+        from vtkmodules.util.numpy_support import vtk_to_numpy
+        from vtkmodules.vtkCommonCore import vtkFloatArray
+
+        camera = self._plotter.camera
+        width, height = self._window
+        col, row = np.round(self._pixels(self._ndc(points), self._window)).astype(int).T
+        inside = (col >= 0) & (col < width) & (row >= 0) & (row < height)
+        buffer = vtkFloatArray()
+        self._plotter.render_window.GetZbufferData(0, 0, width - 1, height - 1, buffer)
+        zbuffer = vtk_to_numpy(buffer).reshape(height, width)[::-1]  # OpenGL rows run bottom-up
+        rows = np.clip(row[:, None] + np.repeat([-1, 0, 1], 3), 0, height - 1)  # each point's 3 x 3 pixels
+        cols = np.clip(col[:, None] + np.tile([-1, 0, 1], 3), 0, width - 1)
+        z = zbuffer[rows, cols].max(1).astype(np.float64)  # the farthest surface (1: none) near each point
+        near, far = camera.GetClippingRange()
+        surface = 2 * near * far / (near + far - (2 * z - 1) * (far - near))  # eye-space depth
+        depth = (points - np.array(camera.GetPosition())) @ np.array(camera.GetDirectionOfProjection())
+        return inside & (z < 1) & (depth > surface + self._depth_tolerance)
+
+    def _draw(self, vertices: np.ndarray, landmarks: np.ndarray | None) -> np.ndarray:
         self._mesh.points = vertices
-        self._mesh.point_data.active_normals = _vertex_normals(vertices, self.faces)
-        self._marks_actor.visibility = landmarks is not None
-        if landmarks is not None:
-            # Lift the dots towards the camera so that the surface they lie on does not hide them.
-            to_camera = self._camera_position - landmarks
-            to_camera /= np.linalg.norm(to_camera, axis=1, keepdims=True)
-            self._marks.copy_from(pv.PolyData(landmarks + self._lift * to_camera))
+        self._mesh.point_data.active_normals = _vertex_normals(vertices, self.faces, self._face_to_vertex)
         self._plotter.renderer.ResetCameraClippingRange()
         self._plotter.render()
-        return np.array(self._plotter.screenshot(return_img=True)[..., :3], np.uint8)
+        image = np.array(self._plotter.screenshot(return_img=True)[..., :3], np.uint8)
+        hidden = None if landmarks is None else self._hidden(landmarks)
+        if self._window != self.size:  # area average: 2.25 samples per output pixel
+            image = np.array(Image.fromarray(image).resize(self.size, Image.BOX))
+        if landmarks is not None:
+            _draw_dots(image, self.project(landmarks), self.landmark_radius, hollow=hidden)
+        return image
 
     def _require_open(self) -> None:
         if self._plotter is None:
@@ -154,8 +229,7 @@ class MeshRenderer:
         camera.position = tuple(centre + distance * back)
         camera.up = tuple(up)
         camera.view_angle = VIEW_ANGLE
-        self._camera_position = centre + distance * back
-        self._lift = 0.005 * float(np.linalg.norm(hi - lo))
+        self._depth_tolerance = 0.02 * float(np.linalg.norm(hi - lo))  # landmarks may sit a little inside the skin
         self._framed = True
 
     def _check_vertices(self, vertices: np.ndarray, ndim: int) -> np.ndarray:
@@ -164,6 +238,33 @@ class MeshRenderer:
             raise ValueError(f"vertices have {vertices.shape[-2]} points but the faces index "
                              f"{self.num_vertices} (faces.max() + 1)")
         return vertices
+
+
+def _draw_dots(image: np.ndarray, xy: np.ndarray, radius: float, hollow: np.ndarray) -> None:
+    """Draw anti-aliased ``LANDMARK_COLOR`` dots of ``radius`` pixels at ``(K, 2)`` positions into ``image``.
+
+    Dots flagged ``hollow`` (landmarks behind the surface) are rings. A pixel is covered by its centre's
+    distance from the dot, so nothing is drawn farther than ``radius + 0.5`` from a position.
+    """
+    height, width = image.shape[:2]
+    color = np.array(LANDMARK_COLOR, np.float32)
+    ring = max(1.0, radius / 2.5)
+    reach = math.ceil(radius + 1)
+    for (x, y), hollow_dot in zip(xy, hollow):
+        if not (np.isfinite(x) and np.isfinite(y)):
+            continue
+        x0, x1 = max(math.floor(x) - reach, 0), min(math.ceil(x) + reach + 1, width)
+        y0, y1 = max(math.floor(y) - reach, 0), min(math.ceil(y) + reach + 1, height)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        rows, cols = np.mgrid[y0:y1, x0:x1]
+        distance = np.hypot(cols - x, rows - y)
+        if hollow_dot:
+            alpha = np.clip(0.5 + ring / 2 - np.abs(distance - (radius - ring / 2)), 0, 1)
+        else:
+            alpha = np.clip(radius + 0.5 - distance, 0, 1)
+        patch = image[y0:y1, x0:x1].astype(np.float32)
+        image[y0:y1, x0:x1] = np.round(patch + alpha[..., None] * (color - patch)).astype(np.uint8)
 
 
 def _check_faces(faces: np.ndarray) -> np.ndarray:
@@ -196,14 +297,16 @@ def _as_bounds(bounds: Sequence[float] | np.ndarray) -> np.ndarray:
     return b
 
 
-def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted vertex normals; unreferenced or degenerate vertices get a zero normal."""
-    tri = vertices[faces]
-    face_normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    ids = faces.ravel()
-    normals = np.stack([np.bincount(ids, np.repeat(face_normals[:, c], 3), len(vertices)) for c in range(3)], 1)
-    length = np.linalg.norm(normals, axis=1, keepdims=True)
-    return (normals / np.maximum(length, 1e-12)).astype(np.float32)
+def _vertex_normals(vertices: np.ndarray, faces: np.ndarray, face_to_vertex) -> np.ndarray:
+    """Area-weighted vertex normals; unreferenced or degenerate vertices get a zero normal.
+
+    ``face_to_vertex`` is the sparse ``(V, M)`` incidence matrix of ``faces`` (built once per renderer).
+    """
+    v0 = vertices[faces[:, 0]]
+    face_normals = np.cross(vertices[faces[:, 1]] - v0, vertices[faces[:, 2]] - v0)
+    normals = np.asarray(face_to_vertex @ face_normals, np.float32)
+    length = np.sqrt((normals * normals).sum(1, keepdims=True))
+    return normals / np.maximum(length, 1e-12)
 
 
 # -- grids and files ----------------------------------------------------------------------------
@@ -213,31 +316,44 @@ def image_grid(images: Sequence[np.ndarray] | np.ndarray, labels: Sequence[str] 
     images = [_check_image(im, f"images[{i}]") for i, im in enumerate(images)]
     if not images:
         raise ValueError("image_grid needs at least one image")
-    h, w = images[0].shape[:2]
     if any(im.shape != images[0].shape for im in images):
         raise ValueError(f"all images must have the same shape, got {sorted({im.shape for im in images})}")
-    if labels is not None and len(labels) != len(images):
-        raise ValueError(f"got {len(labels)} labels for {len(images)} images")
-    ncols = ncols or math.ceil(math.sqrt(len(images)))
+    grid, origins = grid_layout(len(images), images[0].shape[:2], labels, ncols, background)
+    h, w = images[0].shape[:2]
+    for (top, left), im in zip(origins, images):
+        grid[top:top + h, left:left + w] = im
+    return grid
+
+
+def grid_layout(count: int, tile: tuple[int, int], labels: Sequence[str] | None = None, ncols: int | None = None,
+                background: int = 255) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The empty captioned canvas for ``count`` tiles of ``(height, width)`` and each tile's ``(top, left)``.
+
+    Tiles fill rows of ``ncols`` (default: a near-square grid); captions are centred under their tiles.
+    ``image_grid`` pastes images into it; animated grids draw the captions once and paste every frame.
+    """
+    h, w = tile
+    if count < 1:
+        raise ValueError("a grid needs at least one tile")
+    if labels is not None and len(labels) != count:
+        raise ValueError(f"got {len(labels)} labels for {count} images")
+    ncols = ncols or math.ceil(math.sqrt(count))
     if ncols < 1:
         raise ValueError(f"ncols must be at least 1, got {ncols}")
-    ncols = min(ncols, len(images))
-    nrows = math.ceil(len(images) / ncols)
+    ncols = min(ncols, count)
+    nrows = math.ceil(count / ncols)
     font_size = max(12, w // 22)
     caption = 0 if labels is None else round(font_size * 1.6)
     grid = np.full((nrows * (h + caption), ncols * w, 3), background, np.uint8)
-    for i, im in enumerate(images):
-        top, left = (i // ncols) * (h + caption), (i % ncols) * w
-        grid[top:top + h, left:left + w] = im
+    origins = [((i // ncols) * (h + caption), (i % ncols) * w) for i in range(count)]
     if labels is None:
-        return grid
+        return grid, origins
     canvas = Image.fromarray(grid)
     draw, font = ImageDraw.Draw(canvas), _font(font_size)
-    for i, label in enumerate(labels):
+    for (top, left), label in zip(origins, labels):
         text = _fit(draw, str(label), font, w - 4)
-        centre = ((i % ncols) * w + w / 2, (i // ncols) * (h + caption) + h + caption / 2)
-        draw.text(centre, text, fill=(20, 20, 20), font=font, anchor="mm")
-    return np.asarray(canvas)
+        draw.text((left + w / 2, top + h + caption / 2), text, fill=(20, 20, 20), font=font, anchor="mm")
+    return np.array(canvas), origins
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
