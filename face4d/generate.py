@@ -268,26 +268,35 @@ class LandmarkGenerator:
             raise Face4DError(f"passes must be >= 1, got {passes}")
         check_scale(neutral, self.normalizer.mean, "neutral landmarks")
         label = get_label(label).name if label is not None else None
-        diffusion = self._sampling_diffusion(sampling)
+        return self._from_neutrals(np.broadcast_to(neutral, (num, NUM_LANDMARKS, 3)), frames, [sequence_type] * num,
+                                   [label] * num, seed, passes, sampling, progress)
 
-        index = 0 if sequence_type == "N2E" else frames - 1
+    def _from_neutrals(self, neutrals: np.ndarray, frames: int, types: list[str], labels: list[str | None],
+                       seed: int, passes: int, sampling: SamplingConfig, progress: bool = False) -> LandmarkSequences:
+        """Alg. 4 for a batch: sequence ``i`` keeps ``neutrals[i]`` (68, 3), in centimetres, as its
+        frame 0 (``types[i]`` N2E) or last frame (E2N), guided towards ``labels[i]`` in that order
+        by the type S classifier (every label None: unguided). Arguments are checked by the caller
+        (``generate_from_neutral``; the evaluation of Table 4 batches one neutral per test sequence)."""
+        num = len(neutrals)
+        diffusion = self._sampling_diffusion(sampling)
+        index = np.array([0 if kind == "N2E" else frames - 1 for kind in types])
         known = np.zeros((num, frames), dtype=bool)
-        known[:, index] = True
+        known[np.arange(num), index] = True
         x0 = torch.zeros((num, frames, NUM_LANDMARKS, 3), device=self.device)
-        x0[:, index] = self.normalizer.normalize(torch.as_tensor(neutral, device=self.device))
+        x0[np.arange(num), index] = self.normalizer.normalize(torch.as_tensor(np.array(neutrals, np.float32),
+                                                                              device=self.device))
         hook = None
-        if label is not None:
-            hook = GradientGuidance(diffusion, self._label_objective([label] * num, [sequence_type] * num),
-                                    sampling.guidance)
+        if labels[0] is not None:
+            hook = GradientGuidance(diffusion, self._label_objective(list(labels), list(types)), sampling.guidance)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         x = sample_with_known_frames(diffusion, self.denoiser, x0, known, passes=passes, guidance=hook,
                                      generator=generator, progress=progress, device=self.device)
         landmarks = self.normalizer.denormalize(x.detach().cpu()).numpy()
-        text = get_label(label).text if label else ""
-        enriched = get_label(label).enriched_text(sequence_type) if label else ""
-        return LandmarkSequences(landmarks=landmarks, lengths=np.full(num, frames), labels=[label or ""] * num,
-                                 types=[sequence_type] * num, fps=self.fps, texts=[text] * num,
-                                 texts_enriched=[enriched] * num)
+        return LandmarkSequences(landmarks=landmarks, lengths=np.full(num, frames),
+                                 labels=[name or "" for name in labels], types=list(types), fps=self.fps,
+                                 texts=[get_label(name).text if name else "" for name in labels],
+                                 texts_enriched=[get_label(name).enriched_text(kind) if name else ""
+                                                 for name, kind in zip(labels, types)])
 
     def _sampling_diffusion(self, sampling: SamplingConfig) -> GaussianDiffusion:
         """The diffusion ``sampling`` runs: the trained one (``paper``) or its ``steps``-step respacing."""

@@ -19,68 +19,44 @@ table with this command into ``docs/results.md`` (section ``table1``).
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from face4d.data.dataset import Dataset
 from face4d.eval.baselines import LabelGaussian
-from face4d.eval.metrics import accuracy, classify, frechet_distance
+from face4d.eval.harness import (GROUND_TRUTH, Evaluation, add_common_arguments, command_line, print_checks,
+                                 timing_note, write_report)
 from face4d.eval.protocol import generate_like
-from face4d.eval.report import markdown_table, update_section
+from face4d.eval.report import markdown_table
 from face4d.generate import LandmarkGenerator, SamplingConfig
-from face4d.pretrained import load_pretrained
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, type=Path, help="the dataset the models were trained on")
-    parser.add_argument("--ic", required=True, type=Path, help="independent classifier ('face4d train ic')")
-    parser.add_argument("--model", type=Path, help="model bundle (default: the embedded one)")
-    parser.add_argument("--steps", type=int, default=50, help="steps of the fast sampler")
-    parser.add_argument("--limit", type=int, help="generate for a random subset of this many test sequences "
-                                                  "(FID still against the whole test split; the ground-truth "
-                                                  "row then uses as many val sequences)")
+    add_common_arguments(parser, sampler=False)
     parser.add_argument("--paper-limit", type=int, help="score the paper sampler on at most this many test "
                                                         "sequences, all of one length (default: as --limit)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("docs/results.md"))
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (the targets are for 2 cores)")
-    args = parser.parse_args()
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    command = "python scripts/eval_label_control.py " + shlex.join(sys.argv[1:])
+    command = command_line("eval_label_control.py", argv)
 
-    data = Dataset.load(args.data)
-    test, val, train = data.sequences("test"), data.sequences("val"), data.sequences("train")
-    rng = np.random.default_rng(args.seed)
-    reference = test
-    if args.limit is not None and args.limit < len(test):
-        reference = test.select(np.sort(rng.choice(len(test), args.limit, replace=False)))
-        val = val.select(np.sort(rng.choice(len(val), min(args.limit, len(val)), replace=False)))
-    ic, _, _ = load_pretrained(args.ic, "ic")
+    evaluation = Evaluation.load(args.data, args.ic, args.limit, args.seed)
+    train, reference, rng = evaluation.train, evaluation.reference, evaluation.rng
     generator = LandmarkGenerator.from_pretrained(args.model)
-    test_pred, test_features = classify(ic, test)
-
-    def score(seqs) -> tuple[float, float]:
-        pred, features = classify(ic, seqs)
-        return accuracy(pred, seqs.labels), frechet_distance(features, test_features)
-
     rows, results = [], {}
 
     def add(name: str, sampler: str, seqs, seconds: float | None) -> None:
-        acc, fid = score(seqs)
-        results[name, sampler] = (acc, fid)
-        per_seq = "" if seconds is None else f"{seconds / len(seqs):.3f}"
-        rows.append([name, sampler, len(seqs), f"{100 * acc:.1f}", f"{fid:.2f}", per_seq])
-        print(f"{name:28s} {sampler:12s} n={len(seqs):4d} accuracy {100 * acc:5.1f}%  FID {fid:7.2f}", flush=True)
+        scores = evaluation.score(seqs, seconds)
+        results[name, sampler] = (scores.accuracy, scores.fid)
+        rows.append([name, sampler, len(seqs), *scores.cells(), scores.per_sequence])
+        print(f"{name:28s} {sampler:12s} {scores.summary()}", flush=True)
 
-    _, val_features = classify(ic, val)
-    gt_acc, gt_fid = accuracy(test_pred, test.labels), frechet_distance(val_features, test_features)
-    rows.append(["ground truth (test; FID: val vs test)", "", len(val), f"{100 * gt_acc:.1f}", f"{gt_fid:.2f}", ""])
+    truth = evaluation.ground_truth()
+    gt_acc, gt_fid = truth.accuracy, truth.fid
+    rows.append([GROUND_TRUTH, "", truth.count, *truth.cells(), ""])
     print(f"ground truth: accuracy {100 * gt_acc:.1f}%  FID {gt_fid:.2f}")
 
     fast = SamplingConfig(sampler="fast", steps=args.steps)
@@ -91,7 +67,7 @@ def main() -> None:
                                                             sampling=sampling)
 
     start = time.perf_counter()
-    seqs = generate_like(reference, guided(fast), seed=args.seed, desc="fast sampler")
+    seqs = generate_like(reference, guided(fast), seed=args.seed, batch_size=args.batch_size, desc="fast sampler")
     add("ours", f"fast ({args.steps})", seqs, time.perf_counter() - start)
 
     # All T steps are 40x the fast sampler's cost, and one batch per length: one length keeps it to one batch.
@@ -103,13 +79,14 @@ def main() -> None:
         paper_ref = reference.select(np.sort(rng.choice(same, min(paper_limit, len(same)), replace=False)))
     start = time.perf_counter()
     seqs = generate_like(paper_ref, lambda idx, frames, seed: generator.generate(
-        list(paper_ref.labels[idx]), frames=frames, seed=seed, sampling=paper), seed=args.seed, desc="paper sampler")
+        list(paper_ref.labels[idx]), frames=frames, seed=seed, sampling=paper), seed=args.seed,
+        batch_size=args.batch_size, desc="paper sampler")
     add("ours", f"paper ({generator.diffusion.num_timesteps})", seqs, time.perf_counter() - start)
 
     start = time.perf_counter()
     seqs = generate_like(reference, lambda idx, frames, seed: generator.generate(None, frames=frames, num=len(idx),
                                                                                  seed=seed, sampling=fast),
-                         seed=args.seed, desc="unguided")
+                         seed=args.seed, batch_size=args.batch_size, desc="unguided")
     add("unguided", f"fast ({args.steps})", seqs, time.perf_counter() - start)
 
     baseline = LabelGaussian.fit(train)
@@ -138,36 +115,19 @@ def main() -> None:
         (f"fast accuracy within 3 points of paper mode: {100 * ours_acc:.1f} vs {100 * paper_acc:.1f}",
          abs(ours_acc - paper_acc) <= 0.03),
     ]
-    for text, ok in checks:
-        print(("PASS " if ok else "FAIL ") + text)
+    print_checks(checks)
 
-    subset_note = ""
-    if reference is not test:
-        subset_note += (f" Generated rows made one sequence for each of a random subset of {len(reference)} test "
-                        f"sequences, and the ground-truth FID used {len(val)} val sequences: FID grows as sets "
-                        "shrink, so compare rows of equal size.")
+    subset_note = evaluation.subset_note()
     if paper_ref is not reference:
         subset_note += (f" The paper sampler made {len(paper_ref)} sequences, all {paper_ref.num_frames} frames long "
                         "(its FID is inflated by the small set; its accuracy is comparable).")
-    text = "\n".join([
-        "## Table 1: label control",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Scored against the test split ({len(test)} sequences) of `{args.data.name}` by the independent "
-        "classifier (one LSTM layer + a linear layer, trained on the train split). Every method makes one "
-        "sequence per test sequence with its label and length. Time: wall-clock seconds per sequence, "
-        f"batched, with {args.threads} torch threads on this machine.{subset_note}",
-        "",
+    write_report(args.out, "table1", "Table 1: label control", command, [
+        f"{evaluation.description()} Every method makes one sequence per test sequence with its label and "
+        f"length. {timing_note(args.threads)}{subset_note}",
         markdown_table(["Method", "Sampler", "Sequences", "Accuracy (%)", "FID", "s / sequence"], rows),
         f"One 40-frame label-guided sequence (`high_smile`, batch of one): fast sampler {latency['fast']:.2f} s, "
         f"paper sampler {latency['paper']:.1f} s.",
-        "",
-        "Targets:",
-        "",
-        *[f"- {'pass' if ok else 'FAIL'}: {text}" for text, ok in checks],
-    ])
-    update_section(args.out, "table1", text)
+    ], checks)
     print(f"wrote {args.out}")
 
 

@@ -123,3 +123,50 @@ def evaluate_sequences(model: IndependentClassifier, normalizer: LandmarkNormali
     pred, generated_features = classify(model, generated, normalizer, batch_size)
     _, reference_features = classify(model, reference, normalizer, batch_size)
     return {"accuracy": accuracy(pred, target), "fid": frechet_distance(generated_features, reference_features)}
+
+
+# ------------------------------------------------- Tables 3 and 4: known frames and the join
+
+def known_frame_error(filled: LandmarkSequences, given: LandmarkSequences, known: np.ndarray) -> float:
+    """How far the known frames of ``filled`` moved from ``given``: the largest absolute
+    difference over the known frames' coordinates, relative to the largest absolute coordinate
+    there. ``known`` (N, F) bool marks them (F may exceed either batch's padded length)."""
+    known = np.asarray(known, bool)
+    if known.shape[0] != len(filled) or len(filled) != len(given):
+        raise Face4DError(f"need one known-frame mask per sequence: {known.shape[0]} masks, {len(filled)} filled "
+                          f"and {len(given)} given sequences")
+    frames = min(filled.num_frames, given.num_frames)
+    if known[:, frames:].any() or not known.any():
+        raise Face4DError("the known frames must lie inside both batches, and there must be one")
+    want = given.landmarks[:, :frames][known[:, :frames]].astype(np.float64)
+    got = filled.landmarks[:, :frames][known[:, :frames]].astype(np.float64)
+    return float(np.abs(got - want).max() / max(np.abs(want).max(), np.finfo(np.float64).tiny))
+
+
+def frame_speeds(seq: np.ndarray) -> np.ndarray:
+    """Speed between consecutive frames of ``seq`` (F, 68, 3): (F - 1,) values, the mean over
+    landmarks of ``|x_{f+1} - x_f|`` (Euclidean), in the landmarks' units per frame (cm/frame)."""
+    seq = np.asarray(seq, np.float64)
+    return np.linalg.norm(np.diff(seq, axis=0), axis=-1).mean(axis=-1)
+
+
+def neutral_frames(seqs: LandmarkSequences) -> np.ndarray:
+    """Index (N,) of each sequence's neutral frame: 0 for N2E, its last valid frame for E2N."""
+    bad = sorted(set(seqs.types.tolist()) - {"N2E", "E2N"})
+    if bad:
+        raise Face4DError(f"every sequence needs the type N2E or E2N to have a neutral end, got {bad}")
+    return np.where(seqs.types == "N2E", 0, seqs.lengths - 1)
+
+
+def join_speeds(seqs: LandmarkSequences) -> tuple[np.ndarray, np.ndarray]:
+    """Per sequence, the speed at its neutral end (between the neutral frame and its neighbour,
+    where geometry-adaptive generation joins the enforced frame) and the mean speed between all
+    other consecutive frames; both (N,) in cm/frame (``frame_speeds``). Needs 3 frames or more."""
+    if (seqs.lengths < 3).any():
+        raise Face4DError("the speed away from the join needs sequences of at least 3 frames")
+    join, elsewhere = np.empty(len(seqs)), np.empty(len(seqs))
+    for i, neutral in enumerate(neutral_frames(seqs)):
+        speeds = frame_speeds(seqs.sequence(i))
+        at = 0 if neutral == 0 else len(speeds) - 1
+        join[i], elsewhere[i] = speeds[at], np.delete(speeds, at).mean()
+    return join, elsewhere

@@ -1,0 +1,215 @@
+"""What the results scripts (``scripts/eval_*.py``, Tables 1-4) share.
+
+Every row of those tables is "a set of sequences scored against the test split": the accuracy of
+the independent classifier (IC) w.r.t. the labels the sequences were asked for, and the FID
+between the IC features of the set and of the *whole* test split. ``Evaluation`` holds what that
+needs: the dataset's splits, the seeded ``--limit`` subset of the test split that the generated
+rows are made for (one sequence per subset sequence, ``face4d.eval.protocol.generate_like``), the
+IC with the test split's features (computed once), and the ground-truth row (accuracy on the test
+split; FID of the val split against it, since FID(test, test) is 0 by definition).
+
+The rest is the scripts' common command-line options, their PASS/FAIL targets, and the report
+section (``face4d.eval.report``) that states the exact command that made it.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from face4d.data.dataset import Dataset
+from face4d.data.interchange import LandmarkSequences
+from face4d.errors import Face4DError
+from face4d.eval.classifier import IndependentClassifier
+from face4d.eval.metrics import accuracy, classify, frechet_distance
+from face4d.eval.report import update_section
+from face4d.generate import SamplingConfig
+from face4d.pretrained import load_pretrained
+
+GROUND_TRUTH = "ground truth (test; FID: val vs test)"
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, sampler: bool = True) -> None:
+    """``--data --ic --model --steps --limit --seed --batch-size --out --threads``, and ``--sampler``
+    when ``sampler`` (a script that runs one sampler; Table 1 runs both)."""
+    parser.add_argument("--data", required=True, type=Path, help="the dataset the models were trained on")
+    parser.add_argument("--ic", required=True, type=Path, help="independent classifier ('face4d train ic')")
+    parser.add_argument("--model", type=Path, help="model bundle (default: the embedded one)")
+    if sampler:
+        parser.add_argument("--sampler", choices=("fast", "paper"), default="fast",
+                            help="fast: strided DDPM over --steps steps; paper: all T steps (40x slower)")
+    parser.add_argument("--steps", type=int, default=50, help="steps of the fast sampler")
+    parser.add_argument("--limit", type=int, help="generate for a random subset of this many test sequences "
+                                                  "(FID still against the whole test split; the ground-truth "
+                                                  "row then uses as many val sequences)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=128, help="sequences generated per batch")
+    parser.add_argument("--out", type=Path, default=Path("docs/results.md"))
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (the targets are for 2 cores)")
+
+
+def command_line(script: str, argv: Sequence[str]) -> str:
+    """The command that reproduces a run: ``python scripts/<script> <argv...>``, shell-quoted."""
+    return f"python scripts/{script} " + shlex.join(list(argv))
+
+
+@dataclass
+class Scores:
+    """One row's scores: IC accuracy (0-1), FID, how many sequences, and the seconds they took."""
+
+    accuracy: float
+    fid: float
+    count: int
+    seconds: float | None = None
+
+    def cells(self) -> list[str]:
+        """``[accuracy in %, FID]`` as table cells."""
+        return [f"{100 * self.accuracy:.1f}", f"{self.fid:.2f}"]
+
+    @property
+    def per_sequence(self) -> str:
+        """Seconds per sequence as a table cell ("" when not timed)."""
+        return "" if self.seconds is None else f"{self.seconds / self.count:.3f}"
+
+    def summary(self) -> str:
+        return f"n={self.count:4d} accuracy {100 * self.accuracy:5.1f}%  FID {self.fid:7.2f}"
+
+
+@dataclass
+class ResultTable:
+    """A script's table: ``headers`` and ``rows`` (cells), the ``scores`` behind them by
+    ``(method, setting)``, and ``values``: any other number a script reports or checks."""
+
+    headers: list[str]
+    rows: list[list[Any]] = field(default_factory=list)
+    scores: dict[tuple[str, str], Scores] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def column(self, header: str) -> list[Any]:
+        index = self.headers.index(header)
+        return [row[index] for row in self.rows]
+
+
+class Evaluation:
+    """The splits, the ``--limit`` subset, the IC and the test split's IC features.
+
+    ``reference`` is the test split, or with ``limit`` a seeded random subset of that many test
+    sequences (in split order); ``val`` is then cut to as many sequences, for the ground-truth FID.
+    ``rng`` (seeded by ``seed``) has drawn those subsets and is left for the script's own draws.
+    """
+
+    def __init__(self, test: LandmarkSequences, val: LandmarkSequences, train: LandmarkSequences,
+                 ic: IndependentClassifier, limit: int | None = None, seed: int = 0, name: str = "") -> None:
+        self.test, self.val, self.train, self.ic = test, val, train, ic
+        self.seed, self.name = seed, name
+        self.rng = np.random.default_rng(seed)
+        self.reference = test
+        if limit is not None and limit < len(test):
+            self.reference = test.select(np.sort(self.rng.choice(len(test), limit, replace=False)))
+            self.val = val.select(np.sort(self.rng.choice(len(val), min(limit, len(val)), replace=False)))
+        self.test_pred, self.test_features = classify(ic, test)
+        self._ground_truth: Scores | None = None
+
+    @classmethod
+    def load(cls, data: str | os.PathLike, ic: str | os.PathLike, limit: int | None = None,
+             seed: int = 0) -> "Evaluation":
+        """From a dataset directory and an IC directory ('face4d train ic')."""
+        dataset = Dataset.load(data)
+        splits = [dataset.sequences(split) for split in ("test", "val", "train")]
+        model, _, _ = load_pretrained(ic, "ic")
+        return cls(*splits, model, limit=limit, seed=seed, name=Path(data).name)
+
+    def score(self, seqs: LandmarkSequences, seconds: float | None = None) -> Scores:
+        """Accuracy of the IC w.r.t. ``seqs.labels`` and FID of ``seqs`` against the test split."""
+        pred, features = classify(self.ic, seqs)
+        return Scores(accuracy(pred, seqs.labels), frechet_distance(features, self.test_features), len(seqs), seconds)
+
+    def ground_truth(self) -> Scores:
+        """The IC's accuracy on the whole test split, and the FID of ``val`` against it; ``count``
+        is the number of val sequences."""
+        if self._ground_truth is None:
+            _, val_features = classify(self.ic, self.val)
+            self._ground_truth = Scores(accuracy(self.test_pred, self.test.labels),
+                                        frechet_distance(val_features, self.test_features), len(self.val))
+        return self._ground_truth
+
+    def timed(self, make: Callable[[], LandmarkSequences]) -> tuple[LandmarkSequences, Scores]:
+        """The sequences ``make()`` returns, and their scores with the seconds ``make`` took."""
+        start = time.perf_counter()
+        seqs = make()
+        return seqs, self.score(seqs, time.perf_counter() - start)
+
+    def description(self) -> str:
+        """The sentence that says what every row is scored against."""
+        return (f"Scored against the test split ({len(self.test)} sequences) of `{self.name}` by the independent "
+                "classifier (one LSTM layer + a linear layer, trained on the train split).")
+
+    def subset_note(self) -> str:
+        """What a ``--limit`` run changed (empty without one), to append to the description."""
+        if self.reference is self.test:
+            return ""
+        return (f" Generated rows made one sequence for each of a random subset of {len(self.reference)} test "
+                f"sequences, and the ground-truth FID used {len(self.val)} val sequences: FID grows as sets "
+                "shrink, so compare rows of equal size.")
+
+
+Check = tuple[str, bool]
+Run = Callable[[argparse.Namespace], tuple[list[str], list[Check]]]
+
+
+def sampling_from_args(args: argparse.Namespace, num_timesteps: int) -> tuple[SamplingConfig, str]:
+    """The ``SamplingConfig`` of ``--sampler``/``--steps``, and how to name it in a report."""
+    sampling = SamplingConfig(sampler=args.sampler, steps=args.steps)
+    name = f"fast sampler ({args.steps} steps)" if args.sampler == "fast" else f"paper sampler ({num_timesteps} steps)"
+    return sampling, name
+
+
+def timing_note(threads: int) -> str:
+    return f"Time: wall-clock seconds per sequence, batched, with {threads} torch threads on this machine."
+
+
+def run_script(script: str, doc: str, key: str, title: str, run: Run, argv: Sequence[str] | None = None,
+               arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+    """The ``main`` of a results script: parse the common options (plus ``arguments``'), set the
+    torch threads, ``run(args)`` -> (the section's blocks, its targets), print both, and write
+    section ``key`` of ``--out`` with the command line. A ``Face4DError`` exits with its message
+    on one line."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser)
+    if arguments is not None:
+        arguments(parser)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        blocks, checks = run(args)
+    except Face4DError as exc:
+        sys.exit(f"error: {exc}")
+    print("\n\n".join(block.strip("\n") for block in blocks))
+    print_checks(checks)
+    write_report(args.out, key, title, command_line(script, argv), blocks, checks)
+    print(f"wrote {args.out}")
+
+
+def print_checks(checks: Sequence[Check]) -> None:
+    for text, ok in checks:
+        print(("PASS " if ok else "FAIL ") + text)
+
+
+def write_report(out: str | os.PathLike, key: str, title: str, command: str, blocks: Sequence[str],
+                 checks: Sequence[Check] = ()) -> Path:
+    """Section ``key`` of ``out``: ``## title``, the command, the ``blocks`` (paragraphs, tables)
+    separated by blank lines, then the targets as a list of pass/FAIL lines."""
+    parts = [f"## {title}", f"Command: `{command}`", *(block.strip("\n") for block in blocks)]
+    if checks:
+        parts += ["Targets:", "\n".join(f"- {'pass' if ok else 'FAIL'}: {text}" for text, ok in checks)]
+    return update_section(out, key, "\n\n".join(parts))
