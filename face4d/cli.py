@@ -8,9 +8,27 @@ from pathlib import Path
 
 from face4d.decoder.commands import DECODER_HANDLERS, add_decoder_commands
 from face4d.errors import Face4DError
+from face4d.pipeline import DEMO_LABELS, DEMO_SEED, STARTS
 from meshops.io import MeshFileError
 
+GENERATE_DESCRIPTION = """Generate landmark sequences for a condition: a --label, a --text, --keyframes to fill, or a
+person's --neutral-mesh / --neutral-landmarks. By default it writes the landmark sequences, one
+interchange .npz per sequence. With a target mesh option (--mesh, --identity-seed, --landmark-ids)
+or an output option (--export, --preview) it also animates a mesh with them and writes one folder
+per sample (sample_000/ ...: neutral.obj, the exports, landmarks.npz) and OUT/preview.<fmt>."""
+
+DEMO_DESCRIPTION = """A few labels on the default head with the embedded models: one folder per label with its
+exports (pc2, mdd, usd when usd-core is installed; --export for others) and its landmarks, and a
+captioned preview grid (preview.mp4, preview.gif). Under a minute on two CPU cores."""
+
 EXAMPLES = """examples:
+  face4d demo --out demo/
+  face4d generate --label mouth_open --frames 40 --mesh neutral.obj --out out/ --export obj,ply,pc2,mdd,usd --preview mp4
+  face4d generate --label high_smile --identity-seed 7 --num 2 --out out/ --preview mp4,gif
+  face4d generate --label surprise --mesh character.obj --landmark-ids ids.npy --out out/ --export obj
+  face4d generate --keyframes seq.npz --known 0-9,30-39 --label anger --out out/ --export pc2 --preview gif
+  face4d render samples/sequence_000.npz --out preview.mp4 --overlay-landmarks
+  face4d render samples/sequence_000.npz --reference data.npz --mesh neutral.obj --out compare.gif
   face4d dataset build --out data/face4d --sequences 2000 --seed 0
   face4d dataset build --out data/varlen --sequences 2000 --variable-length
   face4d dataset info data/face4d
@@ -85,9 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--overwrite", action="store_true")
     imp.add_argument("--quiet", action="store_true")
 
-    gen = commands.add_parser("generate", help="generate landmark sequences, optionally label-controlled",
+    gen = commands.add_parser("generate", help="generate landmark sequences and, optionally, animated meshes, "
+                                               "exports and a preview", description=GENERATE_DESCRIPTION,
                               epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    gen.add_argument("--out", required=True, type=Path, help="output directory (one .npz per sequence)")
+    gen.add_argument("--out", required=True, type=Path,
+                     help="output directory: one .npz per sequence, or with meshes one folder per sample")
     condition = gen.add_mutually_exclusive_group()
     condition.add_argument("--label", help="expression label to steer towards (see 'face4d dataset info')")
     condition.add_argument("--text", help="a description to steer towards, e.g. 'disgust high smile' "
@@ -101,12 +121,53 @@ def build_parser() -> argparse.ArgumentParser:
     neutral = gen.add_argument_group("geometry-adaptive generation (a given person's neutral face)")
     source = neutral.add_mutually_exclusive_group()
     source.add_argument("--neutral-mesh", type=Path,
-                        help="neutral face mesh (.obj/.ply) in the head model's topology, in centimetres")
+                        help="neutral face mesh (.obj/.ply) in the head model's topology, in centimetres; "
+                             "also the target mesh unless --mesh or --identity-seed is given")
     source.add_argument("--neutral-landmarks", type=Path,
                         help="neutral landmarks: .npz in the interchange format (its neutral frame), "
                              ".npy or .txt of shape (68, 3), in centimetres")
-    neutral.add_argument("--passes", type=int, help="harmonising sampling passes (default 5, as the paper)")
+    neutral.add_argument("--passes", type=int, help="harmonising sampling passes (default 5, as the paper; "
+                                                    "1 for keyframes)")
+    keys = gen.add_argument_group("keyframes (expression filling)")
+    keys.add_argument("--keyframes", type=Path, help="a sequence in the interchange format (.npz) whose --known "
+                                                     "frames are kept and the others generated")
+    keys.add_argument("--known", help="known frames: 0-based indices and inclusive ranges, e.g. 0-9,30-39")
+    keys.add_argument("--sequence-index", type=int, default=0, help="which sequence of a --keyframes batch file")
+    _mesh_args(gen)
+    _output_args(gen)
     _sampling_args(gen)
+
+    rend = commands.add_parser("render", help="render a landmark sequence file as animated meshes (MP4/GIF)",
+                               epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    rend.add_argument("landmarks", type=Path, help="landmark sequences: .npz in the interchange format (every "
+                                                   "sequence becomes a tile) or .npy (F, 68, 3), centimetres")
+    rend.add_argument("--out", required=True, type=Path, help="the preview: a .mp4 or .gif file")
+    rend.add_argument("--reference", type=Path, help="another landmark file shown beside it (one sequence, or "
+                                                     "one per sequence of the input), decoded on the same mesh")
+    _mesh_args(rend)
+    rend.add_argument("--overlay-landmarks", action="store_true",
+                      help="draw the driving landmarks (the sequence's motion on the mesh) as red dots")
+    rend.add_argument("--size", type=int, default=256, help="tile size in pixels (default 256)")
+    rend.add_argument("--columns", type=int, help="tiles per row (default: a near-square grid)")
+    rend.add_argument("--view", choices=("front", "three_quarter"), default="front")
+    rend.add_argument("--fps", type=float, help="frames per second (default: the file's)")
+    rend.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    rend.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    rend.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    demo = commands.add_parser("demo", help="a few labels on the default head: exports and a preview grid",
+                               description=DEMO_DESCRIPTION, epilog=EXAMPLES,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    demo.add_argument("--out", required=True, type=Path, help="output directory (must not exist or be empty)")
+    demo.add_argument("--labels", type=_labels_arg, help="comma-separated labels (default: "
+                                                         f"{','.join(DEMO_LABELS)})")
+    demo.add_argument("--seed", type=int, default=DEMO_SEED, help=f"random seed (default {DEMO_SEED})")
+    demo.add_argument("--frames", type=int, default=40, help="frames per sequence (default 40)")
+    demo.add_argument("--export", help="comma-separated formats of obj,ply,pc2,mdd,usd (default: "
+                                       "pc2,mdd and usd when usd-core is installed)")
+    demo.add_argument("--size", type=int, default=256, help="preview tile size in pixels (default 256)")
+    demo.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
 
     fill = commands.add_parser("fill", help="fill the missing frames of a partial landmark sequence",
                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -156,6 +217,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _mesh_args(parser: argparse.ArgumentParser) -> None:
+    """The target mesh options shared by ``generate`` and ``render``."""
+    group = parser.add_argument_group("target mesh (default: the head model's mean face)")
+    target = group.add_mutually_exclusive_group()
+    target.add_argument("--mesh", type=Path, help="neutral mesh (.obj/.ply, centimetres, Y up, facing +z) to "
+                                                  "animate; in the head model's topology, or any with --landmark-ids")
+    target.add_argument("--identity-seed", type=int, help="animate a random person of the head model "
+                                                          "(identity weights ~ N(0, I) from this seed)")
+    group.add_argument("--landmark-ids", type=Path, help="a mesh in another topology: .npy/.txt with the vertex ids "
+                                                         "of its 68 landmarks (iBUG order); uses the RBF fallback")
+    group.add_argument("--method", choices=("learned", "rbf"), help="learned: the mesh decoder (head model "
+                       "topology); rbf: non-learned interpolation, any mesh (default: rbf with --landmark-ids)")
+    group.add_argument("--decoder", type=Path, help="decoder model directory (default: the shipped one)")
+
+
+def _output_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("mesh outputs (any of these, or a target mesh option, turns them on)")
+    group.add_argument("--export", help="comma-separated formats of obj,ply,pc2,mdd,usd (default with meshes: "
+                                        "pc2,mdd and usd when usd-core is installed)")
+    group.add_argument("--preview", help="mp4, gif or mp4,gif: a captioned grid of the samples, OUT/preview.<fmt>")
+    group.add_argument("--overlay-landmarks", action="store_true", help="draw the driving landmarks in the preview")
+    group.add_argument("--size", type=int, help="preview tile size in pixels (default 256)")
+    group.add_argument("--start", choices=STARTS, help="target: the sequences start from the target mesh's own "
+                       "neutral face (1 pass of geometry-adaptive generation unless --passes); free: the model "
+                       "picks the first frame too; auto (default): target for a --label on a mesh of the "
+                       "decoder's topology, free otherwise")
+
+
 def _sampling_args(parser: argparse.ArgumentParser) -> None:
     """Model, sampler and guidance options shared by ``generate`` and ``fill``."""
     parser.add_argument("--model", type=Path, help="model bundle directory (default: the embedded one)")
@@ -164,7 +253,7 @@ def _sampling_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=50, help="steps of the fast sampler (default 50)")
     parser.add_argument("--guidance-lambda", type=float, help="weight of log p(x|x_t) in the refinement (0.01)")
     parser.add_argument("--guidance-steps", type=int, help="Adagrad steps per reverse step (3)")
-    parser.add_argument("--guidance-lr", type=float, help="Adagrad learning rate, in units of sigma_t (0.1)")
+    parser.add_argument("--guidance-lr", type=float, help="Adagrad learning rate, in units of sigma_t (0.2)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--quiet", action="store_true")
@@ -295,37 +384,78 @@ def _save_each(folder: Path, seqs) -> None:
         save_sequences(folder / f"sequence_{i:03d}.npz", seqs.select(i))
 
 
+MESH_OPTIONS = ("mesh", "identity_seed", "landmark_ids", "method", "decoder", "export", "preview", "start")
+
+
+def _pipeline(args):
+    from face4d.pipeline import Pipeline
+
+    if args.decoder is not None and (args.method == "rbf" or args.landmark_ids is not None):
+        raise Face4DError("--decoder only applies to the learned decoder, not to the RBF fallback")
+    return Pipeline.from_pretrained(getattr(args, "model", None), args.decoder, device=args.device)
+
+
 def _generate(args) -> None:
-    from face4d.generate import LandmarkGenerator
+    from face4d.pipeline import check_export_formats, check_out_dir, check_preview_formats
     from meshops.atomic import atomic_dir
 
-    neutral = None
-    if args.neutral_mesh is not None:
-        from face4d.filling import neutral_landmarks_from_mesh
-        neutral = neutral_landmarks_from_mesh(args.neutral_mesh)
-    elif args.neutral_landmarks is not None:
-        from face4d.filling import neutral_landmarks_from_file
-        neutral = neutral_landmarks_from_file(args.neutral_landmarks)
-    if neutral is not None and args.text is not None:
-        raise Face4DError("--text cannot be combined with a neutral face yet; use --label")
-    elif neutral is None and args.passes is not None:
-        raise Face4DError("--passes only applies to generation from a neutral face (--neutral-mesh or "
-                          "--neutral-landmarks)")
-    sampling = _sampling_config(args)
-    generator = LandmarkGenerator.from_pretrained(args.model, device=args.device)
-    with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
-        if neutral is None:
-            seqs = generator.generate(args.label, frames=args.frames, num=args.num, seed=args.seed,
-                                      sequence_type=args.sequence_type, sampling=sampling, progress=not args.quiet,
-                                      text=args.text)
-        else:
-            seqs = generator.generate_from_neutral(neutral, frames=args.frames,
-                                                   sequence_type=args.sequence_type or "N2E", label=args.label,
-                                                   num=args.num, seed=args.seed,
-                                                   passes=5 if args.passes is None else args.passes,
-                                                   sampling=sampling, progress=not args.quiet)
-        _save_each(tmp, seqs)
-    print(f"wrote {len(seqs)} sequence(s) of {args.frames} frames to {args.out}")
+    meshes = any(getattr(args, name) is not None for name in MESH_OPTIONS)
+    if not meshes and (args.overlay_landmarks or args.size is not None):
+        raise Face4DError("--overlay-landmarks and --size apply to the preview (--preview mp4)")
+    pipe = _pipeline(args)
+    condition = dict(label=args.label, text=args.text, keyframes=args.keyframes, known=args.known,
+                     neutral_mesh=args.neutral_mesh, neutral_landmarks=args.neutral_landmarks, frames=args.frames,
+                     num=args.num, seed=args.seed, sequence_type=args.sequence_type, passes=args.passes,
+                     sequence_index=args.sequence_index, sampling=_sampling_config(args), progress=not args.quiet)
+    if not meshes:  # landmarks only: one interchange file per sequence
+        check_out_dir(args.out, args.overwrite)
+        seqs = pipe.sample(**condition)
+        with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
+            _save_each(tmp, seqs)
+        print(f"wrote {len(seqs)} sequence(s) of {seqs.num_frames} frames to {args.out}")
+        return
+    formats, preview = check_export_formats(args.export), check_preview_formats(args.preview)
+    check_out_dir(args.out, args.overwrite)
+    result = pipe.generate(**condition, mesh=args.mesh, identity_seed=args.identity_seed,
+                           landmark_ids=args.landmark_ids, method=args.method, start=args.start or "auto")
+    target = result.target
+    pipe.export(result, args.out, formats, overwrite=args.overwrite, preview=preview,
+                overlay_landmarks=args.overlay_landmarks, size=args.size or 256, progress=not args.quiet)
+    extra = "".join(f" + preview.{fmt}" for fmt in preview)
+    print(f"wrote {len(result)} sample(s) of {len(result.meshes[0])} frames on {target.name} ({target.method}) to "
+          f"{args.out}: {', '.join(formats)}{extra}")
+
+
+def _render(args) -> None:
+    from face4d.decoder.retarget import load_landmark_file
+    from face4d.pipeline import check_out_file, require_render
+
+    require_render()
+    check_out_file(args.out, (".mp4", ".gif"), args.overwrite)
+    seqs = load_landmark_file(args.landmarks)
+    reference = None if args.reference is None else load_landmark_file(args.reference)
+    pipe = _pipeline(args)
+    target = pipe.target(args.mesh, args.identity_seed, landmark_ids=args.landmark_ids, method=args.method)
+    progress = not args.quiet
+    result = pipe.decode(seqs, target, progress=progress)
+    if reference is not None:
+        reference = pipe.decode(reference, target, progress=progress)
+    pipe.render(result, args.out, reference=reference, overlay_landmarks=args.overlay_landmarks, size=args.size,
+                columns=args.columns, view=args.view, fps=args.fps, overwrite=args.overwrite, progress=progress)
+    print(f"wrote {args.out}: {len(result)} sequence(s) on {target.name} ({target.method})"
+          + ("" if reference is None else f", beside {args.reference}"))
+
+
+def _demo(args) -> None:
+    import time
+
+    from face4d.pipeline import run_demo
+
+    start = time.perf_counter()
+    result = run_demo(args.out, labels=args.labels or DEMO_LABELS, seed=args.seed, frames=args.frames,
+                      formats=args.export, size=args.size, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"wrote {len(result)} labels ({', '.join(result.names)}) on the default head to {args.out} "
+          f"in {time.perf_counter() - start:.0f} s: one folder per label, preview.mp4, preview.gif")
 
 
 def _fill(args) -> None:
@@ -354,7 +484,8 @@ HANDLERS = {("dataset", "build"): _dataset_build, ("dataset", "info"): _dataset_
             ("dataset", "preview"): _dataset_preview, ("dataset", "import"): _dataset_import,
             ("train", "denoiser"): _train, ("train", "classifier"): _train, ("train", "ic"): _train,
             ("train", "text-guide"): _train,
-            ("generate", None): _generate, ("fill", None): _fill}
+            ("generate", None): _generate, ("fill", None): _fill, ("render", None): _render,
+            ("demo", None): _demo}
 HANDLERS.update(DECODER_HANDLERS)
 
 
@@ -364,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = HANDLERS[(args.command, getattr(args, f"{args.command}_command", None))]
     try:
         handler(args)
-    except (Face4DError, MeshFileError, FileExistsError, FileNotFoundError, PermissionError) as exc:
+    except (Face4DError, MeshFileError, OSError) as exc:
         if args.debug:
             raise
         print(f"face4d: error: {exc}", file=sys.stderr)

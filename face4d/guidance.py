@@ -48,19 +48,22 @@ class GuidanceConfig:
       rate, whatever the gradient's scale: the learning rate is a distance in data units, and a
       fixed one would be far too large at the end of sampling (``sigma_1 = 0.01``) or too small
       for a coarse respaced schedule. Scaling it by ``sigma_t`` makes the refinement move a sample
-      by at most ``steps * lr * sigma_t`` per coordinate: with the default 0.1, under a third of the
-      noise the step itself draws, so a refined sample stays typical of ``p_theta(. | x_t)`` while
+      by at most ``steps * lr * sigma_t`` per coordinate: with the default 0.2, under two thirds of
+      the noise the step itself draws, so a refined sample stays typical of ``p_theta(. | x_t)`` while
       hundreds of consistent nudges add up to a strong drift toward the condition. It is also
       independent of the number of landmarks and frames, which a raw gradient is not. The price:
       for the same reason the fluency term alone moves coordinates toward the step's mean, which
       narrows the spread within samples a little (on a two-Gaussian toy problem, by ~15% at 0.1
       and ~8% at 0.05, where 0.05 still steered > 90% of 50-step samples to the requested class);
-      lower ``lr`` trades control for diversity.
+      lower ``lr`` trades control for diversity. The default 0.2 is measured on the embedded model
+      (96 test sequences, 50-step sampler, IC accuracy / FID): 0.1 gave 86.5% / 4.15, 0.2 gave
+      94.8% / 4.15 and 0.3 gave 95.8% / 4.35: twice the push steers far more samples at no cost in
+      FID; more starts to cost FID.
     """
 
     lam: float = 0.01
     steps: int = 3
-    lr: float = 0.1
+    lr: float = 0.2
 
     def __post_init__(self) -> None:
         if not self.lam >= 0.0:

@@ -79,3 +79,12 @@ def test_preview_writes_grid_and_gif(tmp_path, capsys):
     assert not np.array_equal(gif[0], gif[-1])  # and the faces move
     code, _, err = _run(capsys, "dataset", "preview", "--out", str(tmp_path / "p"), "--size", "64")
     assert code == 2 and "already exists" in err
+
+
+@pytest.mark.parametrize("command", ["generate", "render", "demo"])
+def test_help_shows_examples(capsys, command):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0 and "examples:" in out
+    assert "face4d demo --out" in out and f"\n  face4d {command} " in out
