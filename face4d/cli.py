@@ -33,7 +33,8 @@ EXAMPLES = """examples:
   face4d dataset build --out data/varlen --sequences 2000 --variable-length
   face4d dataset info data/face4d
   face4d dataset preview --out previews/ --data data/face4d
-  face4d dataset import coma ~/COMA --embedding flame_landmarks.npz --out coma.npz
+  face4d dataset import coma ~/COMA --embedding flame_landmarks.npz --out data/coma
+  face4d train denoiser --data data/coma --out models/coma_denoiser
   face4d generate --label high_smile --frames 40 --num 4 --seed 0 --out samples/
   face4d generate --text "disgust high smile" --num 4 --out samples_text/
   face4d generate --neutral-mesh face.obj --label happiness --type N2E --num 2 --out samples/
@@ -91,15 +92,24 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--size", type=int, default=256, help="tile size in pixels")
     preview.add_argument("--overwrite", action="store_true")
 
-    imp = sub.add_parser("import", help="load a real 4D dataset from disk into the interchange format")
+    imp = sub.add_parser("import", help="load a real 4D dataset from disk as a trainable dataset directory "
+                                         "(or one interchange .npz)")
     imp.add_argument("kind", choices=("coma", "bu4dfe"))
     imp.add_argument("root", type=Path, help="dataset root directory")
-    imp.add_argument("--out", required=True, type=Path, help="output .npz in the interchange format")
+    imp.add_argument("--out", required=True, type=Path,
+                     help="a directory: a dataset 'face4d train' reads (shards + manifest.json, identity split by "
+                          "subject); a path ending in .npz: one file in the interchange format")
     imp.add_argument("--embedding", type=Path, help="CoMA: landmark embedding (.npz/.npy: vertex_ids, "
                                                     "or lmk_face_idx + lmk_b_coords)")
     imp.add_argument("--landmark-index", type=Path, help="BU-4DFE: .npy/.txt of 68 indices into each frame's points")
     imp.add_argument("--frames", type=int, default=40, help="resample every cut sequence to this length")
     imp.add_argument("--scale", type=float, help="multiply coordinates (default: 100 for CoMA's metres, 1 for BU-4DFE)")
+    split = imp.add_argument_group("dataset directory (--out DIR)")
+    split.add_argument("--seed", type=int, help="seed of the identity split: subjects 80/10/10 into "
+                                                "train/val/test, at least one each (default 0)")
+    split.add_argument("--held-out-labels", type=_labels_arg, help="comma-separated labels of the expression "
+                       "split's test part (default: those of mouth_extreme,cheeks_in,fear in the data)")
+    split.add_argument("--shard-size", type=int, help="sequences per shard (default 500)")
     imp.add_argument("--overwrite", action="store_true")
     imp.add_argument("--quiet", action="store_true")
 
@@ -193,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
              "ic": "the independent LSTM classifier of the evaluation protocol"}
     for kind, text in helps.items():
         cmd = sub.add_parser(kind, help=f"train {text} on a built dataset")
-        cmd.add_argument("--data", required=True, type=Path, help="dataset directory ('face4d dataset build')")
+        cmd.add_argument("--data", required=True, type=Path,
+                         help="dataset directory ('face4d dataset build' or 'face4d dataset import ... --out DIR')")
         cmd.add_argument("--out", required=True, type=Path,
                          help="model directory; one holding a run is resumed from its last checkpoint")
         _training_args(cmd)
@@ -300,6 +311,8 @@ def _dataset_info(args) -> None:
     data = Dataset.load(args.data)
     m = data.manifest
     print(f"{data.root}: {len(data)} sequences, seed {m['seed']}, {len(m['shards'])} shard(s)")
+    if data.source is not None:
+        print(f"  imported from {data.source.get('format')} at {data.source.get('root')}")
     for split in SPLITS:
         records = data.records(split)
         print(f"  {split:5s} {len(records):6d} sequences, {len(m['splits']['identity'][split])} identities")
@@ -318,21 +331,39 @@ def _dataset_preview(args) -> None:
 
 
 def _dataset_import(args) -> None:
+    from face4d.data.dataset import import_dataset
     from face4d.data.interchange import save_sequences
+    from face4d.pipeline import check_out_dir, check_out_file
 
+    as_file = args.out.suffix == ".npz"
+    dataset_options = _given(args, "seed", "held_out_labels", "shard_size")
+    if as_file and dataset_options:
+        raise Face4DError(f"--{', --'.join(n.replace('_', '-') for n in dataset_options)} appl"
+                          f"{'ies' if len(dataset_options) == 1 else 'y'} to a dataset directory, not to a .npz --out")
+    if as_file:  # checked before the (slow) reading
+        check_out_file(args.out, (".npz",), args.overwrite)
+    else:
+        check_out_dir(args.out, args.overwrite)
+    scale = args.scale if args.scale is not None else 100.0 if args.kind == "coma" else 1.0
+    source = {"format": args.kind, "root": str(args.root.resolve()), "frames": args.frames, "scale": scale}
     if args.kind == "coma":
         from face4d.data.coma import LandmarkEmbedding, load_coma
         if args.embedding is None:
             raise Face4DError("CoMA import needs --embedding (the 68 landmarks' vertex ids or barycentric coordinates)")
-        seqs = load_coma(args.root, LandmarkEmbedding.from_file(args.embedding), frames=args.frames,
-                         scale=100.0 if args.scale is None else args.scale, progress=not args.quiet)
+        source["embedding"] = str(args.embedding.resolve())
+        seqs = load_coma(args.root, LandmarkEmbedding.from_file(args.embedding), frames=args.frames, scale=scale,
+                         progress=not args.quiet)
     else:
         from face4d.data.bu4dfe import load_bu4dfe, read_landmark_index
         index = read_landmark_index(args.landmark_index) if args.landmark_index else None
-        seqs = load_bu4dfe(args.root, frames=args.frames, landmark_index=index,
-                           scale=1.0 if args.scale is None else args.scale, progress=not args.quiet)
-    save_sequences(args.out, seqs, overwrite=args.overwrite)
-    print(f"wrote {len(seqs)} sequences to {args.out}")
+        source["landmark_index"] = None if args.landmark_index is None else str(args.landmark_index.resolve())
+        seqs = load_bu4dfe(args.root, frames=args.frames, landmark_index=index, scale=scale, progress=not args.quiet)
+    if as_file:
+        save_sequences(args.out, seqs, overwrite=args.overwrite)
+        print(f"wrote {len(seqs)} sequences to {args.out}")
+        return
+    out = import_dataset(args.out, seqs, source, overwrite=args.overwrite, progress=not args.quiet, **dataset_options)
+    print(f"wrote {len(seqs)} sequences of {len(set(seqs.subjects))} subjects to {out}")
 
 
 def _train(args) -> None:

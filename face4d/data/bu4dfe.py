@@ -4,7 +4,8 @@ BU-4DFE (Yin et al. 2008) records each subject performing six expressions at 25 
 capture, ``root/<subject>/<Expression>/``. We read its per-frame landmark files, not the meshes:
 ``.bnd`` (the dataset's own, 83 points, one ``x y z`` or ``index x y z`` line each, where the index
 is a mesh vertex id and is ignored), ``.txt`` in the same layout, or ``.npy`` arrays (P, 3). Files
-of other types in a capture folder (``.wrl``, ``.bmp`` ...) are ignored.
+of other types in a capture folder (``.wrl``, ``.bmp`` ...) are ignored. Each sequence records its
+subject folder's name (``F001``) as its subject.
 """
 from __future__ import annotations
 
@@ -42,13 +43,14 @@ def load_bu4dfe(root: str | os.PathLike, frames: int | None = 40, landmark_index
             raise Face4DError(f"landmark_index must be {NUM_LANDMARKS} non-negative integer indices, "
                               f"got {landmark_index.dtype} {landmark_index.shape}")
     found = _find_captures(Path(root))
-    captures = ((label, scale * _read_capture(folder, landmark_index))
-                for label, folder in tqdm(found, desc="BU-4DFE captures", unit="capture", disable=not progress))
+    captures = ((subject, label, scale * _read_capture(folder, landmark_index))
+                for subject, label, folder in tqdm(found, desc="BU-4DFE captures", unit="capture",
+                                                   disable=not progress))
     return cut_captures(captures, frames, BU4DFE_FPS, root)
 
 
-def _find_captures(root: Path) -> list[tuple[str, Path]]:
-    """``(label, folder)`` of every expression folder, matched case-insensitively."""
+def _find_captures(root: Path) -> list[tuple[str, str, Path]]:
+    """``(subject, label, folder)`` of every expression folder, matched case-insensitively."""
     if not root.is_dir():
         raise Face4DError(f"{root}: BU-4DFE root folder not found")
     found, skipped = [], []
@@ -58,7 +60,7 @@ def _find_captures(root: Path) -> list[tuple[str, Path]]:
             if label is None:
                 skipped.append(str(folder))
             else:
-                found.append((label, folder))
+                found.append((subject.name, label, folder))
     if skipped:
         warnings.warn(f"skipped {len(skipped)} folder(s) that are not BU-4DFE expressions: {', '.join(skipped)}",
                       stacklevel=3)

@@ -4,6 +4,7 @@ CoMA (Ranjan et al. 2018) stores one folder per capture, ``root/<subject>/<actio
 PLY per frame (``high_smile.000001.ply`` ...) registered to the FLAME topology (5023 vertices), in
 metres, at 60 fps. The 12 action folder names are the labels. The meshes carry no landmarks, so
 the 68 points are read off each frame through a user-given ``LandmarkEmbedding`` on that topology.
+Each sequence records its subject folder's name (``FaceTalk_170725_00137_TA``) as its subject.
 """
 from __future__ import annotations
 
@@ -105,13 +106,15 @@ def load_coma(root: str | os.PathLike, embedding: LandmarkEmbedding | str | os.P
     if not isinstance(embedding, LandmarkEmbedding):
         embedding = LandmarkEmbedding.from_file(embedding)
     found = _find_captures(Path(root), subjects, actions)
-    captures = ((label, scale * _read_capture(folder, embedding))
-                for label, folder in tqdm(found, desc="CoMA captures", unit="capture", disable=not progress))
+    captures = ((subject, label, scale * _read_capture(folder, embedding))
+                for subject, label, folder in tqdm(found, desc="CoMA captures", unit="capture",
+                                                   disable=not progress))
     return cut_captures(captures, frames, COMA_FPS, root)
 
 
-def _find_captures(root: Path, subjects: list[str] | None, actions: list[str] | None) -> list[tuple[str, Path]]:
-    """``(action, folder)`` of every capture to read, in a stable order."""
+def _find_captures(root: Path, subjects: list[str] | None,
+                   actions: list[str] | None) -> list[tuple[str, str, Path]]:
+    """``(subject, action, folder)`` of every capture to read, in a stable order."""
     if not root.is_dir():
         raise Face4DError(f"{root}: CoMA root folder not found")
     unknown = sorted(set(actions or ()) - set(COMA_ACTIONS))
@@ -131,11 +134,11 @@ def _find_captures(root: Path, subjects: list[str] | None, actions: list[str] | 
                 if actions is None:  # with an explicit action list, other folders are not looked at
                     skipped.append(str(folder))
             elif actions is None or folder.name in actions:
-                found.append((folder.name, folder))
+                found.append((subject.name, folder.name, folder))
     if skipped:
         warnings.warn(f"skipped {len(skipped)} folder(s) that are not CoMA actions: {', '.join(skipped)}",
                       stacklevel=3)
-    missing = sorted(set(actions or ()) - {label for label, _ in found})
+    missing = sorted(set(actions or ()) - {label for _, label, _ in found})
     if missing:
         raise Face4DError(f"{root}: no capture of requested action(s) {', '.join(missing)}")
     if not found:

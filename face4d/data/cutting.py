@@ -90,18 +90,20 @@ def subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def cut_captures(captures: Iterable[tuple[str, np.ndarray]], frames: int | None, fps: float,
+def cut_captures(captures: Iterable[tuple[str, str, np.ndarray]], frames: int | None, fps: float,
                  source: str | os.PathLike, min_frames: int = MIN_FRAMES) -> LandmarkSequences:
-    """Cut every ``(label, landmarks (F, 68, 3))`` capture into N2E/E2N parts and batch them.
+    """Cut every ``(subject, label, landmarks (F, 68, 3))`` capture into N2E/E2N parts and batch them.
 
-    Texts are the labels' own (``face4d.data.labels``), as for generated data; ``source`` names the
-    dataset in the error raised when no capture yields a part of ``min_frames`` frames.
+    Each part keeps its capture's subject (the person, for the dataset's identity split). Texts are
+    the labels' own (``face4d.data.labels``), as for generated data; ``source`` names the dataset in
+    the error raised when no capture yields a part of ``min_frames`` frames.
     """
     if frames is not None and frames <= 0:
         raise Face4DError(f"frames must be a positive number of frames or None, got {frames}")
-    labels, types, seqs = [], [], []
-    for label, landmarks in captures:
+    subjects, labels, types, seqs = [], [], [], []
+    for subject, label, landmarks in captures:
         for kind, part in cut_n2e_e2n(landmarks, frames, min_frames):
+            subjects.append(subject)
             labels.append(label)
             types.append(kind)
             seqs.append(part)
@@ -114,4 +116,5 @@ def cut_captures(captures: Iterable[tuple[str, np.ndarray]], frames: int | None,
     described = [get_label(label) for label in labels]
     return LandmarkSequences(landmarks=padded, lengths=lengths, labels=labels, types=types, fps=fps,
                              texts=[d.text for d in described],
-                             texts_enriched=[d.enriched_text(kind) for d, kind in zip(described, types)])
+                             texts_enriched=[d.enriched_text(kind) for d, kind in zip(described, types)],
+                             subjects=subjects)

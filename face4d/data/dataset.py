@@ -2,17 +2,24 @@
 
 Layout of a dataset directory::
 
-    manifest.json         config, seed, labels, splits, and one record per sequence
+    manifest.json         seed, config or source, labels, splits, and one record per sequence
     shard_0000.npz ...    batches in the interchange format (``face4d.data.interchange``)
 
+A dataset is either generated (``build_dataset``: the manifest's ``config`` is the generator's
+``SynthConfig``, the shards carry the blendshape weights) or imported from captures
+(``import_dataset``: its ``source`` names the loader and its options, the shards hold landmarks
+only). Both are written by ``write_dataset`` and read by ``Dataset``.
+
 Two splits are recorded. The *identity* split (train/val/test) keeps every person in one part, for
-the diffusion model and its classifiers. The *expression* split holds whole labels out, for
-testing the mesh decoder on motions it never saw.
+the diffusion model and its classifiers; a record's ``identity`` is a generated person's index or a
+captured subject's name. The *expression* split holds whole labels out, for testing the mesh
+decoder on motions it never saw.
 """
 from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +27,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from face4d.data.interchange import LandmarkSequences, load_sequences, save_sequences
-from face4d.data.labels import get_label
-from face4d.data.synth import ExpressionSynthesizer, SynthConfig
+from face4d.data.labels import LABEL_NAMES, get_label
+from face4d.data.synth import ExpressionSynthesizer, SynthConfig, split_identities
 from face4d.errors import Face4DError
 from face4d.jsonfile import read_json, write_json
 from meshops.atomic import atomic_dir
@@ -31,6 +38,7 @@ FORMAT = "face4d-dataset"
 FORMAT_VERSION = 1
 DEFAULT_HELD_OUT_LABELS = ("mouth_extreme", "cheeks_in", "fear")
 SPLITS = ("train", "val", "test")
+IMPORT_VAL, IMPORT_TEST = 0.1, 0.1  # fractions of an imported dataset's subjects in val and test
 
 
 def build_dataset(out: str | os.PathLike, sequences: int, seed: int = 0, config: SynthConfig | None = None,
@@ -39,41 +47,105 @@ def build_dataset(out: str | os.PathLike, sequences: int, seed: int = 0, config:
     """Generate ``sequences`` labelled sequences into the directory ``out``; nothing is left behind on failure."""
     if sequences <= 0:
         raise Face4DError(f"--sequences must be positive, got {sequences}")
+    config = config or SynthConfig()
+    _expression_split(config.labels, held_out_labels)
+    synth = ExpressionSynthesizer(head or HeadModel.load(), config, seed)
+
+    def shard(start: int, stop: int) -> tuple[LandmarkSequences, list[dict]]:
+        batch, samples = synth.generate(range(start, stop))
+        return batch, [{"identity": s["identity"], "intensity": round(s["intensity"], 4)} for s in samples]
+
+    return write_dataset(out, sequences, shard, {"seed": seed, "config": config.to_dict()}, config.labels,
+                         synth.identity_splits(), held_out_labels, shard_size=shard_size, overwrite=overwrite,
+                         progress=progress)
+
+
+def import_dataset(out: str | os.PathLike, seqs: LandmarkSequences, source: dict, seed: int = 0,
+                   held_out_labels: tuple[str, ...] | None = None, val: float = IMPORT_VAL,
+                   test: float = IMPORT_TEST, shard_size: int = 500, overwrite: bool = False,
+                   progress: bool = True) -> Path:
+    """Write captured sequences (``face4d.data.coma`` / ``bu4dfe`` loaders) as a dataset directory ``out``.
+
+    The identity split is by subject (``seqs.subjects``): the subjects, sorted by name, are shuffled
+    by ``seed`` and ``test`` / ``val`` of them (rounded, at least one each, 10% / 10% by default)
+    go to the test / val parts, the rest (80%) to train; fewer than 3 subjects is an error. The
+    labels are those present, in ``LABEL_NAMES`` order; the expression split holds out
+    ``held_out_labels``, by default those of ``DEFAULT_HELD_OUT_LABELS`` present in the data (CoMA:
+    ``mouth_extreme, cheeks_in``; BU-4DFE: ``fear``). ``source`` (the loader and its options) is
+    stored in the manifest in place of a generator config.
+    """
+    if seqs.subjects is None or (seqs.subjects == "").any():
+        raise Face4DError("every sequence needs its subject for the identity split; load the captures with "
+                          "face4d.data.coma.load_coma or face4d.data.bu4dfe.load_bu4dfe")
+    if (seqs.labels == "").any():
+        raise Face4DError("every sequence needs a label to be part of a dataset")
+    for name in set(seqs.labels):
+        get_label(name)
+    labels = [name for name in LABEL_NAMES if name in set(seqs.labels)]
+    if held_out_labels is None:
+        held_out_labels = tuple(name for name in DEFAULT_HELD_OUT_LABELS if name in labels)
+    else:
+        for name in held_out_labels:
+            get_label(name)
+        absent = [name for name in held_out_labels if name not in labels]
+        if absent:
+            raise Face4DError(f"held-out label(s) {', '.join(absent)} are not in the data "
+                              f"(its labels: {', '.join(labels)})")
+    _expression_split(labels, held_out_labels)
+    splits = split_identities(sorted(set(seqs.subjects.tolist())), np.random.default_rng(seed), val, test,
+                              what="subjects")
+
+    def shard(start: int, stop: int) -> tuple[LandmarkSequences, list[dict]]:
+        return seqs.select(slice(start, stop)), [{"identity": str(name)} for name in seqs.subjects[start:stop]]
+
+    return write_dataset(out, len(seqs), shard, {"seed": seed, "source": source}, labels, splits, held_out_labels,
+                         shard_size=shard_size, overwrite=overwrite, progress=progress)
+
+
+def write_dataset(out: str | os.PathLike, sequences: int,
+                  shard: Callable[[int, int], tuple[LandmarkSequences, list[dict]]], header: dict,
+                  labels: Sequence[str], identity_splits: dict[str, list], held_out_labels: Sequence[str],
+                  shard_size: int = 500, overwrite: bool = False, progress: bool = True) -> Path:
+    """Write the dataset directory ``out``: shards and the manifest; nothing is left behind on failure.
+
+    ``shard(start, stop)`` gives sequences ``start`` to ``stop - 1`` and one record each holding at
+    least its ``identity`` (the person, as listed in ``identity_splits``); the index, shard, row,
+    label, type, frames and split are added here. ``header`` holds ``seed`` and either ``config``
+    (generated data) or ``source`` (imported data).
+    """
     if shard_size <= 0:
         raise Face4DError(f"shard size must be positive, got {shard_size}")
-    config = config or SynthConfig()
-    for name in held_out_labels:
-        get_label(name)
-    if set(config.labels) <= set(held_out_labels):
-        raise Face4DError("the expression split holds out every label; keep at least one for training")
-    synth = ExpressionSynthesizer(head or HeadModel.load(), config, seed)
-    id_splits = synth.identity_splits()
-    split_of = {i: name for name, ids in id_splits.items() for i in ids}
+    expression = _expression_split(labels, held_out_labels)
+    split_of = {i: name for name, ids in identity_splits.items() for i in ids}
     records, shards = [], []
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        bar = tqdm(total=sequences, desc="building dataset", unit="seq", disable=not progress)
+        bar = tqdm(total=sequences, desc="writing dataset", unit="seq", disable=not progress)
         for k, start in enumerate(range(0, sequences, shard_size)):
-            stop = min(start + shard_size, sequences)
-            batch, samples = synth.generate(range(start, stop))
+            batch, extra = shard(start, min(start + shard_size, sequences))
             name = f"shard_{k:04d}.npz"
             save_sequences(tmp / name, batch)
-            shards.append({"file": name, "count": stop - start})
-            for row, (i, s) in enumerate(zip(range(start, stop), samples)):
-                records.append({"index": i, "shard": k, "row": row, "label": s["label"], "type": s["type"],
-                                "frames": int(batch.lengths[row]), "identity": s["identity"],
-                                "split": split_of[s["identity"]], "intensity": round(s["intensity"], 4)})
-            bar.update(stop - start)
+            shards.append({"file": name, "count": len(batch)})
+            for row, record in enumerate(extra):
+                records.append({"index": len(records), "shard": k, "row": row, "label": str(batch.labels[row]),
+                                "type": str(batch.types[row]), "frames": int(batch.lengths[row]),
+                                "identity": record["identity"], "split": split_of[record["identity"]],
+                                **{key: value for key, value in record.items() if key != "identity"}})
+            bar.update(len(batch))
         bar.close()
-        manifest = {
-            "format": FORMAT, "version": FORMAT_VERSION, "seed": seed, "config": config.to_dict(),
-            "labels": list(config.labels), "shards": shards,
-            "splits": {"identity": id_splits,
-                       "expression": {"train_labels": [n for n in config.labels if n not in held_out_labels],
-                                      "test_labels": [n for n in config.labels if n in held_out_labels]}},
-            "sequences": records,
-        }
+        manifest = {"format": FORMAT, "version": FORMAT_VERSION, **header, "labels": list(labels), "shards": shards,
+                    "splits": {"identity": identity_splits, "expression": expression}, "sequences": records}
         write_json(tmp / "manifest.json", manifest)
     return Path(out)
+
+
+def _expression_split(labels: Sequence[str], held_out_labels: Sequence[str]) -> dict[str, list[str]]:
+    """The expression split of ``labels``: the train labels and the held-out (test) ones."""
+    for name in held_out_labels:
+        get_label(name)
+    if set(labels) <= set(held_out_labels):
+        raise Face4DError("the expression split holds out every label; keep at least one for training")
+    return {"train_labels": [n for n in labels if n not in held_out_labels],
+            "test_labels": [n for n in labels if n in held_out_labels]}
 
 
 @dataclass
@@ -88,15 +160,24 @@ class Dataset:
         root = Path(root)
         path = root / "manifest.json"
         if not path.is_file():
-            raise Face4DError(f"{root}: not a face4d dataset (no manifest.json); build one with 'face4d dataset build'")
+            raise Face4DError(f"{root}: not a face4d dataset (no manifest.json); make one with 'face4d dataset "
+                              f"build' or 'face4d dataset import ... --out DIR'")
         manifest = read_json(path, "manifest")
         if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:
             raise Face4DError(f"{path}: not a {FORMAT} v{FORMAT_VERSION} manifest")
+        if ("config" in manifest) == ("source" in manifest):
+            raise Face4DError(f"{path}: a manifest needs either 'config' (generated data) or 'source' (imported)")
         return cls(root, manifest)
 
     @property
-    def config(self) -> SynthConfig:
-        return SynthConfig.from_dict(self.manifest["config"])
+    def config(self) -> SynthConfig | None:
+        """The generator's config of a built dataset; None for an imported one (see ``source``)."""
+        return SynthConfig.from_dict(self.manifest["config"]) if "config" in self.manifest else None
+
+    @property
+    def source(self) -> dict | None:
+        """Where an imported dataset came from (``format``, ``root``, the import options); None if generated."""
+        return self.manifest.get("source")
 
     @property
     def labels(self) -> list[str]:

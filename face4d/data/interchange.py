@@ -16,6 +16,7 @@ key                    one sequence             batch of N (padded to the longes
 ``head_pose``          (F, 6) float32, opt.     (N, F, 6): axis-angle (rad) + translation
 ``text``               str, optional            (N,) str, raw description ("high smile")
 ``text_enriched``      str, optional            (N,) str ("from a neutral face to a high smile")
+``subject``            str, optional            (N,) str, the captured person (real-data imports)
 =====================  =======================  ==============================================
 
 Coordinates are in the head model's units (centimetres). Where the weights are stored, the meshes
@@ -38,7 +39,8 @@ SEQUENCE_TYPES = ("N2E", "E2N")
 DEFAULT_FPS = 30.0
 _PER_SEQUENCE = ("identity_weights",)
 _PER_FRAME = ("expression_weights", "head_pose")
-_STRINGS = {"labels": "label", "types": "type", "texts": "text", "texts_enriched": "text_enriched"}
+_STRINGS = {"labels": "label", "types": "type", "texts": "text", "texts_enriched": "text_enriched",
+            "subjects": "subject"}
 
 
 @dataclass
@@ -55,6 +57,7 @@ class LandmarkSequences:
     head_pose: np.ndarray | None = None
     texts: np.ndarray | None = None
     texts_enriched: np.ndarray | None = None
+    subjects: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.landmarks = np.asarray(self.landmarks, np.float32)

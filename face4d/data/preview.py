@@ -69,6 +69,9 @@ def write_preview(out: str | os.PathLike, data: str | os.PathLike | None = None,
         raise Face4DError(f"tile size must be at least 64 pixels, got {tile}")
     head = HeadModel.load()
     dataset = Dataset.load(data) if data is not None else None
+    if dataset is not None and dataset.source is not None:
+        raise Face4DError(f"{dataset.root}: an imported dataset holds landmarks only, no blendshape weights to rebuild "
+                          f"the head model's meshes from; 'face4d render' drives a mesh with landmark files instead")
     examples = _label_examples(head, dataset, seed)
     bounds = face_bounds(head)
     written = []

@@ -12,6 +12,7 @@ sequences is the first 100 of one of 2000.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -115,11 +116,7 @@ class ExpressionSynthesizer:
     # -- splits ---------------------------------------------------------------------------------
     def identity_splits(self, val: float = 0.1, test: float = 0.1) -> dict[str, list[int]]:
         """Identity ids of the train/val/test splits (at least one identity each)."""
-        n = self.config.num_identities
-        order = self._rng(_SPLIT_STREAM, 1).permutation(n)
-        n_test, n_val = max(1, round(n * test)), max(1, round(n * val))
-        return {"train": sorted(order[n_test + n_val:].tolist()), "val": sorted(order[n_test:n_test + n_val].tolist()),
-                "test": sorted(order[:n_test].tolist())}
+        return split_identities(range(self.config.num_identities), self._rng(_SPLIT_STREAM, 1), val, test)
 
     # -- one sequence ---------------------------------------------------------------------------
     def sample(self, index: int, label: str | None = None, sequence_type: str | None = None,
@@ -229,6 +226,25 @@ def neck_pivot(head: HeadModel) -> np.ndarray:
     neck = head.neutral[head.region_ids("head_neck")]
     low = neck[neck[:, 1] <= np.quantile(neck[:, 1], 0.05)]
     return low.mean(0).astype(np.float32)
+
+
+def split_identities(ids: Iterable, rng: np.random.Generator, val: float = 0.1, test: float = 0.1,
+                     what: str = "identities") -> dict[str, list]:
+    """The identity split: ``ids`` (people) shuffled by ``rng`` into train/val/test, each part sorted.
+
+    ``test`` and ``val`` are fractions of the people, rounded, at least one person each; train
+    keeps the rest and must keep at least one, so fewer than 3 people is an error (naming them
+    ``what``). Used for generated identities and imported subjects alike.
+    """
+    ids = list(ids)
+    n = len(ids)
+    n_test, n_val = max(1, round(n * test)), max(1, round(n * val))
+    if n - n_test - n_val < 1:
+        raise Face4DError(f"the identity split needs at least {n_test + n_val + 1} {what} (train, val and test "
+                          f"each keep one at least), got {n}")
+    order = rng.permutation(n)
+    parts = {"train": order[n_test + n_val:], "val": order[n_test:n_test + n_val], "test": order[:n_test]}
+    return {name: sorted(ids[i] for i in picked) for name, picked in parts.items()}
 
 
 def sequence_vertices(head: HeadModel, seqs: LandmarkSequences, i: int) -> np.ndarray:

@@ -182,7 +182,7 @@ def load_training_data(data_dir: str | os.PathLike, labels: str = "expression_tr
     if labels not in LABEL_CHOICES:
         raise Face4DError(f"labels must be one of {LABEL_CHOICES}, got {labels!r}")
     dataset = Dataset.load(data_dir)
-    if dataset.config.head_motion:
+    if dataset.config is not None and dataset.config.head_motion:
         raise Face4DError(f"{dataset.root}: was built with head motion; decoders are trained and evaluated on "
                           f"data without it (build the dataset without --head-motion)")
     chosen = dataset.manifest["splits"]["expression"]["train_labels"] if labels == "expression_train" else None
