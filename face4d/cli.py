@@ -262,7 +262,7 @@ def _sampling_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", choices=("fast", "paper"), default="fast",
                         help="fast: strided DDPM over --steps steps; paper: all T steps (slow)")
     parser.add_argument("--steps", type=int, default=50, help="steps of the fast sampler (default 50)")
-    parser.add_argument("--guidance-lambda", type=float, help="weight of log p(x|x_t) in the refinement (0.01)")
+    parser.add_argument("--guidance-lambda", type=float, help="weight of log p(x|x_t) in the refinement (0.01; text: 1e-4)")
     parser.add_argument("--guidance-steps", type=int, help="Adagrad steps per reverse step (3)")
     parser.add_argument("--guidance-lr", type=float, help="Adagrad learning rate, in units of sigma_t (0.2)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -398,13 +398,15 @@ def _train(args) -> None:
 
 
 def _sampling_config(args):
-    from face4d.generate import SamplingConfig
-    from face4d.guidance import GuidanceConfig
+    from dataclasses import replace
 
-    guidance = GuidanceConfig(**{key: value for key, value in (("lam", args.guidance_lambda),
-                                                                ("steps", args.guidance_steps),
-                                                                ("lr", args.guidance_lr)) if value is not None})
-    return SamplingConfig(sampler=args.sampler, steps=args.steps, guidance=guidance)
+    from face4d.generate import SamplingConfig
+
+    given = {key: value for key, value in (("lam", args.guidance_lambda), ("steps", args.guidance_steps),
+                                           ("lr", args.guidance_lr)) if value is not None}
+    defaults = SamplingConfig()
+    return SamplingConfig(sampler=args.sampler, steps=args.steps, guidance=replace(defaults.guidance, **given),
+                          text_guidance=replace(defaults.text_guidance, **given))
 
 
 def _save_each(folder: Path, seqs) -> None:

@@ -27,7 +27,7 @@ from face4d.data.normalize import LandmarkNormalizer
 from face4d.diffusion import GaussianDiffusion, linear_beta_schedule
 from face4d.errors import Face4DError
 from face4d.filling import check_known, check_scale, sample_with_known_frames
-from face4d.guidance import GradientGuidance, GuidanceConfig, label_objective, text_objective
+from face4d.guidance import TEXT_LAMBDA, GradientGuidance, GuidanceConfig, label_objective, text_objective
 from face4d.models.classifier import Classifier, type_index
 from face4d.models.denoiser import Denoiser
 from face4d.models.text_guide import TextGuide, embed_texts
@@ -39,11 +39,12 @@ SAMPLERS = ("fast", "paper")
 @dataclass
 class SamplingConfig:
     """How to sample: ``sampler`` (``fast`` or ``paper``), ``steps`` of the fast sampler, and the
-    label guidance's settings."""
+    settings of label guidance and of text guidance (whose lambda is ``TEXT_LAMBDA``)."""
 
     sampler: str = "fast"
     steps: int = 50
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    text_guidance: GuidanceConfig = field(default_factory=lambda: GuidanceConfig(lam=TEXT_LAMBDA))
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -152,7 +153,7 @@ class LandmarkGenerator:
         if labels[0] is not None:
             hook = GradientGuidance(diffusion, self._label_objective(labels, types), sampling.guidance)
         elif text is not None:
-            hook = GradientGuidance(diffusion, self._text_objective(texts_in), sampling.guidance)
+            hook = GradientGuidance(diffusion, self._text_objective(texts_in), sampling.text_guidance)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         x = diffusion.p_sample_loop(self.denoiser, (num, frames, NUM_LANDMARKS, 3), generator=generator,
                                     progress=progress, step_hook=hook, device=self.device)

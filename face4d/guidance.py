@@ -35,6 +35,14 @@ Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Te
 _ADAGRAD_EPS = 1e-10  # torch.optim.Adagrad's default
 
 
+TEXT_LAMBDA = 1e-4
+"""``lam`` of text guidance (Alg. 2). Adagrad is blind to the objective's overall scale, so only the
+ratio of the fluency term to the condition term matters, and a cosine similarity in [-1, 1] has a far
+smaller gradient than a classifier's log-probability: at the label's lambda = 0.01 the fluency term
+swamps it. Measured on the embedded model (64 test sequences, raw texts, 50-step sampler, lr 0.2,
+IC accuracy / FID): lambda 0.01 gave 45% / 16.6, 1e-3 87% / 7.2, 1e-4 94% / 5.9, 0 91% / 5.7."""
+
+
 @dataclass
 class GuidanceConfig:
     """Settings of the Adagrad refinement of ``GradientGuidance``.
