@@ -6,6 +6,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from face4d.cliargs import add_training_args, given, training_options
 from face4d.decoder.commands import DECODER_HANDLERS, add_decoder_commands
 from face4d.errors import Face4DError
 from face4d.pipeline import DEMO_LABELS, DEMO_SEED, STARTS
@@ -207,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="dataset directory ('face4d dataset build' or 'face4d dataset import ... --out DIR')")
         cmd.add_argument("--out", required=True, type=Path,
                          help="model directory; one holding a run is resumed from its last checkpoint")
-        _training_args(cmd)
+        add_training_args(cmd)
         group = cmd.add_argument_group("architecture (defaults: the model's config dataclass)")
         if kind == "ic":
             group.add_argument("--hidden", type=int, help="LSTM hidden size")
@@ -270,28 +271,6 @@ def _sampling_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true")
 
 
-def _training_args(parser: argparse.ArgumentParser) -> None:
-    """Options of ``TrainConfig``, shared by every ``train`` command. An option left out keeps the
-    dataclass default (``_given``), so defaults live in one place and this module needs no torch."""
-    group = parser.add_argument_group("training (defaults: face4d.training.TrainConfig)")
-    group.add_argument("--steps", type=int, help="total optimiser steps, resumed ones included")
-    group.add_argument("--batch-size", type=int, help="global batch, split across torchrun processes")
-    group.add_argument("--lr", type=float, help="AdamW learning rate")
-    group.add_argument("--weight-decay", type=float)
-    group.add_argument("--ema-decay", type=float)
-    group.add_argument("--grad-clip", type=float, help="gradient norm limit, 0 for none")
-    group.add_argument("--seed", type=int, help="the same seed gives the same weights")
-    group.add_argument("--device", help="auto (CUDA if available), cpu, cuda, cuda:N")
-    group.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
-    group.add_argument("--log-every", type=int, help="steps between loss updates")
-    group.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def _given(args, *names: str) -> dict:
-    """The options among ``names`` that were given on the command line."""
-    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-
-
 def _dataset_build(args) -> None:
     from face4d.data.dataset import DEFAULT_HELD_OUT_LABELS, build_dataset
     from face4d.data.synth import SynthConfig
@@ -336,7 +315,7 @@ def _dataset_import(args) -> None:
     from face4d.pipeline import check_out_dir, check_out_file
 
     as_file = args.out.suffix == ".npz"
-    dataset_options = _given(args, "seed", "held_out_labels", "shard_size")
+    dataset_options = given(args, "seed", "held_out_labels", "shard_size")
     if as_file and dataset_options:
         raise Face4DError(f"--{', --'.join(n.replace('_', '-') for n in dataset_options)} appl"
                           f"{'ies' if len(dataset_options) == 1 else 'y'} to a dataset directory, not to a .npz --out")
@@ -373,16 +352,12 @@ def _train(args) -> None:
     from face4d.training import TrainConfig, train_model
 
     kind = args.train_command.replace("-", "_")
-    options = _given(args, "steps", "batch_size", "lr", "weight_decay", "ema_decay", "seed", "device",
-                     "checkpoint_every", "log_every")
-    if args.grad_clip is not None:
-        options["grad_clip"] = args.grad_clip or None
-    train_config = TrainConfig(**options)
-    extra = _given(args, "num_timesteps")
+    train_config = TrainConfig(**training_options(args))
+    extra = given(args, "num_timesteps")
     if kind == "ic":
-        config = ICConfig(**_given(args, "hidden"))
+        config = ICConfig(**given(args, "hidden"))
     else:
-        arch = _given(args, "d_model", "layers", "heads", "ff", "dropout", "max_frames")
+        arch = given(args, "d_model", "layers", "heads", "ff", "dropout", "max_frames")
         if kind == "denoiser":
             config = DenoiserConfig(**arch)
         elif kind == "classifier":
@@ -390,7 +365,7 @@ def _train(args) -> None:
         else:
             from face4d.models.text_guide import TextGuideConfig
             config = TextGuideConfig(**arch)
-            extra.update(texts=args.texts, **_given(args, "text_encoder"))
+            extra.update(texts=args.texts, **given(args, "text_encoder"))
     trainer = train_model(kind, args.data, args.out, train_config, config, progress=not args.quiet, **extra)
     if trainer.is_main:
         resumed = f" (resumed from step {trainer.start_step})" if trainer.start_step else ""

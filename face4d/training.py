@@ -129,7 +129,7 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         unknown = set(data) - {field.name for field in fields(cls)}
         if unknown:
-            raise Face4DError(f"unknown TrainConfig keys: {sorted(unknown)}")
+            raise Face4DError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
         return cls(**data)
 
     def run_settings(self) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from face4d.cliargs import add_training_args, given, training_options
+
 EXAMPLES = """decoder examples:
   face4d train decoder --data data/face4d --out models/decoder --steps 20000
   face4d retarget --landmarks samples/sequence_000.npz --mesh neutral.obj --out meshes/ --export ply
@@ -34,23 +36,13 @@ def add_decoder_commands(commands, train_commands) -> None:
     cmd.add_argument("--variant", choices=("full", "pooled", "no_attention", "mlp"), default="full",
                      help="full: the paper's (cross-attention); pooled: mesh encoder without attention; "
                           "no_attention: S2D-like (landmarks only); mlp: linear/MLP baseline")
-    group = cmd.add_argument_group("training (defaults: face4d.decoder.training.DecoderTrainConfig)")
-    group.add_argument("--steps", type=int, help="total optimiser steps, resumed ones included")
-    group.add_argument("--batch-size", type=int, help="frames per step")
+    group = add_training_args(cmd, "face4d.decoder.training.DecoderTrainConfig", batch_help="frames per step",
+                              device_help="cpu (default), auto, cuda, cuda:N")
     group.add_argument("--frames-per-mesh", type=int, help="frames per sequence in a step (the mesh is encoded once)")
-    group.add_argument("--lr", type=float)
-    group.add_argument("--weight-decay", type=float)
-    group.add_argument("--ema-decay", type=float)
-    group.add_argument("--grad-clip", type=float, help="gradient norm limit, 0 for none")
     group.add_argument("--landmark-weight", type=float, help="extra loss weight near the landmarks (S2D)")
     group.add_argument("--labels", choices=("expression_train", "all"),
                        help="expression_train (default): hold the expression split's test labels out, so the "
                             "model can be evaluated on both splits; all: every label")
-    group.add_argument("--seed", type=int)
-    group.add_argument("--device", help="cpu (default), cuda, cuda:N")
-    group.add_argument("--checkpoint-every", type=int)
-    group.add_argument("--log-every", type=int)
-    group.add_argument("--quiet", action="store_true", help="no progress bar")
     arch = cmd.add_argument_group("architecture (defaults: the variant's config dataclass)")
     arch.add_argument("--encoder-channels", type=_channels, help="one per mesh level, e.g. 8,16,32,64,64")
     arch.add_argument("--decoder-channels", type=_channels, help="coarse to fine, e.g. 64,64,32,16")
@@ -78,19 +70,11 @@ def add_decoder_commands(commands, train_commands) -> None:
     ret.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
 
 
-def _given(args, *names: str) -> dict:
-    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-
-
 def train_decoder_command(args) -> None:
     from face4d.decoder.model import make_config
     from face4d.decoder.training import DecoderTrainConfig, train_decoder
 
-    options = _given(args, "steps", "batch_size", "frames_per_mesh", "lr", "weight_decay", "ema_decay",
-                     "landmark_weight", "labels", "seed", "device", "checkpoint_every", "log_every")
-    if args.grad_clip is not None:
-        options["grad_clip"] = args.grad_clip or None
-    train_config = DecoderTrainConfig(**options)
+    train_config = DecoderTrainConfig(**training_options(args, "frames_per_mesh", "landmark_weight", "labels"))
     names = ("hidden",) if args.variant == "mlp" else ("encoder_channels", "decoder_channels", "heads",
                                                        "spiral_length")
     other = [n for n in ("hidden", "encoder_channels", "decoder_channels", "heads", "spiral_length")
@@ -98,7 +82,7 @@ def train_decoder_command(args) -> None:
     if other:
         from face4d.errors import Face4DError
         raise Face4DError(f"--{other[0].replace('_', '-')} does not apply to the {args.variant!r} variant")
-    trainer = train_decoder(args.data, args.out, train_config, make_config(args.variant, **_given(args, *names)),
+    trainer = train_decoder(args.data, args.out, train_config, make_config(args.variant, **given(args, *names)),
                             progress=not args.quiet)
     resumed = f" (resumed from step {trainer.start_step})" if trainer.start_step else ""
     print(f"decoder ({args.variant}) at step {trainer.step}{resumed}; model saved in {args.out}")

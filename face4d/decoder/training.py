@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ from face4d.data.interchange import LandmarkSequences
 from face4d.decoder.model import MLPDecoderConfig, SpiralDecoderConfig, build_decoder, kind_of
 from face4d.decoder.topology import DecoderTopology
 from face4d.errors import Face4DError
-from face4d.training import CheckpointedRun, seeded
+from face4d.training import CheckpointedRun, TrainConfig, resolve_device, seeded
 from meshops.head import HeadModel
 
 LABEL_CHOICES = ("expression_train", "all")
@@ -50,70 +50,41 @@ _BATCH_STREAM = 7
 
 
 @dataclass
-class DecoderTrainConfig:
-    """Optimisation settings of a decoder run, stored in its checkpoints.
+class DecoderTrainConfig(TrainConfig):
+    """Optimisation settings of a decoder run, stored in its checkpoints: ``TrainConfig``'s, with the
+    decoder's defaults, plus the frames per mesh, S2D's landmark weighting and the labels trained on.
 
-    ``batch_size`` counts frames; it must be a multiple of ``frames_per_mesh``. ``steps``,
-    ``checkpoint_every``, ``log_every`` and ``device`` may change when a run is resumed; the other
-    fields define the run.
+    ``batch_size`` counts frames; it must be a multiple of ``frames_per_mesh``. As for every model,
+    ``steps``, ``checkpoint_every``, ``log_every`` and ``device`` may change when a run is resumed;
+    the other fields define the run.
     """
 
     steps: int = 20_000
     batch_size: int = 32
-    frames_per_mesh: int = 8
     lr: float = 1e-3
-    weight_decay: float = 0.0
-    ema_decay: float = 0.999
-    grad_clip: float | None = 1.0
+    checkpoint_every: int = 500
+    log_every: int = 25
+    device: str = "cpu"
+    frames_per_mesh: int = 8
     landmark_weight: float = 1.0
     landmark_sigma: float = 1.0
     labels: str = "expression_train"
-    checkpoint_every: int = 500
-    log_every: int = 25
-    seed: int = 0
-    device: str = "cpu"
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "frames_per_mesh", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise Face4DError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        super().__post_init__()
+        if self.frames_per_mesh < 1:
+            raise Face4DError(f"frames-per-mesh must be >= 1, got {self.frames_per_mesh}")
         if self.batch_size % self.frames_per_mesh:
             raise Face4DError(f"batch-size ({self.batch_size}) must be a multiple of frames-per-mesh "
                               f"({self.frames_per_mesh})")
-        if not self.lr > 0:
-            raise Face4DError(f"lr must be positive, got {self.lr}")
-        if self.weight_decay < 0 or self.landmark_weight < 0 or not self.landmark_sigma > 0:
-            raise Face4DError("weight-decay and landmark-weight must be >= 0 and landmark-sigma > 0")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise Face4DError(f"ema-decay must be in [0, 1), got {self.ema_decay}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise Face4DError(f"grad-clip must be positive (or None to disable), got {self.grad_clip}")
+        if self.landmark_weight < 0 or not self.landmark_sigma > 0:
+            raise Face4DError("landmark-weight must be >= 0 and landmark-sigma > 0")
         if self.labels not in LABEL_CHOICES:
             raise Face4DError(f"labels must be one of {LABEL_CHOICES}, got {self.labels!r}")
-        if self.seed < 0:
-            raise Face4DError(f"seed must be >= 0, got {self.seed}")
-        try:
-            torch.device(self.device)
-        except RuntimeError:
-            raise Face4DError(f"unknown device {self.device!r}; use cpu, cuda or cuda:N") from None
 
     @property
     def meshes_per_step(self) -> int:
         return self.batch_size // self.frames_per_mesh
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DecoderTrainConfig":
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise Face4DError(f"unknown DecoderTrainConfig keys: {sorted(unknown)}")
-        return cls(**data)
-
-    def run_settings(self) -> dict[str, Any]:
-        return {k: v for k, v in self.to_dict().items() if k not in ("steps", "checkpoint_every", "log_every",
-                                                                      "device")}
 
 
 def neutral_frames(seqs: LandmarkSequences) -> np.ndarray:
@@ -219,9 +190,7 @@ class DecoderTrainer(CheckpointedRun):
         self.extra, self.normalizer, self.is_main = dict(extra or {}), None, True
         self._run = json.loads(json.dumps({"kind": self.kind, "model_config": self.model_config, "extra": self.extra,
                                            "sequences": len(data), "training": config.run_settings()}))
-        self.device = torch.device(config.device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise Face4DError(f"device {config.device!r} requested but CUDA is not available; use --device cpu")
+        self.device = resolve_device(config.device)
         self.model.to(self.device)
         self.weights = vertex_weights(model.topology, config.landmark_weight, config.landmark_sigma).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
