@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from face4d.errors import Face4DError
+from meshops.atomic import check_dir_target
 
 if TYPE_CHECKING:
     from face4d.data.interchange import LandmarkSequences
@@ -193,8 +194,7 @@ def check_out_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise Face4DError(f"{path} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise FileExistsError(f"{path} already exists and is not empty; pass --overwrite to replace it")
+    check_dir_target(path, overwrite)
     _check_writable_parent(path)
     return path
 

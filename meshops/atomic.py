@@ -26,6 +26,20 @@ def _check_target(path: Path, overwrite: bool) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
 
 
+def check_dir_target(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuse what ``atomic_dir`` would refuse, so that a caller can fail before the work that fills
+    the directory: unless ``overwrite``, an existing file or a non-empty directory at ``path``."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        if not path.is_dir():
+            raise FileExistsError(f"{path} already exists and is not a directory; "
+                                  f"pass overwrite=True (--overwrite) to replace it")
+        if any(path.iterdir()):
+            raise FileExistsError(f"{path} already exists and is not empty; "
+                                  f"pass overwrite=True (--overwrite) to replace it")
+    return path
+
+
 @contextmanager
 def atomic_file(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed to ``path``.
@@ -51,9 +65,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
 
     An existing non-empty ``path`` is refused unless ``overwrite``; an empty one is taken over.
     """
-    path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        _check_target(path, overwrite)
+    path = check_dir_target(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:

@@ -27,7 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from meshops import pointcache, usd
-from meshops.atomic import atomic_dir, atomic_file
+from meshops.atomic import atomic_dir, atomic_file, check_dir_target
 from meshops.pointcache import check_fps, check_frames
 from meshops.usd import check_faces
 
@@ -131,9 +131,7 @@ def export_sequence(out_dir: str | os.PathLike, frames: np.ndarray, faces: np.nd
             usd.require_pxr()
         except ImportError:
             raise ImportError(f'{usd.INSTALL_HINT} (or leave "usd" out of the export formats)') from None
-    if out_dir.exists() and not overwrite and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        what = "is not empty" if out_dir.is_dir() else "exists and is not a directory"
-        raise FileExistsError(f"{out_dir} {what}; pass overwrite=True to replace it")
+    check_dir_target(out_dir, overwrite)
 
     num = len(frames)
     relative: dict[str, list[str]] = {"neutral": ["neutral.obj"]}

@@ -218,7 +218,7 @@ def retarget_files(landmarks_path: str | os.PathLike, mesh_path: str | os.PathLi
     """``retarget`` from files into ``out_dir``: ``frame_0000.<export>``, ... (0-based, one per frame
     of the sequence) and ``neutral.obj`` (the input mesh), written atomically; a non-empty
     ``out_dir`` is refused unless ``overwrite``. Returns the directory and the number of frames."""
-    from meshops.atomic import atomic_dir
+    from meshops.atomic import atomic_dir, check_dir_target
     from meshops.io import load_mesh, save_mesh
 
     if export not in EXPORTS:
@@ -227,9 +227,7 @@ def retarget_files(landmarks_path: str | os.PathLike, mesh_path: str | os.PathLi
         raise Face4DError("--landmark-ids only applies to --method rbf (the learned decoder knows its topology)")
     if method == "rbf" and model is not None:
         raise Face4DError("--model only applies to --method learned")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise FileExistsError(f"{out_dir} already exists; pass --overwrite to replace it")
+    out_dir = check_dir_target(out_dir, overwrite)
     seqs = load_landmark_file(landmarks_path, sequence_index)
     mesh = load_mesh(mesh_path)
     vertices, faces = np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.int64)
