@@ -146,9 +146,7 @@ class LandmarkGenerator:
             raise Face4DError("a sequence type is only enforced together with a label")
         if any(types) and None in types:
             raise Face4DError("either every sequence of a batch has a sequence type or none has")
-        if sampling.sampler == "fast" and sampling.steps > self.diffusion.num_timesteps:
-            raise Face4DError(f"sampler steps must be at most T={self.diffusion.num_timesteps}, got {sampling.steps}")
-        diffusion = self.diffusion if sampling.sampler == "paper" else self.diffusion.respaced(sampling.steps)
+        diffusion = self._sampling_diffusion(sampling)
         hook = None
         if labels[0] is not None:
             hook = GradientGuidance(diffusion, self._label_objective(labels, types), sampling.guidance)
