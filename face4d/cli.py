@@ -253,8 +253,8 @@ def _output_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--size", type=int, help="preview tile size in pixels (default 256)")
     group.add_argument("--start", choices=STARTS, help="target: the sequences start from the target mesh's own "
                        "neutral face (1 pass of geometry-adaptive generation unless --passes); free: the model "
-                       "picks the first frame too; auto (default): target for a --label on a mesh of the "
-                       "decoder's topology, free otherwise")
+                       "picks the first frame too; auto (default): target for a --label or --text on a mesh of "
+                       "the decoder's topology, free otherwise")
 
 
 def _sampling_args(parser: argparse.ArgumentParser) -> None:
@@ -266,6 +266,9 @@ def _sampling_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance-lambda", type=float, help="weight of log p(x|x_t) in the refinement (0.01; text: 1e-4)")
     parser.add_argument("--guidance-steps", type=int, help="Adagrad steps per reverse step (3)")
     parser.add_argument("--guidance-lr", type=float, help="Adagrad learning rate, in units of sigma_t (0.2)")
+    parser.add_argument("--reconstruction", type=float,
+                        help="weight of reconstruction guidance towards the known frames when filling or starting "
+                             "from a neutral face (default 20; 0: the paper's Alg. 3/4 as written)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--quiet", action="store_true")
@@ -380,8 +383,9 @@ def _sampling_config(args):
     given = {key: value for key, value in (("lam", args.guidance_lambda), ("steps", args.guidance_steps),
                                            ("lr", args.guidance_lr)) if value is not None}
     defaults = SamplingConfig()
+    reconstruction = defaults.reconstruction if args.reconstruction is None else args.reconstruction
     return SamplingConfig(sampler=args.sampler, steps=args.steps, guidance=replace(defaults.guidance, **given),
-                          text_guidance=replace(defaults.text_guidance, **given))
+                          text_guidance=replace(defaults.text_guidance, **given), reconstruction=reconstruction)
 
 
 def _save_each(folder: Path, seqs) -> None:

@@ -16,7 +16,7 @@ Conventions (those of OpenAI's guided-diffusion, so its code and ours read alike
 * Sequences are batched as ``(B, F, ...)`` (``(B, F, 68, 3)`` for landmarks) with an optional
   ``(B, F)`` bool ``mask`` that is True on valid frames; padded frames never enter a loss or a log
   density, and samplers keep them at zero (the interchange format's padding).
-* The schedule is stored as float64 numpy arrays and gathered per timestep by ``_extract``, so
+* The schedule is stored as float64 numpy arrays and gathered per timestep by ``extract``, so
   precision does not depend on the data's dtype or device.
 * A respaced diffusion (``respaced``) has its own, shorter schedule and ``timestep_map`` from its
   indices to those of the schedule the network was trained on; the network is always called with
@@ -59,6 +59,14 @@ does not, so it may differentiate with respect to ``x_prev`` (wrap in ``torch.en
 caller samples inside ``no_grad``). Padded frames are zeroed before and after the hook.
 """
 
+X0Guidance = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``x0_guidance(pred_x0, x_t, t) -> pred_x0``: corrects the model's estimate of ``x_0`` before a
+reverse step takes its mean from it (as guided-diffusion's ``denoised_fn``), but called with
+autograd on from ``x_t`` through the noise model, so that it may differentiate ``pred_x0`` with
+respect to ``x_t``: reconstruction guidance (``face4d.filling.KnownFrameReconstruction``) needs
+exactly that. ``t`` holds indices of the sampling diffusion's schedule; the result is detached.
+"""
+
 
 def linear_beta_schedule(T: int = 2000, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
     """The paper's schedule (Sec. 4, after Ho et al.): ``T`` betas linear from 1e-4 to 0.02, T = 2000."""
@@ -67,7 +75,7 @@ def linear_beta_schedule(T: int = 2000, beta_start: float = 1e-4, beta_end: floa
     return np.linspace(beta_start, beta_end, T, dtype=np.float64)
 
 
-def _extract(arr: np.ndarray, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def extract(arr: np.ndarray, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``arr[t]`` as a (B, 1, ..., 1) tensor with ``like``'s dtype and device, ready to broadcast.
 
     Gathered on the CPU in float64, then cast, so that devices without float64 work too.
@@ -214,8 +222,8 @@ class GaussianDiffusion:
         if noise is None:
             noise = _randn(tuple(x0.shape), x0.device, x0.dtype, generator)
         return (
-            _extract(self.sqrt_alphas_cumprod, t, x0) * x0
-            + _extract(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+            extract(self.sqrt_alphas_cumprod, t, x0) * x0
+            + extract(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise
         )
 
     def q_posterior_mean_variance(
@@ -224,14 +232,14 @@ class GaussianDiffusion:
         """Mean (shaped as ``x_t``) and variance (B, 1, ...) of the forward posterior
         ``q(x_{t-1} | x_t, x_0)``: the target the reverse step imitates."""
         mean = (
-            _extract(self.posterior_mean_coef1, t, x_t) * x0 + _extract(self.posterior_mean_coef2, t, x_t) * x_t
+            extract(self.posterior_mean_coef1, t, x_t) * x0 + extract(self.posterior_mean_coef2, t, x_t) * x_t
         )
-        return mean, _extract(self.posterior_variance, t, x_t)
+        return mean, extract(self.posterior_variance, t, x_t)
 
     def predict_x0_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Invert Eq. 6: ``x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)``, clamped to ``x0_range``
         when this diffusion has one."""
-        x0 = _extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - _extract(
+        x0 = extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - extract(
             self.sqrt_recipm1_alphas_cumprod, t, x_t
         ) * eps
         if self.x0_range is None:
@@ -242,27 +250,40 @@ class GaussianDiffusion:
     # ----------------------------------------------------------------------- reverse process
 
     def p_mean_variance(
-        self, model: NoiseModel, x_t: torch.Tensor, t: torch.Tensor, **model_kwargs: Any
+        self, model: NoiseModel, x_t: torch.Tensor, t: torch.Tensor, x0_guidance: X0Guidance | None = None,
+        **model_kwargs: Any
     ) -> dict[str, torch.Tensor]:
         """The Gaussian ``p_theta(x_{t-1} | x_t)`` of Eq. 5 with ``Sigma = beta_t I``.
 
         Its mean is the forward posterior mean at the predicted ``x_0``, which equals Eq. 7,
         ``(x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t)`` unless ``x_0`` was clamped to
-        ``x0_range``. Returns ``mean``, ``variance``, ``log_variance`` (B, 1, ...),
-        ``pred_x0`` and ``eps``.
+        ``x0_range`` or corrected by ``x0_guidance`` (see ``X0Guidance``; the model then runs with
+        autograd on, whatever the caller's grad mode). Returns ``mean``, ``variance``,
+        ``log_variance`` (B, 1, ...), ``pred_x0`` (the corrected one) and ``eps`` (the model's).
         """
-        eps = model(x_t, self.model_timesteps(t), **model_kwargs)
-        if eps.shape != x_t.shape:
-            raise ValueError(f"model output shape {tuple(eps.shape)} != input shape {tuple(x_t.shape)}")
-        pred_x0 = self.predict_x0_from_eps(x_t, t, eps)
+        if x0_guidance is None:
+            eps = self._eps(model, x_t, t, **model_kwargs)
+            pred_x0 = self.predict_x0_from_eps(x_t, t, eps)
+        else:
+            with torch.enable_grad():
+                x_in = x_t.detach().requires_grad_(True)
+                eps = self._eps(model, x_in, t, **model_kwargs)
+                pred_x0 = x0_guidance(self.predict_x0_from_eps(x_in, t, eps), x_in, t).detach()
+            eps = eps.detach()
         mean, _ = self.q_posterior_mean_variance(pred_x0, x_t, t)
         return {
             "mean": mean,
-            "variance": _extract(self.betas, t, x_t),
-            "log_variance": _extract(self.log_betas, t, x_t),
+            "variance": extract(self.betas, t, x_t),
+            "log_variance": extract(self.log_betas, t, x_t),
             "pred_x0": pred_x0,
             "eps": eps,
         }
+
+    def _eps(self, model: NoiseModel, x_t: torch.Tensor, t: torch.Tensor, **model_kwargs: Any) -> torch.Tensor:
+        eps = model(x_t, self.model_timesteps(t), **model_kwargs)
+        if eps.shape != x_t.shape:
+            raise ValueError(f"model output shape {tuple(eps.shape)} != input shape {tuple(x_t.shape)}")
+        return eps
 
     @staticmethod
     def log_prob_reverse(
@@ -294,10 +315,11 @@ class GaussianDiffusion:
         t: torch.Tensor,
         mask: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        x0_guidance: X0Guidance | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One ancestral step (Alg. 1 lines 4-8): ``x_{t-1} = mean + sigma_t z``; returns it and
         ``p_mean_variance``'s dict."""
-        out = self.p_mean_variance(model, x_t, t, mask=mask)
+        out = self.p_mean_variance(model, x_t, t, x0_guidance, mask=mask)
         noise = _step_noise(x_t, t, generator)
         return out["mean"] + torch.exp(0.5 * out["log_variance"]) * noise, out
 
@@ -309,19 +331,20 @@ class GaussianDiffusion:
         mask: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         eta: float = 0.0,
+        x0_guidance: X0Guidance | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One DDIM step (Song et al., Eq. 12): deterministic for ``eta = 0``, DDPM-like for 1.
 
         ``x_{t-1} = sqrt(abar_{t-1}) x0_hat + sqrt(1 - abar_{t-1} - s^2) eps + s z`` with
         ``s^2 = eta^2 (1 - abar_{t-1}) / (1 - abar_t) (1 - abar_t / abar_{t-1})``.
         """
-        out = self.p_mean_variance(model, x_t, t, mask=mask)
+        out = self.p_mean_variance(model, x_t, t, x0_guidance, mask=mask)
         pred_x0 = out["pred_x0"]
         # The noise that x_t and the (possibly clamped) x_0 imply, so that the step stays consistent.
-        eps = (_extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - pred_x0) / _extract(
+        eps = (extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - pred_x0) / extract(
             self.sqrt_recipm1_alphas_cumprod, t, x_t)
-        alpha_bar = _extract(self.alphas_cumprod, t, x_t)
-        alpha_bar_prev = _extract(self.alphas_cumprod_prev, t, x_t)
+        alpha_bar = extract(self.alphas_cumprod, t, x_t)
+        alpha_bar_prev = extract(self.alphas_cumprod_prev, t, x_t)
         variance = eta**2 * (1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)
         mean = alpha_bar_prev.sqrt() * pred_x0 + (1 - alpha_bar_prev - variance).sqrt() * eps
         out = {**out, "mean": mean, "variance": variance, "log_variance": torch.log(variance)}
@@ -339,16 +362,22 @@ class GaussianDiffusion:
         step_hook: StepHook | None = None,
         x_T: torch.Tensor | None = None,
         device: torch.device | str | None = None,
+        x0_guidance: X0Guidance | None = None,
     ) -> torch.Tensor:
         """Ancestral sampling over every step of this schedule, from ``x_T`` (default N(0, I)) to
         ``x_0``. On ``respaced(K)`` it is the K-step strided DDPM.
 
         ``shape`` is (B, F, ...); ``mask`` (B, F) marks valid frames (given to the model and kept
         zero elsewhere); ``step_hook`` follows the ``StepHook`` contract (draw its noise from
-        ``generator`` to keep a seed repeatable); ``device`` defaults to the model's; samples are
-        float32 unless ``x_T`` has another dtype. Put a network in ``eval()`` mode first (dropout).
+        ``generator`` to keep a seed repeatable); ``x0_guidance`` corrects every step's ``x_0``
+        estimate (``X0Guidance``); ``device`` defaults to the model's; samples are float32 unless
+        ``x_T`` has another dtype. Put a network in ``eval()`` mode first (dropout).
         """
-        return self._sample_loop(self.p_sample, model, shape, mask, generator, progress, step_hook, x_T, device)
+        def step(model: NoiseModel, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None,
+                 generator: torch.Generator | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            return self.p_sample(model, x_t, t, mask, generator, x0_guidance)
+
+        return self._sample_loop(step, model, shape, mask, generator, progress, step_hook, x_T, device)
 
     def ddim_sample_loop(
         self,
@@ -361,18 +390,14 @@ class GaussianDiffusion:
         x_T: torch.Tensor | None = None,
         device: torch.device | str | None = None,
         eta: float = 0.0,
+        x0_guidance: X0Guidance | None = None,
     ) -> torch.Tensor:
         """DDIM sampling over every step of this schedule (use it on ``respaced(K)``); arguments
         as ``p_sample_loop``."""
 
-        def step(
-            model: NoiseModel,
-            x_t: torch.Tensor,
-            t: torch.Tensor,
-            mask: torch.Tensor | None,
-            generator: torch.Generator | None,
-        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-            return self.ddim_sample(model, x_t, t, mask, generator, eta=eta)
+        def step(model: NoiseModel, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None,
+                 generator: torch.Generator | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            return self.ddim_sample(model, x_t, t, mask, generator, eta=eta, x0_guidance=x0_guidance)
 
         return self._sample_loop(step, model, shape, mask, generator, progress, step_hook, x_T, device)
 

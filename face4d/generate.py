@@ -26,7 +26,7 @@ from face4d.data.labels import get_label, label_index
 from face4d.data.normalize import LandmarkNormalizer
 from face4d.diffusion import GaussianDiffusion, linear_beta_schedule
 from face4d.errors import Face4DError
-from face4d.filling import check_known, check_scale, sample_with_known_frames
+from face4d.filling import RECONSTRUCTION_WEIGHT, check_known, check_scale, sample_with_known_frames
 from face4d.guidance import TEXT_LAMBDA, GradientGuidance, GuidanceConfig, label_objective, text_objective
 from face4d.models.classifier import Classifier, type_index
 from face4d.models.denoiser import Denoiser
@@ -38,19 +38,24 @@ SAMPLERS = ("fast", "paper")
 
 @dataclass
 class SamplingConfig:
-    """How to sample: ``sampler`` (``fast`` or ``paper``), ``steps`` of the fast sampler, and the
-    settings of label guidance and of text guidance (whose lambda is ``TEXT_LAMBDA``)."""
+    """How to sample: ``sampler`` (``fast`` or ``paper``), ``steps`` of the fast sampler, the
+    settings of label guidance and of text guidance (whose lambda is ``TEXT_LAMBDA``), and the
+    weight of reconstruction guidance towards known frames in filling and geometry-adaptive
+    generation (``face4d.filling.RECONSTRUCTION_WEIGHT``; 0: the paper's Alg. 3 and 4 as written)."""
 
     sampler: str = "fast"
     steps: int = 50
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     text_guidance: GuidanceConfig = field(default_factory=lambda: GuidanceConfig(lam=TEXT_LAMBDA))
+    reconstruction: float = RECONSTRUCTION_WEIGHT
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
             raise Face4DError(f"unknown sampler {self.sampler!r}; use one of {', '.join(SAMPLERS)}")
         if self.steps < 1:
             raise Face4DError(f"sampler steps must be >= 1, got {self.steps}")
+        if not self.reconstruction >= 0:
+            raise Face4DError(f"the reconstruction guidance weight must be >= 0, got {self.reconstruction}")
 
 
 class LandmarkGenerator:
@@ -232,7 +237,8 @@ class LandmarkGenerator:
                                     mask=mask)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         x = sample_with_known_frames(diffusion, self.denoiser, x0, known, passes=passes, guidance=hook, mask=mask,
-                                     generator=generator, progress=progress, device=self.device)
+                                     generator=generator, progress=progress, device=self.device,
+                                     reconstruction=sampling.reconstruction)
         out = self.normalizer.denormalize(x.detach().cpu()).numpy()
         out[~valid] = 0.0
         text = get_label(label).text if label else ""
@@ -241,15 +247,18 @@ class LandmarkGenerator:
 
     def generate_from_neutral(self, neutral: np.ndarray, frames: int = 40, sequence_type: str = "N2E",
                               label: str | None = None, num: int = 1, seed: int = 0, passes: int = 5,
-                              sampling: SamplingConfig | None = None, progress: bool = False) -> LandmarkSequences:
+                              sampling: SamplingConfig | None = None, progress: bool = False,
+                              text: str | Sequence[str] | None = None) -> LandmarkSequences:
         """Geometry-adaptive generation (Alg. 4): sequences of a given person, from their neutral face.
 
         ``neutral``: the person's neutral landmarks (68, 3) in centimetres (see
         ``face4d.filling.neutral_landmarks_from_mesh`` / ``neutral_landmarks_from_file``). It is
         enforced as frame 0 for ``N2E`` and as the last frame for ``E2N``, and the other frames are
         filled, harmonised over ``passes`` runs (paper: 5). With ``label`` every pass is guided by
-        the type S classifier towards that label *in that order*; without, the expression is the
-        model's free choice. Output in centimetres, typed ``sequence_type``.
+        the type S classifier towards that label *in that order*; with ``text`` (a string, or one per
+        sequence) by the text guide towards that text (Alg. 2; say the order in the text, e.g. "from a
+        neutral face to a smile"); without either, the expression is the model's free choice.
+        Output in centimetres, typed ``sequence_type``.
         """
         sampling = sampling or SamplingConfig()
         neutral = np.asarray(neutral, dtype=np.float32)
@@ -266,15 +275,21 @@ class LandmarkGenerator:
         if passes < 1:
             raise Face4DError(f"passes must be >= 1, got {passes}")
         check_scale(neutral, self.normalizer.mean, "neutral landmarks")
+        if text is not None and label is not None:
+            raise Face4DError("give a label or a text, not both")
+        texts = None if text is None else _per_sample(text, num, "text")
+        num = num if texts is None else len(texts)
         label = get_label(label).name if label is not None else None
         return self._from_neutrals(np.broadcast_to(neutral, (num, NUM_LANDMARKS, 3)), frames, [sequence_type] * num,
-                                   [label] * num, seed, passes, sampling, progress)
+                                   [label] * num, seed, passes, sampling, progress, texts)
 
     def _from_neutrals(self, neutrals: np.ndarray, frames: int, types: list[str], labels: list[str | None],
-                       seed: int, passes: int, sampling: SamplingConfig, progress: bool = False) -> LandmarkSequences:
+                       seed: int, passes: int, sampling: SamplingConfig, progress: bool = False,
+                       texts: list[str] | None = None) -> LandmarkSequences:
         """Alg. 4 for a batch: sequence ``i`` keeps ``neutrals[i]`` (68, 3), in centimetres, as its
         frame 0 (``types[i]`` N2E) or last frame (E2N), guided towards ``labels[i]`` in that order
-        by the type S classifier (every label None: unguided). Arguments are checked by the caller
+        by the type S classifier, or with ``texts`` towards ``texts[i]`` by the text guide (every
+        label None and no texts: unguided). Arguments are checked by the caller
         (``generate_from_neutral``; the evaluation of Table 4 batches one neutral per test sequence)."""
         num = len(neutrals)
         diffusion = self._sampling_diffusion(sampling)
@@ -287,13 +302,17 @@ class LandmarkGenerator:
         hook = None
         if labels[0] is not None:
             hook = GradientGuidance(diffusion, self._label_objective(list(labels), list(types)), sampling.guidance)
+        elif texts is not None:
+            hook = GradientGuidance(diffusion, self._text_objective(list(texts)), sampling.text_guidance)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         x = sample_with_known_frames(diffusion, self.denoiser, x0, known, passes=passes, guidance=hook,
-                                     generator=generator, progress=progress, device=self.device)
+                                     generator=generator, progress=progress, device=self.device,
+                                     reconstruction=sampling.reconstruction)
         landmarks = self.normalizer.denormalize(x.detach().cpu()).numpy()
         return LandmarkSequences(landmarks=landmarks, lengths=np.full(num, frames),
                                  labels=[name or "" for name in labels], types=list(types), fps=self.fps,
-                                 texts=[get_label(name).text if name else "" for name in labels],
+                                 texts=list(texts) if texts is not None else
+                                 [get_label(name).text if name else "" for name in labels],
                                  texts_enriched=[get_label(name).enriched_text(kind) if name else ""
                                                  for name, kind in zip(labels, types)])
 

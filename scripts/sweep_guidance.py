@@ -1,14 +1,26 @@
-"""Sweep the guidance settings of label or text control on a subset of the test split.
+"""Sweep the guidance settings of label, text or known-frame conditioning on a subset of the test split.
 
-For each setting ``lr:steps:lambda`` (Adagrad learning rate in units of sigma_t, Adagrad steps per
-reverse step, weight of the fluency term), one sequence per test sequence of a seeded subset is
-generated with the fast sampler, guided by that sequence's label (``--condition label``) or raw text
-(``--condition text``), and scored like Table 1: IC accuracy and FID against the test split. Prints
-one line per setting. The defaults in ``face4d/guidance.py`` (label lr 0.2, text lambda 1e-4) were
-chosen with
+One sequence per test sequence of a seeded subset is generated with the fast sampler, for each
+setting, and scored like Table 1 (IC accuracy w.r.t. the sequence's label, FID against the test
+split). Prints one line per setting.
+
+* ``--condition label`` / ``text``: settings ``lr:steps:lambda`` (Adagrad learning rate in units
+  of sigma_t, Adagrad steps per reverse step, weight of the fluency term); guided by the
+  sequence's label or raw text.
+* ``--condition fill`` / ``geometry``: settings are weights of reconstruction guidance
+  (``face4d.filling.KnownFrameReconstruction``). ``fill``: FFM filling (the first and last ``l``
+  frames known, ``l`` in [5, 15], as Table 3), unguided, one pass. ``geometry``: geometry-adaptive
+  generation from each sequence's own neutral frame, guided by the type S classifier towards its
+  label and order (as Table 4, ``--passes`` passes), also printing the mean speed at the join over
+  the mean speed elsewhere (1: no jump).
+
+The defaults (label lr 0.2 and text lambda 1e-4 in ``face4d/guidance.py``, reconstruction weight
+20 in ``face4d/filling.py``, with the numbers) were chosen with
 
     python scripts/sweep_guidance.py --data DATA --ic IC --limit 96 --condition label 0.1:3:0.01 0.2:3:0.01 0.3:3:0.01
     python scripts/sweep_guidance.py --data DATA --ic IC --limit 64 --condition text 0.2:3:0.01 0.2:3:0.001 0.2:3:0.0001 0.2:3:0
+    python scripts/sweep_guidance.py --data DATA --ic IC --limit 404 --condition fill 0 5 20 80
+    python scripts/sweep_guidance.py --data DATA --ic IC --limit 96 --condition geometry 0 5 20 80
 """
 from __future__ import annotations
 
@@ -16,20 +28,39 @@ import argparse
 import sys
 import time
 
+import numpy as np
 import torch
 
+from face4d.eval.downstream import FILL_SETTINGS
 from face4d.eval.harness import Evaluation
+from face4d.eval.metrics import join_speeds, neutral_frames
 from face4d.eval.protocol import generate_like
 from face4d.generate import LandmarkGenerator, SamplingConfig
 from face4d.guidance import GuidanceConfig
 
+KNOWN_FRAMES = ("fill", "geometry")
 
-def setting(text: str) -> GuidanceConfig:
+
+def setting(condition: str, text: str) -> SamplingConfig:
+    """The ``SamplingConfig`` (fast-sampler steps aside) of one setting of ``condition``."""
+    if condition in KNOWN_FRAMES:
+        try:
+            return SamplingConfig(reconstruction=float(text))
+        except ValueError:
+            raise SystemExit(f"error: expected a reconstruction weight such as 20, got {text!r}") from None
     try:
         lr, steps, lam = text.split(":")
-        return GuidanceConfig(lr=float(lr), steps=int(steps), lam=float(lam))
+        guidance = GuidanceConfig(lr=float(lr), steps=int(steps), lam=float(lam))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected lr:steps:lambda, e.g. 0.2:3:0.01, got {text!r}") from None
+        raise SystemExit(f"error: expected lr:steps:lambda, e.g. 0.2:3:0.01, got {text!r}") from None
+    return SamplingConfig(guidance=guidance) if condition == "label" else SamplingConfig(text_guidance=guidance)
+
+
+def describe(condition: str, sampling: SamplingConfig) -> str:
+    if condition in KNOWN_FRAMES:
+        return f"{condition} w {sampling.reconstruction:g}"
+    guidance = sampling.guidance if condition == "label" else sampling.text_guidance
+    return f"{condition} lr {guidance.lr} steps {guidance.steps} lambda {guidance.lam}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,28 +68,43 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", required=True, help="the dataset the models were trained on")
     parser.add_argument("--ic", required=True, help="independent classifier ('face4d train ic')")
     parser.add_argument("--model", help="model bundle (default: the embedded one)")
-    parser.add_argument("--condition", choices=("label", "text"), default="label")
+    parser.add_argument("--condition", choices=("label", "text", *KNOWN_FRAMES), default="label")
     parser.add_argument("--limit", type=int, default=96, help="test sequences in the subset")
     parser.add_argument("--steps", type=int, default=50, help="steps of the fast sampler")
+    parser.add_argument("--passes", type=int, default=1, help="harmonising passes of --condition geometry")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("settings", nargs="+", type=setting, metavar="LR:STEPS:LAMBDA")
+    parser.add_argument("settings", nargs="+", metavar="SETTING", help="LR:STEPS:LAMBDA (label, text) or W (fill, "
+                                                                       "geometry)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    settings = [setting(args.condition, text) for text in args.settings]
     torch.set_num_threads(args.threads)
     evaluation = Evaluation.load(args.data, args.ic, args.limit, args.seed)
     generator = LandmarkGenerator.from_pretrained(args.model)
     reference = evaluation.reference
-    wanted = reference.labels if args.condition == "label" else reference.texts
-    for guidance in args.settings:
-        sampling = (SamplingConfig(steps=args.steps, guidance=guidance) if args.condition == "label"
-                    else SamplingConfig(steps=args.steps, text_guidance=guidance))
+    known, _ = FILL_SETTINGS[2].masks(reference.lengths, np.random.default_rng((args.seed, 2)), reference.num_frames)
+    neutrals = reference.landmarks[np.arange(len(reference)), neutral_frames(reference)]
+    for config in settings:
+        sampling = SamplingConfig(steps=args.steps, guidance=config.guidance, text_guidance=config.text_guidance,
+                                  reconstruction=config.reconstruction)
+
+        def sample(idx: np.ndarray, frames: int, seed: int):
+            if args.condition == "fill":
+                return generator.fill(reference.select(idx), known[idx, :frames], seed=seed, sampling=sampling)
+            if args.condition == "geometry":
+                return generator._from_neutrals(neutrals[idx], frames, list(reference.types[idx]),
+                                                list(reference.labels[idx]), seed, args.passes, sampling)
+            wanted = reference.labels if args.condition == "label" else reference.texts
+            return generator.generate(**{args.condition: list(wanted[idx])}, frames=frames, seed=seed,
+                                      sampling=sampling)
+
         start = time.perf_counter()
-        seqs = generate_like(reference, lambda idx, frames, seed: generator.generate(
-            **{args.condition: list(wanted[idx])}, frames=frames, seed=seed, sampling=sampling),
-            seed=args.seed, progress=False)
-        scores = evaluation.score(seqs, time.perf_counter() - start)
-        print(f"{args.condition} lr {guidance.lr} steps {guidance.steps} lambda {guidance.lam}: {scores.summary()}",
-              flush=True)
+        seqs = generate_like(reference, sample, seed=args.seed, progress=False)
+        line = f"{describe(args.condition, sampling)}: {evaluation.score(seqs, time.perf_counter() - start).summary()}"
+        if args.condition == "geometry":
+            join, elsewhere = join_speeds(seqs)
+            line += f", join / elsewhere {join.mean() / elsewhere.mean():.2f}"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

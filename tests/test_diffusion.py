@@ -124,6 +124,30 @@ def test_p_mean_variance_is_eq7_with_beta_variance(diffusion: GaussianDiffusion)
     torch.testing.assert_close(out["pred_x0"], diffusion.predict_x0_from_eps(x_t, t, eps))
 
 
+def test_x0_guidance_corrects_the_mean_and_sees_the_network_graph(diffusion: GaussianDiffusion) -> None:
+    """x0_guidance gets pred_x0 with its graph back to x_t (even under no_grad) and the step's mean
+    is the posterior mean at what it returns."""
+    torch.manual_seed(4)
+    x_t = torch.randn(2, 3, 68, 3, dtype=torch.float64)
+    t = torch.tensor([10, 900])
+    model = lambda x, steps, mask=None: 0.5 * x  # noqa: E731 - pred_x0 is linear in x_t
+    seen = {}
+
+    def shift(pred_x0, x, steps):
+        seen["grad"], = torch.autograd.grad(pred_x0.sum(), x, retain_graph=True)
+        return pred_x0 + 1.0
+
+    with torch.no_grad():
+        out = diffusion.p_mean_variance(model, x_t, t, x0_guidance=shift)
+    plain = diffusion.p_mean_variance(model, x_t, t)
+    abar = torch.from_numpy(diffusion.alphas_cumprod)[t].view(2, 1, 1, 1)
+    slope = (1 / abar.sqrt() - 0.5 * (1 / abar - 1).sqrt()).expand_as(x_t)  # d pred_x0 / d x_t
+    torch.testing.assert_close(seen["grad"], slope)
+    torch.testing.assert_close(out["pred_x0"], plain["pred_x0"] + 1.0)
+    torch.testing.assert_close(out["mean"], diffusion.q_posterior_mean_variance(plain["pred_x0"] + 1.0, x_t, t)[0])
+    assert not out["mean"].requires_grad and not out["pred_x0"].requires_grad
+
+
 def test_log_prob_reverse_matches_normal_and_ignores_padding() -> None:
     torch.manual_seed(3)
     x, mean = torch.randn(2, 5, 68, 3), torch.randn(2, 5, 68, 3)

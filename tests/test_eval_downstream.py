@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -266,10 +267,16 @@ def test_filling_rows_keep_known_frames(data, ic_dir, gen):
     table = filling(evaluation, gen, FAST, progress=False)
     assert table.headers == ["Method", "Sequences", "Accuracy (%), FFB", "FID, FFB", "Accuracy (%), FFE", "FID, FFE",
                              "Accuracy (%), FFM", "FID, FFM", "Known frames, max rel. error", "s / sequence"]
-    assert table.column("Method") == [GROUND_TRUTH, "mean imputation", "ours (Alg. 3)"]
-    errors = table.values["known error"]
-    assert set(errors) == {"FFB", "FFE", "FFM"} and max(errors.values()) < 1e-4
-    assert table.rows[2][8] == f"{max(errors.values()):.1e}"
+    assert table.column("Method") == [GROUND_TRUTH, "mean imputation", "ours (Alg. 3 as written: replacement only)",
+                                      "ours (Alg. 3 + reconstruction guidance, w = 20)"]
+    for row, key in ((2, "ours, replacement only"), (3, "ours")):
+        errors = table.values["known error"][key]
+        assert set(errors) == {"FFB", "FFE", "FFM"} and max(errors.values()) < 1e-4
+        assert table.rows[row][8] == f"{max(errors.values()):.1e}"
+        assert table.rows[row][2:8] == [c for n in ("FFB", "FFE", "FFM") for c in table.scores[key, n].cells()]
+    without = filling(evaluation, gen, replace(FAST, reconstruction=0.0), progress=False)
+    assert without.column("Method")[2:] == ["ours (Alg. 3)"]  # the paper's algorithm is then the only "ours"
+    assert without.scores["ours", "FFM"].fid == table.scores["ours, replacement only", "FFM"].fid
     # the baseline's numbers, from the same masks (setting k drawn with the seed (seed, k))
     ref = evaluation.reference
     for k, setting in enumerate(FILL_SETTINGS):
@@ -302,14 +309,18 @@ def test_geometry_rows_and_join_report(data, ic_dir, gen):
     assert table.headers == ["Method", "Sequences", "Accuracy (%)", "FID", "Enforced frame, max abs error (cm)",
                              "Speed at the join (cm/frame)", "Speed elsewhere (cm/frame)", "Join / elsewhere",
                              "s / sequence"]
-    assert table.column("Method") == [GROUND_TRUTH, "ours (Alg. 4, 2 passes)"]
-    assert table.values["enforced error"] < 1e-4
+    assert table.column("Method") == [GROUND_TRUTH, "ours (Alg. 4 as written: replacement only), 2 passes",
+                                      "ours (Alg. 4 + reconstruction guidance, w = 20), 2 passes"]
+    assert max(table.values["enforced error"].values()) < 1e-4
     join, elsewhere = join_speeds(evaluation.reference)
     np.testing.assert_array_equal(table.values["join"]["ground truth"], join)
     assert table.rows[0][5:8] == [f"{join.mean():.4f}", f"{elsewhere.mean():.4f}",
                                   f"{join.mean() / elsewhere.mean():.2f}"]
-    assert table.rows[1][2:4] == table.scores["ours", "geometry"].cells()
-    assert len(table.values["join"]["ours"]) == 4
+    for row, key in ((1, "ours, replacement only"), (2, "ours")):
+        assert table.rows[row][2:4] == table.scores[key, "geometry"].cells()
+        assert len(table.values["join"][key]) == 4
+        ratio = table.values["join"][key].mean() / table.values["elsewhere"][key].mean()
+        assert table.rows[row][7] == f"{ratio:.2f}"
 
 
 def test_geometry_without_a_type_s_classifier_says_so(data, ic_dir, bundle, tmp_path):
@@ -332,7 +343,7 @@ def _script(name: str):
 @pytest.mark.parametrize("name,key,extra,targets", [
     ("eval_text_control", "table2", [], 0),
     ("eval_filling", "table3", [], 3),
-    ("eval_geometry", "table4", ["--passes", "2"], 1),
+    ("eval_geometry", "table4", ["--passes", "2"], 2),
 ])
 def test_scripts_write_their_section(name, key, extra, targets, data, ic_dir, text_bundle, tmp_path, capsys):
     out = tmp_path / "results.md"

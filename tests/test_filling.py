@@ -8,8 +8,9 @@ from face4d import Face4DError
 from face4d.cli import main
 from face4d.data import LandmarkSequences, load_sequences, save_sequences
 from face4d.diffusion import GaussianDiffusion, linear_beta_schedule
-from face4d.filling import (KnownFrames, check_known, initial_noise, neutral_landmarks_from_file,
-                            neutral_landmarks_from_mesh, parse_known, sample_with_known_frames)
+from face4d.filling import (KnownFrameReconstruction, KnownFrames, check_known, initial_noise,
+                            neutral_landmarks_from_file, neutral_landmarks_from_mesh, parse_known,
+                            sample_with_known_frames)
 from face4d.generate import LandmarkGenerator, SamplingConfig
 from face4d.guidance import GradientGuidance, compose_hooks
 from meshops.io import save_mesh
@@ -164,12 +165,54 @@ def test_oracle_filling_reconstructs_unknown_frames(steps, tol):
     known[:, :3] = True
     model = _oracle(full, c, s)  # called with training timesteps, so it also checks the respaced mapping
     partial = torch.where(known[..., None, None], x0, torch.zeros_like(x0))  # unknown frames are never read
-    out = sample_with_known_frames(diffusion, model, partial, known, generator=torch.Generator().manual_seed(1))
+    out = sample_with_known_frames(diffusion, model, partial, known, generator=torch.Generator().manual_seed(1),
+                                   reconstruction=0.0)  # Alg. 3 as written
     assert torch.equal(out[known], x0[known])
     error = float((out - x0)[~known].pow(2).mean().sqrt())
     free = diffusion.p_sample_loop(model, tuple(x0.shape), generator=torch.Generator().manual_seed(1))
     unconditional = float((free - x0)[~known].pow(2).mean().sqrt())
     assert error < tol and unconditional > 1.0  # ~0.1 (all T) / ~0.23 (20 steps) vs ~1.4 without the known frames
+
+
+def test_reconstruction_guidance_carries_a_single_known_frame():
+    """Geometry-adaptive case: one known frame fixes the offset every frame shares. Replacement alone
+    (the paper's Alg. 3/4) lets the unknown frames settle on an offset of their own, so the join
+    jumps; reconstruction guidance carries the known frame's offset to them."""
+    full = GaussianDiffusion(linear_beta_schedule(1000))
+    diffusion = full.respaced(20)
+    g = torch.Generator().manual_seed(0)
+    frames, s = 10, 1.0
+    c = torch.randn(frames, 68, 3, generator=g)
+    x0 = c + s * torch.randn(16, 1, 68, 3, generator=g)
+    known = np.zeros(frames, dtype=bool)
+    known[0] = True
+    model = _oracle(full, c, s)
+    errors = {}
+    for weight in (0.0, 20.0):
+        out = sample_with_known_frames(diffusion, model, x0, known, generator=torch.Generator().manual_seed(1),
+                                       reconstruction=weight)
+        assert torch.equal(out[:, 0], x0[:, 0])
+        errors[weight] = float((out - x0)[:, 1:].pow(2).mean().sqrt())
+    assert errors[20.0] < 0.5 * errors[0.0]  # ~0.1 vs ~0.8 (w = 80 diverges here: the weight has a ceiling)
+
+
+def test_known_frame_reconstruction_moves_only_coupled_unknown_frames():
+    diffusion = GaussianDiffusion(linear_beta_schedule(100))
+    x0 = torch.zeros(2, 4, 68, 3)
+    known = np.array([True, False, False, False])
+    guide = KnownFrameReconstruction(diffusion, x0, known, weight=2.0)
+    t = torch.tensor([5, 50])
+    x_t = torch.randn(2, 4, 68, 3).requires_grad_(True)
+    pred = 2.0 * x_t  # frames independent: the known frame's error cannot be mended elsewhere
+    torch.testing.assert_close(guide(pred, x_t, t), pred)
+    coupled = x_t + x_t.mean(1, keepdim=True)  # every frame's estimate leans on the mean of all
+    out = guide(coupled, x_t, t)
+    torch.testing.assert_close(out[:, 0], coupled[:, 0])  # known frames are left to the replacement
+    assert not torch.allclose(out[:, 1:], coupled[:, 1:])
+    with pytest.raises(Face4DError, match=">= 0"):
+        KnownFrameReconstruction(diffusion, x0, known, weight=-1.0)
+    with pytest.raises(Face4DError, match=">= 0"):
+        SamplingConfig(reconstruction=-0.5)
 
 
 def test_oracle_point_mass_gives_the_constant():
@@ -401,6 +444,12 @@ def test_cli_fill(bundle, head, tmp_path, capsys):
     labelled = ["--label", "anger", "--out", str(tmp_path / "lab")]
     assert main([*argv[:-3], *labelled, "--quiet"]) == 0
     assert load_sequences(tmp_path / "lab" / "sequence_000.npz").labels.tolist() == ["anger"]
+    # --reconstruction 0 runs Alg. 3 as written: the same seed fills the unknown frames differently
+    plain = ["--reconstruction", "0", "--out", str(tmp_path / "plain")]
+    assert main([*argv[:-3], *plain, "--quiet"]) == 0
+    guided, written = (load_sequences(d / "sequence_000.npz").landmarks[0] for d in (out, tmp_path / "plain"))
+    _assert_known_equal(written, seqs[1], known)
+    assert np.abs(guided[~known] - written[~known]).max() > 1e-3
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -410,6 +459,7 @@ def test_cli_fill(bundle, head, tmp_path, capsys):
     (["--known", "x"], "not a frame index"),
     (["--known", "0", "--sequence-index", "2"], "--sequence-index 2 is out of range"),
     (["--known", "0", "--label", "grin"], "unknown label"),
+    (["--known", "0", "--reconstruction", "-1"], "reconstruction guidance weight must be >= 0"),
 ])
 def test_cli_fill_errors(bundle, head, tmp_path, capsys, extra, message):
     save_sequences(tmp_path / "in.npz", LandmarkSequences(_sequences(head, n=1, frames=10), [10], [""], [""]))

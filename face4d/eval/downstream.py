@@ -13,7 +13,7 @@ and whether the order (N2E/E2N) was respected is not scored.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -122,43 +122,68 @@ known for these two (its Table 3 caption speaks of "locations of the missing par
 read the other way round), so the two rows would only swap names."""
 
 
+def _variants(sampling: SamplingConfig) -> dict[str, SamplingConfig]:
+    """Ours with ``sampling`` (key ``"ours"``) and, when it uses reconstruction guidance, the
+    paper's algorithm as written, replacement only (key ``"ours, replacement only"``)."""
+    variants = {"ours": sampling}
+    if sampling.reconstruction > 0:
+        variants["ours, replacement only"] = replace(sampling, reconstruction=0.0)
+    return variants
+
+
+def _method_name(key: str, algorithm: str, sampling: SamplingConfig) -> str:
+    if key == "ours, replacement only":
+        return f"ours ({algorithm} as written: replacement only)"
+    if sampling.reconstruction > 0:
+        return f"ours ({algorithm} + reconstruction guidance, w = {sampling.reconstruction:g})"
+    return f"ours ({algorithm})"
+
+
 def filling(evaluation: Evaluation, generator: LandmarkGenerator, sampling: SamplingConfig,
             settings: tuple[FillSetting, ...] = FILL_SETTINGS, batch_size: int = 128,
             progress: bool = True) -> ResultTable:
     """Table 3: every reference sequence, with the known frames of each setting, filled by the
-    model (Alg. 3, one unguided pass) and by ``mean_imputation``, scored for accuracy w.r.t. the
+    model (Alg. 3, one unguided pass; with ``sampling``'s reconstruction guidance, and then also
+    without it, as the paper wrote it) and by ``mean_imputation``, scored for accuracy w.r.t. the
     reference's label and FID; plus the ground truth and, for ours, the known frames' largest
     relative error (``known_frame_error``). Setting ``k``'s masks are drawn with the seed
     ``(evaluation.seed, k)``, so they do not depend on the other settings.
 
-    ``scores`` keys: ``("ours" | "mean imputation", setting name)``; ``values``: ``known error``
-    and ``l`` (per setting name: the error, and the drawn ``l`` of each reference sequence).
+    ``scores`` keys: ``(method, setting name)``, method ``"ours"``, ``"ours, replacement only"``
+    (when ``sampling`` has reconstruction guidance) or ``"mean imputation"``; ``values``: ``known
+    error`` (per method of ours, per setting name: the largest error) and ``l`` (per setting name:
+    the drawn ``l`` of each reference sequence).
     """
     reference = evaluation.reference
     names = [setting.name for setting in settings]
+    variants = _variants(sampling)
     table = ResultTable(["Method", "Sequences", *[f"{cell}, {n}" for n in names for cell in ("Accuracy (%)", "FID")],
                          "Known frames, max rel. error", "s / sequence"])
-    table.values.update({"known error": {}, "l": {}})
+    table.values.update({"known error": {key: {} for key in variants}, "l": {}})
     for k, setting in enumerate(settings):
         known, l = setting.masks(reference.lengths, np.random.default_rng((evaluation.seed, k)), reference.num_frames)
         table.values["l"][setting.name] = l
+        for key, config in variants.items():
+            def fill(idx: np.ndarray, frames: int, seed: int, known=known, config=config) -> LandmarkSequences:
+                return generator.fill(reference.select(idx), known[idx, :frames], seed=seed, sampling=config)
 
-        def fill(idx: np.ndarray, frames: int, seed: int, known=known) -> LandmarkSequences:
-            return generator.fill(reference.select(idx), known[idx, :frames], seed=seed, sampling=sampling)
-
-        filled, table.scores["ours", setting.name] = evaluation.timed(lambda: generate_like(
-            reference, fill, seed=evaluation.seed, batch_size=batch_size, progress=progress,
-            desc=f"ours, {setting.name}"))
-        table.values["known error"][setting.name] = known_frame_error(filled, reference, known)
+            filled, table.scores[key, setting.name] = evaluation.timed(lambda: generate_like(
+                reference, fill, seed=evaluation.seed, batch_size=batch_size, progress=progress,
+                desc=f"{key}, {setting.name}"))
+            table.values["known error"][key][setting.name] = known_frame_error(filled, reference, known)
         _, table.scores["mean imputation", setting.name] = evaluation.timed(lambda: mean_imputation(reference, known))
     truth = evaluation.ground_truth()
     table.rows.append([GROUND_TRUTH, truth.count, *truth.cells() * len(settings), "", ""])
-    for method in ("mean imputation", "ours"):
+    for method in ("mean imputation", *reversed(variants)):
         scores = [table.scores[method, name] for name in names]
-        error = f"{max(table.values['known error'].values()):.1e}" if method == "ours" else "0 (kept)"
+        if method == "mean imputation":
+            name, error = method, "0 (kept)"
+        else:
+            name = _method_name(method, "Alg. 3", variants[method])
+            error = f"{max(table.values['known error'][method].values()):.1e}"
         seconds = sum(s.seconds for s in scores) / sum(s.count for s in scores)
-        table.rows.append([method if method != "ours" else "ours (Alg. 3)", scores[0].count,
-                           *[cell for s in scores for cell in s.cells()], error, f"{seconds:.3f}"])
+        table.rows.append([name, scores[0].count, *[cell for s in scores for cell in s.cells()], error,
+                           f"{seconds:.3f}"])
     return table
 
 
@@ -168,16 +193,18 @@ def geometry_adaptive(evaluation: Evaluation, generator: LandmarkGenerator, samp
                       passes: int = 5, batch_size: int = 128, progress: bool = True) -> ResultTable:
     """Table 4: for every reference sequence, geometry-adaptive generation (Alg. 4, ``passes``
     harmonising passes) from its own neutral frame (its first for N2E, its last for E2N), guided
-    by the type S classifier towards its label in its order; scored for accuracy and FID, with
-    the join report for ours and for the reference sequences themselves:
+    by the type S classifier towards its label in its order; with ``sampling``'s reconstruction
+    guidance and, when it has some, also without (the paper's Alg. 4 as written). Scored for
+    accuracy and FID, with the join report for ours and for the reference sequences themselves:
 
     * the largest absolute error of the enforced frame (cm; should be ~0);
     * the mean speed (cm/frame, ``join_speeds``) between the neutral frame and its neighbour, and
       the mean speed between the other consecutive frames: a join that jumps shows as a join
-      speed well above what the real sequences do there.
+      speed well above the speed elsewhere.
 
-    ``scores`` key: ``("ours", "geometry")``; ``values``: ``enforced error`` (cm), and ``join``
-    and ``elsewhere`` (per ``"ours"``/``"ground truth"``: the (N,) speeds).
+    ``scores`` keys: ``("ours" | "ours, replacement only", "geometry")``; ``values``: ``enforced
+    error`` (cm, per method of ours), and ``join`` and ``elsewhere`` (per method or ``"ground
+    truth"``: the (N,) speeds).
     """
     if "S" not in generator.classifiers:
         raise Face4DError("the model bundle has no type S classifier (classifier_S/), which geometry-adaptive "
@@ -185,26 +212,27 @@ def geometry_adaptive(evaluation: Evaluation, generator: LandmarkGenerator, samp
     reference = evaluation.reference
     neutral_index = neutral_frames(reference)
     neutrals = reference.landmarks[np.arange(len(reference)), neutral_index]
-
-    def sample(idx: np.ndarray, frames: int, seed: int) -> LandmarkSequences:
-        return generator._from_neutrals(neutrals[idx], frames, list(reference.types[idx]),
-                                        list(reference.labels[idx]), seed, passes, sampling)
-
+    variants = _variants(sampling)
     table = ResultTable(["Method", "Sequences", "Accuracy (%)", "FID", "Enforced frame, max abs error (cm)",
                          "Speed at the join (cm/frame)", "Speed elsewhere (cm/frame)", "Join / elsewhere",
                          "s / sequence"])
-    seqs, ours = evaluation.timed(lambda: generate_like(reference, sample, seed=evaluation.seed, batch_size=batch_size,
-                                                        progress=progress, desc="geometry-adaptive"))
-    table.scores["ours", "geometry"] = ours
-    enforced = float(np.abs(seqs.landmarks[np.arange(len(seqs)), neutral_index] - neutrals).max())
-    table.values["enforced error"] = enforced
     truth = evaluation.ground_truth()
-    for method, scores, sequences, error in (("ground truth", truth, reference, ""),
-                                             ("ours", ours, seqs, f"{enforced:.1e}")):
+    rows = [("ground truth", GROUND_TRUTH, truth, reference, "")]
+    for key, config in reversed(list(variants.items())):
+        def sample(idx: np.ndarray, frames: int, seed: int, config=config) -> LandmarkSequences:
+            return generator._from_neutrals(neutrals[idx], frames, list(reference.types[idx]),
+                                            list(reference.labels[idx]), seed, passes, config)
+
+        seqs, scores = evaluation.timed(lambda: generate_like(reference, sample, seed=evaluation.seed,
+                                                              batch_size=batch_size, progress=progress, desc=key))
+        table.scores[key, "geometry"] = scores
+        enforced = float(np.abs(seqs.landmarks[np.arange(len(seqs)), neutral_index] - neutrals).max())
+        table.values.setdefault("enforced error", {})[key] = enforced
+        rows.append((key, f"{_method_name(key, 'Alg. 4', config)}, {passes} passes", scores, seqs, f"{enforced:.1e}"))
+    for key, name, scores, sequences, error in rows:
         join, elsewhere = join_speeds(sequences)
-        table.values.setdefault("join", {})[method] = join
-        table.values.setdefault("elsewhere", {})[method] = elsewhere
-        name = GROUND_TRUTH if method == "ground truth" else f"ours (Alg. 4, {passes} passes)"
+        table.values.setdefault("join", {})[key] = join
+        table.values.setdefault("elsewhere", {})[key] = elsewhere
         table.rows.append([name, scores.count, *scores.cells(), error, f"{join.mean():.4f}", f"{elsewhere.mean():.4f}",
                            f"{join.mean() / elsewhere.mean():.2f}", scores.per_sequence])
     return table

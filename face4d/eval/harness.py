@@ -32,6 +32,7 @@ from face4d.errors import Face4DError
 from face4d.eval.classifier import IndependentClassifier
 from face4d.eval.metrics import accuracy, classify, frechet_distance
 from face4d.eval.report import update_section
+from face4d.filling import RECONSTRUCTION_WEIGHT
 from face4d.generate import SamplingConfig
 from face4d.pretrained import load_pretrained
 
@@ -166,9 +167,18 @@ Check = tuple[str, bool]
 Run = Callable[[argparse.Namespace], tuple[list[str], list[Check]]]
 
 
+def add_reconstruction_argument(parser: argparse.ArgumentParser) -> None:
+    """``--reconstruction``, for the scripts that condition on known frames (Tables 3 and 4)."""
+    parser.add_argument("--reconstruction", type=float, default=RECONSTRUCTION_WEIGHT,
+                        help=f"weight of reconstruction guidance (default {RECONSTRUCTION_WEIGHT:g}); the tables also "
+                             "report the paper's algorithm as written (0) when it is > 0")
+
+
 def sampling_from_args(args: argparse.Namespace, num_timesteps: int) -> tuple[SamplingConfig, str]:
-    """The ``SamplingConfig`` of ``--sampler``/``--steps``, and how to name it in a report."""
-    sampling = SamplingConfig(sampler=args.sampler, steps=args.steps)
+    """The ``SamplingConfig`` of ``--sampler``/``--steps`` (and ``--reconstruction`` where the script
+    has it), and how to name the sampler in a report."""
+    reconstruction = getattr(args, "reconstruction", RECONSTRUCTION_WEIGHT)
+    sampling = SamplingConfig(sampler=args.sampler, steps=args.steps, reconstruction=reconstruction)
     name = f"fast sampler ({args.steps} steps)" if args.sampler == "fast" else f"paper sampler ({num_timesteps} steps)"
     return sampling, name
 
