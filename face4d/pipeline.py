@@ -352,7 +352,7 @@ class Pipeline:
           optionally steered by ``label``; ``sequence_index`` picks the sequence of a batch file.
         * ``neutral_mesh`` (a path or (V, 3) vertices in the head's topology) or ``neutral_landmarks``
           ((68, 3), or an interchange/.npy/.txt file): geometry-adaptive generation (Alg. 4) of that
-          person, optionally with ``label``; ``sequence_type`` N2E (default) starts from the face,
+          person, optionally with ``label`` or ``text``; ``sequence_type`` N2E (default) starts from the face,
           E2N ends on it; ``passes`` harmonising runs (default 5).
         """
         from face4d.data.interchange import LandmarkSequences, load_sequences
@@ -379,11 +379,9 @@ class Pipeline:
         if known is not None:
             raise Face4DError("known frames only apply to keyframes (--keyframes)")
         if neutral is not None:
-            if text is not None:
-                raise Face4DError("--text cannot be combined with a neutral face yet; use --label")
             return self.generator.generate_from_neutral(
                 neutral, frames=frames, sequence_type=sequence_type or "N2E", label=label, num=num, seed=seed,
-                passes=5 if passes is None else passes, sampling=sampling, progress=progress)
+                passes=5 if passes is None else passes, sampling=sampling, progress=progress, text=text)
         if passes is not None:
             raise Face4DError("--passes only applies to generation from a neutral face (--neutral-mesh or "
                               "--neutral-landmarks) or from keyframes (--keyframes)")
@@ -452,19 +450,18 @@ class Pipeline:
         is the whole way from rest to the expression on that face. ``free``: plain label- or
         text-controlled generation, where the model also chooses the person and the first frame,
         which often already shows part of the expression (the decoded motion is taken from it).
-        ``auto`` (default): ``target`` for a label (or no condition) on a mesh of the decoder's
-        topology, ``free`` otherwise (text, keyframes, a given neutral face, the RBF fallback).
+        ``auto`` (default): ``target`` for a label, a text or no condition on a mesh of the decoder's
+        topology, ``free`` otherwise (keyframes, a given neutral face, the RBF fallback).
         """
         if start not in STARTS:
             raise Face4DError(f"unknown start {start!r}; use one of {', '.join(STARTS)}")
         if mesh is None and identity_seed is None and neutral_mesh is not None:
             mesh = neutral_mesh
         target = self.target(mesh, identity_seed, faces, landmark_ids, method)
-        conditioned = text is not None or keyframes is not None or neutral_mesh is not None \
-            or neutral_landmarks is not None
+        conditioned = keyframes is not None or neutral_mesh is not None or neutral_landmarks is not None
         if start == "target" and conditioned:
-            raise Face4DError("starting from the target mesh (--start target) combines with a label only, not with "
-                              "a text, keyframes or a neutral face")
+            raise Face4DError("starting from the target mesh (--start target) combines with a label or a text, not "
+                              "with keyframes or a neutral face")
         if start == "target" or (start == "auto" and not conditioned and target.method == "learned"):
             neutral_landmarks = target.landmarks
             passes = TARGET_PASSES if passes is None else passes

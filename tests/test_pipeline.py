@@ -95,10 +95,27 @@ def test_generate_on_a_user_mesh_starts_from_that_mesh(pipe, head, person_obj):
     assert free.landmarks.types.tolist() == [""]
     assert np.abs(free.landmarks.sequence(0)[0] - mesh.vertices[head.landmark_ids]).max() > 0.05
     np.testing.assert_allclose(free.meshes[0][0], mesh.vertices, atol=1e-5)
-    with pytest.raises(Face4DError, match="combines with a label only"):
-        pipe.generate(text="a smile", mesh=person_obj, start="target")
+    with pytest.raises(Face4DError, match="combines with a label or a text"):
+        pipe.generate(keyframes=np.zeros((4, 68, 3)), known="0", mesh=person_obj, start="target")
     with pytest.raises(Face4DError, match="unknown start 'middle'"):
         pipe.generate(label="anger", start="middle")
+
+
+def test_text_on_a_mesh_starts_from_its_neutral_face(pipe, head, person, person_obj):
+    """A text on a mesh of the head's topology is text-guided geometry-adaptive generation (Alg. 4
+    with Alg. 2's guidance) from that mesh's own neutral face, as a label is."""
+    text = "from a neutral face to a high smile"
+    result = pipe.generate(text=text, frames=6, num=2, seed=0, mesh=person_obj, sampling=FAST)
+    seqs = result.landmarks
+    assert seqs.texts.tolist() == [text] * 2 and seqs.labels.tolist() == ["", ""]
+    assert seqs.types.tolist() == ["N2E"] * 2
+    np.testing.assert_allclose(seqs.landmarks[:, 0], np.broadcast_to(person[head.landmark_ids], (2, 68, 3)),
+                               atol=1e-4)
+    unguided = pipe.sample(neutral_landmarks=person[head.landmark_ids], frames=6, num=2, seed=0, passes=1,
+                           sampling=FAST)
+    assert np.abs(seqs.landmarks[:, 1:] - unguided.landmarks[:, 1:]).max() > 1e-3  # the text steered it
+    free = pipe.generate(text=text, frames=6, seed=0, mesh=person_obj, start="free", sampling=FAST)
+    assert np.abs(free.landmarks.landmarks[0, 0] - person[head.landmark_ids]).max() > 0.05
 
 
 def test_wrong_topology_names_the_expected_one(pipe, head, sphere_obj):
@@ -224,7 +241,7 @@ def test_bad_inputs_fail_before_writing_anything(pipe, person_obj, sphere_obj, t
         (["--mesh", person_obj, "--landmark-ids", tmp_path / "none.npy", "--out", out], ["none.npy: no such file"]),
         (["--mesh", person_obj, "--method", "rbf", "--decoder", tmp_path, "--out", out], ["--decoder only applies"]),
         (["--keyframes", tmp_path / "k.npz", "--known", "0", "--start", "target", "--out", out],
-         ["combines with a label only"]),
+         ["combines with a label or a text"]),
     ]
     for extra, fragments in cases:
         code, _, err = _run(capsys, *base, *extra)

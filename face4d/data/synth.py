@@ -95,7 +95,7 @@ class ExpressionSynthesizer:
         rng = self._rng(_ID_STREAM)
         self.identities = (rng.standard_normal((self.config.num_identities, head.num_identity))
                            * self.config.identity_std).astype(np.float32)
-        self._recipes = {name: [self._recipe_vector(v) for v in get_label(name).variants]
+        self._recipes = {name: [recipe_weights(head, v) for v in get_label(name).variants]
                          for name in self.config.labels}
         names = head.expression_names
         self._mirror = np.array([head.blendshape_index(_mirror_name(n)) for n in names])
@@ -105,13 +105,6 @@ class ExpressionSynthesizer:
 
     def _rng(self, *key: int) -> np.random.Generator:
         return np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=key))
-
-    def _recipe_vector(self, recipe: dict[str, float]) -> np.ndarray:
-        weights = np.zeros(self.head.num_expressions, np.float32)
-        for unit, value in recipe.items():
-            for name in ACTION_UNITS.get(unit, (unit,)):
-                weights[self.head.blendshape_index(name)] = value
-        return weights
 
     # -- splits ---------------------------------------------------------------------------------
     def identity_splits(self, val: float = 0.1, test: float = 0.1) -> dict[str, list[int]]:
@@ -219,6 +212,16 @@ class ExpressionSynthesizer:
             types=[s["type"] for s in samples], fps=self.config.fps, identity_weights=ids,
             expression_weights=weights, head_pose=pose, texts=[lab.text for lab in labels],
             texts_enriched=[lab.enriched_text(s["type"]) for lab, s in zip(labels, samples)])
+
+
+def recipe_weights(head: HeadModel, recipe: dict[str, float]) -> np.ndarray:
+    """The head's expression weights (num_expressions,) float32 of a label variant's recipe: each
+    action unit's value on its blendshapes (a name that is no action unit is a blendshape)."""
+    weights = np.zeros(head.num_expressions, np.float32)
+    for unit, value in recipe.items():
+        for name in ACTION_UNITS.get(unit, (unit,)):
+            weights[head.blendshape_index(name)] = value
+    return weights
 
 
 def neck_pivot(head: HeadModel) -> np.ndarray:
