@@ -39,8 +39,10 @@ EXAMPLES = """examples:
   face4d generate --label high_smile --frames 40 --num 4 --seed 0 --out samples/
   face4d generate --text "disgust high smile" --num 4 --out samples_text/
   face4d generate --neutral-mesh face.obj --label happiness --type N2E --num 2 --out samples/
+  face4d generate --neutral-mesh face.obj --text "angry mouth down" --passes 1 --preview gif --out mine/
   face4d generate --neutral-landmarks samples/sequence_000.npz --type E2N --passes 5 --out from_neutral/
   face4d fill --input samples/sequence_000.npz --known 0-9,30-39 --num 4 --out filled/
+  face4d fill --input samples/sequence_000.npz --known 0-9 --reconstruction 0 --out filled_paper/
   face4d train denoiser --data data/face4d --out models/denoiser --steps 200000
   face4d train text-guide --data data/face4d --out models/text_guide --texts both
   torchrun --nproc_per_node 4 -m face4d.cli train denoiser --data data/face4d --out models/denoiser
@@ -266,7 +268,7 @@ def _sampling_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--guidance-lambda", type=float, help="weight of log p(x|x_t) in the refinement (0.01; text: 1e-4)")
     parser.add_argument("--guidance-steps", type=int, help="Adagrad steps per reverse step (3)")
     parser.add_argument("--guidance-lr", type=float, help="Adagrad learning rate, in units of sigma_t (0.2)")
-    parser.add_argument("--reconstruction", type=float,
+    parser.add_argument("--reconstruction", type=float, metavar="W",
                         help="weight of reconstruction guidance towards the known frames when filling or starting "
                              "from a neutral face (default 20; 0: the paper's Alg. 3/4 as written)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
