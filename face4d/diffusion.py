@@ -4,7 +4,8 @@ The model is trained unconditionally; every form of conditioning (label/text gui
 known frames, geometry-adaptive generation, Appendix C algorithms 1-4) acts on the reverse process.
 So this module exposes the pieces those tasks need -- the forward process ``q_sample``, one reverse
 step's Gaussian ``p_mean_variance`` and its density ``log_prob_reverse`` -- and samplers with a
-``step_hook`` that may replace every ``x_{t-1}``. Networks live elsewhere (``face4d.models``): a
+``step_hook`` that may replace every ``x_{t-1}`` and an ``x0_guidance`` that may correct every
+step's estimate of ``x_0``. Networks live elsewhere (``face4d.models``): a
 noise model here is any callable ``model(x_t, t, mask=mask) -> eps`` and knows nothing of the
 schedule.
 

@@ -372,7 +372,9 @@ def test_generate_from_neutral_errors(gen, head, bundle, tmp_path):
                             ({"neutral": neutral, "frames": 1}, "frames must be between 2 and 64"),
                             ({"neutral": neutral, "sequence_type": "X"}, "unknown sequence type"),
                             ({"neutral": neutral, "passes": 0}, "passes must be >= 1"),
-                            ({"neutral": neutral, "label": "grin"}, "unknown label")]:
+                            ({"neutral": neutral, "label": "grin"}, "unknown label"),
+                            ({"neutral": neutral, "label": "anger", "text": "a smile"}, "a label or a text, not both"),
+                            ({"neutral": neutral, "text": "a smile"}, "no text guide")]:
         with pytest.raises(Face4DError, match=message):
             gen.generate_from_neutral(**kwargs, sampling=fast)
     shutil.copytree(bundle, tmp_path / "b")

@@ -116,6 +116,8 @@ def test_text_on_a_mesh_starts_from_its_neutral_face(pipe, head, person, person_
     assert np.abs(seqs.landmarks[:, 1:] - unguided.landmarks[:, 1:]).max() > 1e-3  # the text steered it
     free = pipe.generate(text=text, frames=6, seed=0, mesh=person_obj, start="free", sampling=FAST)
     assert np.abs(free.landmarks.landmarks[0, 0] - person[head.landmark_ids]).max() > 0.05
+    with pytest.raises(Face4DError, match="empty text"):
+        pipe.generate(text="  ", frames=6, mesh=person_obj, sampling=FAST)
 
 
 def test_wrong_topology_names_the_expected_one(pipe, head, sphere_obj):
