@@ -72,6 +72,13 @@ geometry-adaptive generation (one pass) of 96 test sequences, join speed / speed
 step outgrows what the network's linearisation supports."""
 
 
+def check_reconstruction_weight(weight: float) -> float:
+    """``weight`` as a float, or a ``Face4DError`` unless it is >= 0 (0: no reconstruction guidance)."""
+    if not weight >= 0:
+        raise Face4DError(f"the reconstruction guidance weight must be >= 0, got {weight}")
+    return float(weight)
+
+
 # --------------------------------------------------------------------------------- known frames
 
 def parse_known(spec: str, frames: int) -> np.ndarray:
@@ -223,12 +230,10 @@ class KnownFrameReconstruction:
 
     def __init__(self, diffusion: GaussianDiffusion, x0: torch.Tensor, known: torch.Tensor | np.ndarray,
                  weight: float = RECONSTRUCTION_WEIGHT) -> None:
-        if not weight >= 0:
-            raise Face4DError(f"the reconstruction guidance weight must be >= 0, got {weight}")
+        self.weight = check_reconstruction_weight(weight)
         self.diffusion = diffusion
         self.x0 = x0.detach()
         self.known = _frame_bool(known, self.x0)
-        self.weight = float(weight)
 
     def __call__(self, pred_x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         known = self.known.to(pred_x0.device)
@@ -267,7 +272,7 @@ def sample_with_known_frames(
     x0 = x0.to(device)
     keep = KnownFrames(diffusion, x0, known, generator)
     hook = keep if guidance is None else compose_hooks(guidance, keep)
-    x0_guidance = KnownFrameReconstruction(diffusion, x0, known, reconstruction) if reconstruction > 0 else None
+    x0_guidance = KnownFrameReconstruction(diffusion, x0, known, reconstruction) if reconstruction != 0 else None
     x = None
     for _ in range(passes):
         x_T = keep.initial_noise() if x is None else initial_noise(diffusion, x, None, generator)

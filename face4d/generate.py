@@ -26,7 +26,8 @@ from face4d.data.labels import get_label, label_index
 from face4d.data.normalize import LandmarkNormalizer
 from face4d.diffusion import GaussianDiffusion, linear_beta_schedule
 from face4d.errors import Face4DError
-from face4d.filling import RECONSTRUCTION_WEIGHT, check_known, check_scale, sample_with_known_frames
+from face4d.filling import (RECONSTRUCTION_WEIGHT, check_known, check_reconstruction_weight, check_scale,
+                            sample_with_known_frames)
 from face4d.guidance import TEXT_LAMBDA, GradientGuidance, GuidanceConfig, label_objective, text_objective
 from face4d.models.classifier import Classifier, type_index
 from face4d.models.denoiser import Denoiser
@@ -54,8 +55,7 @@ class SamplingConfig:
             raise Face4DError(f"unknown sampler {self.sampler!r}; use one of {', '.join(SAMPLERS)}")
         if self.steps < 1:
             raise Face4DError(f"sampler steps must be >= 1, got {self.steps}")
-        if not self.reconstruction >= 0:
-            raise Face4DError(f"the reconstruction guidance weight must be >= 0, got {self.reconstruction}")
+        check_reconstruction_weight(self.reconstruction)
 
 
 class LandmarkGenerator:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -85,8 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     known, _ = FILL_SETTINGS[2].masks(reference.lengths, np.random.default_rng((args.seed, 2)), reference.num_frames)
     neutrals = reference.landmarks[np.arange(len(reference)), neutral_frames(reference)]
     for config in settings:
-        sampling = SamplingConfig(steps=args.steps, guidance=config.guidance, text_guidance=config.text_guidance,
-                                  reconstruction=config.reconstruction)
+        sampling = replace(config, steps=args.steps)
 
         def sample(idx: np.ndarray, frames: int, seed: int):
             if args.condition == "fill":

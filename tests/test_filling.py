@@ -213,6 +213,8 @@ def test_known_frame_reconstruction_moves_only_coupled_unknown_frames():
         KnownFrameReconstruction(diffusion, x0, known, weight=-1.0)
     with pytest.raises(Face4DError, match=">= 0"):
         SamplingConfig(reconstruction=-0.5)
+    with pytest.raises(Face4DError, match=">= 0"):  # not silently read as "off"
+        sample_with_known_frames(diffusion.respaced(3), lambda x, t, mask=None: x, x0, known, reconstruction=-1.0)
 
 
 def test_oracle_point_mass_gives_the_constant():
