@@ -148,10 +148,18 @@ def load_model(
         normalizer = None if config.get("normalizer") is None else LandmarkNormalizer.from_dict(config["normalizer"])
     except (Face4DError, TypeError, KeyError) as exc:
         raise Face4DError(f"{directory / CONFIG_FILE}: invalid config ({exc})") from None
-    weights, _ = read_tensors(directory / WEIGHTS_FILE)
-    check_state_dict(model.state_dict(), weights, str(directory / WEIGHTS_FILE))
+    return load_weights(model, directory, device), config, normalizer
+
+
+def load_weights(model: torch.nn.Module, directory: str | os.PathLike,
+                 device: str | torch.device = "cpu") -> torch.nn.Module:
+    """``model`` with the weights of ``directory``'s ``model.safetensors`` (checked against its own
+    state dict first, ``check_state_dict``), on ``device``, in eval mode."""
+    path = Path(directory) / WEIGHTS_FILE
+    weights, _ = read_tensors(path)
+    check_state_dict(model.state_dict(), weights, str(path))
     model.load_state_dict(weights)
-    return model.to(device).eval(), config, normalizer
+    return model.to(device).eval()
 
 
 # ---------------------------------------------------------------------------- training state

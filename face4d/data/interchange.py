@@ -33,8 +33,8 @@ import numpy as np
 
 from face4d.errors import Face4DError
 from meshops.atomic import atomic_file
+from meshops.head import NUM_LANDMARKS
 
-NUM_LANDMARKS = 68
 SEQUENCE_TYPES = ("N2E", "E2N")
 DEFAULT_FPS = 30.0
 _PER_SEQUENCE = ("identity_weights",)

@@ -44,6 +44,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from face4d.data.interchange import NUM_LANDMARKS
 from face4d.decoder.topology import DecoderTopology
 from face4d.errors import Face4DError
 from face4d.models.denoiser import JSONConfig
@@ -53,7 +54,6 @@ from meshops.spiral import cached_spiral_indices
 from meshops.spiralconv import sparse_to_torch
 
 IDENTITY_MODES = ("attention", "pooled", "none")
-NUM_LANDMARKS = 68
 
 
 def _positive(config: Any, *names: str) -> None:
@@ -64,7 +64,25 @@ def _positive(config: Any, *names: str) -> None:
 
 
 @dataclass
-class SpiralDecoderConfig(JSONConfig):
+class DecoderConfig(JSONConfig):
+    """What every decoder's config holds: the scales that bring landmark displacements, the
+    identity input and the output displacements to about unit spread, ``zero_at_rest``, the number
+    of landmarks, and the topology fingerprint (filled in when the model is first built; a stored
+    one must match the mesh)."""
+
+    landmark_scale: float = 0.25
+    identity_scale: float = 0.4
+    displacement_scale: float = 0.25
+    zero_at_rest: bool = True
+    num_landmarks: int = NUM_LANDMARKS
+    topology: dict | None = None
+
+    def __post_init__(self) -> None:
+        _positive(self, "landmark_scale", "identity_scale", "displacement_scale", "num_landmarks")
+
+
+@dataclass
+class SpiralDecoderConfig(DecoderConfig):
     """Hyper-parameters of ``SpiralDecoder``, stored as JSON beside its weights.
 
     ``encoder_channels`` has one entry per hierarchy level (fine to coarse: one spiral layer each,
@@ -81,13 +99,7 @@ class SpiralDecoderConfig(JSONConfig):
     hierarchy_factors: tuple[float, ...] = (4.0, 4.0, 4.0, 4.0)
     heads: int = 4
     lambda_init: float = 0.1
-    landmark_scale: float = 0.25
-    identity_scale: float = 0.4
     template_scale: float = 5.0
-    displacement_scale: float = 0.25
-    zero_at_rest: bool = True
-    num_landmarks: int = NUM_LANDMARKS
-    topology: dict | None = None
     hierarchy: dict | None = None
 
     def __post_init__(self) -> None:
@@ -104,28 +116,24 @@ class SpiralDecoderConfig(JSONConfig):
                               f"channels, got {len(self.encoder_channels)} and {len(self.decoder_channels)}")
         if min(self.encoder_channels + self.decoder_channels) < 1:
             raise Face4DError("every channel count must be >= 1")
-        _positive(self, "spiral_length", "dilation", "heads", "landmark_scale", "identity_scale", "template_scale",
-                  "displacement_scale", "num_landmarks")
+        super().__post_init__()
+        _positive(self, "spiral_length", "dilation", "heads", "template_scale")
         if self.identity == "attention" and self.encoder_channels[-1] % self.heads:
             raise Face4DError(f"the last encoder channel count ({self.encoder_channels[-1]}) must be divisible by "
                               f"heads ({self.heads})")
 
 
 @dataclass
-class MLPDecoderConfig(JSONConfig):
-    """Hyper-parameters of ``MLPDecoder`` (the linear/MLP baseline); fields as ``SpiralDecoderConfig``."""
+class MLPDecoderConfig(DecoderConfig):
+    """Hyper-parameters of ``MLPDecoder`` (the linear/MLP baseline): ``hidden`` units and an
+    ``identity_latent``-sized code of the neutral mesh (0: none)."""
 
     hidden: int = 128
     identity_latent: int = 32
-    landmark_scale: float = 0.25
-    identity_scale: float = 0.4
-    displacement_scale: float = 0.25
-    zero_at_rest: bool = True
-    num_landmarks: int = NUM_LANDMARKS
-    topology: dict | None = None
 
     def __post_init__(self) -> None:
-        _positive(self, "hidden", "landmark_scale", "identity_scale", "displacement_scale", "num_landmarks")
+        super().__post_init__()
+        _positive(self, "hidden")
         if self.identity_latent < 0:
             raise Face4DError(f"identity_latent must be >= 0, got {self.identity_latent}")
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.interpolate import RBFInterpolator
 
+from face4d.data.interchange import NUM_LANDMARKS
 from face4d.errors import Face4DError
 
-NUM_LANDMARKS = 68
 RBF_KERNELS = ("thin_plate_spline", "gaussian", "linear", "cubic", "quintic", "multiquadric",
                "inverse_multiquadric", "inverse_quadratic")
 DEFAULT_KERNEL = "linear"

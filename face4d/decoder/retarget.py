@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from face4d.checkpoint import CONFIG_FILE, WEIGHTS_FILE, check_state_dict, read_model_config, read_tensors
+from face4d.checkpoint import CONFIG_FILE, load_weights, read_model_config
 from face4d.data.interchange import NUM_LANDMARKS, LandmarkSequences, load_sequences
 from face4d.decoder.model import DECODER_KINDS
 from face4d.decoder.rbf import check_landmark_ids, rbf_displacements
@@ -57,11 +57,7 @@ def load_decoder(directory: str | os.PathLike | None = None, topology: DecoderTo
     except (Face4DError, TypeError) as exc:
         raise Face4DError(f"{directory / CONFIG_FILE}: invalid decoder config ({exc})") from None
     topology.check_fingerprint(model_config.topology, str(directory))
-    model = model_cls(model_config, topology)
-    weights, _ = read_tensors(directory / WEIGHTS_FILE)
-    check_state_dict(model.state_dict(), weights, str(directory / WEIGHTS_FILE))
-    model.load_state_dict(weights)
-    return model.to(device).eval()
+    return load_weights(model_cls(model_config, topology), directory, device)
 
 
 @torch.no_grad()
