@@ -9,7 +9,8 @@ from pathlib import Path
 from face4d.cliargs import add_training_args, given, training_options
 from face4d.decoder.commands import DECODER_HANDLERS, add_decoder_commands
 from face4d.errors import Face4DError
-from face4d.pipeline import DEMO_LABELS, DEMO_SEED, STARTS
+from face4d.demo import DEMO_LABELS, DEMO_SEED
+from face4d.pipeline import STARTS
 from meshops.io import MeshFileError
 
 GENERATE_DESCRIPTION = """Generate landmark sequences for a condition: a --label, a --text, --keyframes to fill, or a
@@ -317,7 +318,7 @@ def _dataset_preview(args) -> None:
 def _dataset_import(args) -> None:
     from face4d.data.dataset import import_dataset
     from face4d.data.interchange import save_sequences
-    from face4d.pipeline import check_out_dir, check_out_file
+    from face4d.outputs import check_out_dir, check_out_file
 
     as_file = args.out.suffix == ".npz"
     dataset_options = given(args, "seed", "held_out_labels", "shard_size")
@@ -410,7 +411,7 @@ def _pipeline(args):
 
 
 def _generate(args) -> None:
-    from face4d.pipeline import check_export_formats, check_out_dir, check_preview_formats
+    from face4d.outputs import check_export_formats, check_out_dir, check_preview_formats
     from meshops.atomic import atomic_dir
 
     meshes = any(getattr(args, name) is not None for name in MESH_OPTIONS)
@@ -442,7 +443,7 @@ def _generate(args) -> None:
 
 def _render(args) -> None:
     from face4d.decoder.retarget import load_landmark_file
-    from face4d.pipeline import check_out_file, require_render
+    from face4d.outputs import check_out_file, require_render
 
     require_render()
     check_out_file(args.out, (".mp4", ".gif"), args.overwrite)
@@ -463,7 +464,7 @@ def _render(args) -> None:
 def _demo(args) -> None:
     import time
 
-    from face4d.pipeline import run_demo
+    from face4d.demo import run_demo
 
     start = time.perf_counter()
     result = run_demo(args.out, labels=args.labels or DEMO_LABELS, seed=args.seed, frames=args.frames,

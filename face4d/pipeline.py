@@ -14,13 +14,11 @@ From Python::
     pipe.export(result, "out/mouth_open", formats=("obj", "pc2", "usd"))
     pipe.render(result, "out/mouth_open.mp4")
 
-The **target mesh** the landmark motion is put on is, in this order: ``mesh`` (an OBJ/PLY path or a
-(V, 3) vertex array), a random person of the head model (``identity_seed``: identity weights
-~ N(0, I) from that seed), the neutral face a geometry-adaptive sequence was generated from
-(``neutral_mesh``), else the head model's mean face. A mesh in the decoder's topology (the ICT
-head's) is decoded by the learned decoder; any other needs the vertex ids of its 68 landmarks
-(``landmark_ids``) and goes through the non-learned RBF fallback (``face4d.decoder.rbf``).
-Every check of the inputs runs before the slow steps, so a bad mesh or format fails at once.
+The **target mesh** the landmark motion is put on is resolved by ``face4d.decoder.target`` (a
+mesh, a random person of the head model, else the head's mean face; here also the neutral face a
+geometry-adaptive sequence was generated from, ``neutral_mesh``); the output options are checked by
+``face4d.outputs``. Every check of the inputs runs before the slow steps, so a bad mesh or format
+fails at once.
 With a label on a mesh of the decoder's topology the sequences start from that mesh's own neutral
 face (``start``, see ``Pipeline.generate``), so the motion goes from that face at rest to the
 expression.
@@ -34,57 +32,31 @@ temporary sibling name and renamed when complete; a non-empty one is refused wit
 """
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from face4d.decoder.target import Target, resolve_target
 from face4d.errors import Face4DError
-from meshops.atomic import check_dir_target
+from face4d.outputs import (check_export_formats, check_fps, check_out_dir, check_out_file, check_preview_formats,
+                            require_render, write_samples)
 
 if TYPE_CHECKING:
     from face4d.data.interchange import LandmarkSequences
 
-DEFAULT_EXPORTS = ("pc2", "mdd", "usd")
-"""Without a choice, the compact formats: two point caches and a USD stage (each one file per
-sample) plus ``neutral.obj``, which every sample folder holds. ``usd`` is left out of the default
-when ``usd-core`` is not installed (asked for explicitly, it is an error that names the extra)."""
-PREVIEW_FORMATS = ("mp4", "gif")
 STARTS = ("auto", "target", "free")
 TARGET_PASSES = 1
 """Sampling passes when a sequence starts from the target mesh's neutral face (``start="target"``,
 and ``face4d demo``): one pass is Alg. 3's filling from that known frame. In renders of all labels
 over several seeds it gave motions as clear as the paper's five passes or clearer (the later
 harmonising passes pull the sequence back towards the neutral face), at a fifth of the cost."""
-DEMO_LABELS = ("high_smile", "mouth_open", "sadness", "bareteeth")
-DEMO_SEED = 3
 
 
 # ------------------------------------------------------------------------------------ results
-
-@dataclass
-class Target:
-    """The mesh a landmark sequence animates: ``vertices`` (V, 3) float32 in centimetres, ``faces``
-    (M, 3) int64, the vertex ids of its 68 landmarks, the ``method`` that decodes onto it
-    (``learned`` or ``rbf``) and a ``name`` for messages and captions."""
-
-    vertices: np.ndarray
-    faces: np.ndarray
-    landmark_ids: np.ndarray
-    method: str
-    name: str
-
-    @property
-    def landmarks(self) -> np.ndarray:
-        """The mesh's own 68 landmarks (68, 3)."""
-        return self.vertices[self.landmark_ids]
-
 
 @dataclass
 class PipelineResult:
@@ -133,94 +105,6 @@ class PipelineResult:
 def sample_names(count: int) -> list[str]:
     """``sample_000``, ``sample_001``, ...: the default folder names of ``export``."""
     return [f"sample_{i:03d}" for i in range(count)]
-
-
-# ------------------------------------------------------------------------------ input checks
-
-def check_export_formats(formats: str | Sequence[str] | None) -> tuple[str, ...]:
-    """Export formats as a tuple: a comma-separated string or a list; None gives ``DEFAULT_EXPORTS``
-    (without ``usd`` when usd-core is missing). An unknown format, or ``usd`` without usd-core, is a
-    one-line ``Face4DError``."""
-    from meshops.export import check_formats
-
-    if formats is None:
-        return tuple(f for f in DEFAULT_EXPORTS if f != "usd" or usd_available())
-    if isinstance(formats, str):
-        formats = [part.strip() for part in formats.split(",") if part.strip()]
-    try:
-        formats = check_formats(formats)
-    except ValueError as exc:
-        raise Face4DError(str(exc)) from None
-    if "usd" in formats and not usd_available():
-        raise Face4DError("the usd export needs usd-core: pip install 'face4d[usd]' (or leave usd out of the "
-                          "export formats)")
-    return formats
-
-
-def usd_available() -> bool:
-    return importlib.util.find_spec("pxr") is not None
-
-
-def check_preview_formats(formats: str | Sequence[str] | None) -> tuple[str, ...]:
-    """Preview formats (``mp4``, ``gif``) from a comma-separated string or a list; ``none`` or an
-    empty value gives none. Asking for one without pyvista is an error naming the extra."""
-    if formats is None:
-        return ()
-    if isinstance(formats, str):
-        formats = [part.strip().lower().lstrip(".") for part in formats.split(",") if part.strip()]
-    formats = [f for f in dict.fromkeys(formats) if f != "none"]
-    bad = [f for f in formats if f not in PREVIEW_FORMATS]
-    if bad:
-        raise Face4DError(f"unknown preview format {bad[0]!r}; use {', '.join(PREVIEW_FORMATS)} (or none)")
-    if formats:
-        require_render()
-    return tuple(formats)
-
-
-def check_fps(fps: float) -> float:
-    if not (isinstance(fps, (int, float)) and np.isfinite(fps) and fps > 0):
-        raise Face4DError(f"fps must be a positive number, got {fps}")
-    return float(fps)
-
-
-def require_render() -> None:
-    if importlib.util.find_spec("pyvista") is None:
-        raise Face4DError("previews need pyvista: pip install 'face4d[render]'")
-
-
-def check_out_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Refuse, before any work, an output directory that cannot be written: a non-empty one without
-    ``overwrite`` (``FileExistsError``), a file, or a place without write permission."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise Face4DError(f"{path} exists and is not a directory")
-    check_dir_target(path, overwrite)
-    _check_writable_parent(path)
-    return path
-
-
-def check_out_file(path: str | os.PathLike, suffixes: Sequence[str], overwrite: bool = False) -> Path:
-    """The same for an output file, which must also end in one of ``suffixes`` (``.mp4``, ...)."""
-    path = Path(path)
-    if path.suffix.lower() not in suffixes:
-        raise Face4DError(f"{path}: unsupported output {path.suffix or '(no suffix)'!r}; use {', '.join(suffixes)}")
-    if path.is_dir():
-        raise Face4DError(f"{path} is a directory; give a file name such as {path / ('preview' + suffixes[0])}")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; pass --overwrite to replace it")
-    _check_writable_parent(path)
-    return path
-
-
-def _check_writable_parent(path: Path) -> None:
-    """The nearest existing ancestor of ``path`` must be a directory we may create entries in."""
-    parent = path.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise Face4DError(f"cannot write {path}: {parent} is a file, not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise Face4DError(f"cannot write {path}: no permission to write in {parent}")
 
 
 # ------------------------------------------------------------------------------------ pipeline
@@ -276,67 +160,10 @@ class Pipeline:
     # -- the target mesh -------------------------------------------------------------------------
     def target(self, mesh=None, identity_seed: int | None = None, faces: np.ndarray | None = None,
                landmark_ids=None, method: str | None = None) -> Target:
-        """Resolve and check the mesh to animate (see the module docstring).
-
-        ``mesh``: an .obj/.ply path or a (V, 3) vertex array (with ``faces``, default the head's
-        when V matches); ``identity_seed``: a random person of the head model instead;
-        ``landmark_ids``: (68,) vertex ids (or a .npy/.txt file of them) of a mesh in another
-        topology, for the RBF fallback; ``method``: ``learned`` or ``rbf`` (default: ``rbf`` when
-        ``landmark_ids`` are given, else ``learned``).
-        """
-        from face4d.decoder.rbf import check_landmark_ids
-        from face4d.decoder.retarget import METHODS, check_units, load_landmark_ids
-
-        method = method or ("rbf" if landmark_ids is not None else "learned")
-        if method not in METHODS:
-            raise Face4DError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
-        if method == "learned" and landmark_ids is not None:
-            raise Face4DError("landmark ids only apply to the RBF fallback (--method rbf): the learned decoder "
-                              "knows its topology's landmarks")
-        if mesh is not None and identity_seed is not None:
-            raise Face4DError("give a target mesh or an identity seed, not both")
-        head = self.head
-        if mesh is None:
-            if identity_seed is None:
-                vertices, name = head.neutral, "the default head"
-            else:
-                weights = np.random.default_rng(int(identity_seed)).standard_normal(head.num_identity)
-                vertices, name = head.vertices(weights.astype(np.float32)), f"identity seed {identity_seed}"
-            vertices, faces = np.asarray(vertices, np.float32), head.faces
-        elif isinstance(mesh, (str, os.PathLike)):
-            if faces is not None:
-                raise Face4DError("faces are read from the mesh file; pass them only with a vertex array")
-            from meshops.io import load_mesh
-
-            loaded = load_mesh(mesh)
-            vertices, faces, name = np.asarray(loaded.vertices, np.float32), np.asarray(loaded.faces), str(mesh)
-        else:
-            vertices, name = np.asarray(mesh, np.float32), "the target mesh"
-            if vertices.ndim != 2 or vertices.shape[1] != 3 or not np.isfinite(vertices).all():
-                raise Face4DError(f"the target mesh must be a finite (V, 3) vertex array, got shape {vertices.shape}")
-            if faces is None:
-                if len(vertices) != head.num_vertices:
-                    raise Face4DError(f"the target mesh has {len(vertices)} vertices, not the head model's "
-                                      f"{head.num_vertices}: pass its faces too")
-                faces = head.faces
-        faces = np.asarray(faces, np.int64)
-        if method == "learned":
-            topology = self.decoder.topology
-            vertices = topology.check_mesh(vertices, faces, name)
-            ids = topology.landmark_ids
-        elif landmark_ids is None:
-            if len(vertices) != head.num_vertices or not np.array_equal(faces, head.faces):
-                raise Face4DError(f"{name}: has {len(vertices)} vertices and {len(faces)} triangles, not the head "
-                                  f"model's topology; give the vertex ids of its 68 landmarks (--landmark-ids ids.npy)")
-            ids = head.landmark_ids
-        elif isinstance(landmark_ids, (str, os.PathLike)):
-            ids = load_landmark_ids(landmark_ids, len(vertices))
-        else:
-            ids = check_landmark_ids(landmark_ids, len(vertices))
-        if len(faces) == 0 or faces.min() < 0 or faces.max() >= len(vertices):
-            raise Face4DError(f"{name}: faces must index its {len(vertices)} vertices")
-        check_units(head.landmark_neutral, vertices[ids])
-        return Target(vertices, faces, ids, method, name)
+        """The checked mesh to animate: ``face4d.decoder.target.resolve_target`` on this pipeline's
+        head, loading the decoder only for the learned method."""
+        return resolve_target(mesh, identity_seed, faces, landmark_ids, method, head=self.head,
+                              decoder=lambda: self.decoder)
 
     # -- conditions -> landmark sequences -----------------------------------------------------------
     def sample(self, label: str | Sequence[str] | None = None, text: str | Sequence[str] | None = None,
@@ -517,7 +344,7 @@ class Pipeline:
         camera framing the face over all frames. ``reference``: another result on the same target
         shown beside each sample (sample i next to reference i, or next to the only one).
         ``overlay_landmarks``: the driving landmarks (``PipelineResult.driving_landmarks``) as dots."""
-        from render import render_grid
+        from render import face_box, render_grid
 
         require_render()
         if size < 32:
@@ -540,85 +367,3 @@ class Pipeline:
                                progress=progress)
         except ValueError as exc:  # a bad view name, mostly
             raise Face4DError(f"cannot render the preview: {exc}") from None
-
-
-@contextmanager
-def torch_threads(count: int):
-    """Run torch on ``count`` intra-op threads, then restore the setting. The landmark models are
-    small: sampling one sequence at a time is fastest on one thread, and on a 2-core machine with
-    anything else running, two threads fighting over the cores made the demo's sampling 5x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def face_box(landmarks: np.ndarray) -> np.ndarray:
-    """The box (6,) a preview frames: around the face's landmark points (N, 3), widened a little
-    and raised to the forehead (the landmarks stop at the eyebrows)."""
-    lo, hi = landmarks.min(0), landmarks.max(0)
-    width, height = hi[0] - lo[0], hi[1] - lo[1]
-    return np.array([lo[0] - 0.06 * width, hi[0] + 0.06 * width, lo[1] - 0.1 * height, hi[1] + 0.35 * height,
-                     lo[2], hi[2]])
-
-
-def write_samples(result: PipelineResult, out_dir: Path, formats: Sequence[str], fps: float,
-                  progress: bool = False) -> None:
-    """The per-sample folders and ``samples.json`` of ``export``, into an existing (temporary)
-    directory; the caller makes the whole directory appear at once."""
-    from tqdm.auto import tqdm
-
-    from face4d.data.interchange import save_sequences
-    from meshops.export import export_sequence
-
-    seqs, records = result.landmarks, []
-    for i in tqdm(range(len(result)), desc="exporting", unit="sample", disable=not progress):
-        folder = out_dir / result.names[i]
-        export_sequence(folder, result.meshes[i], result.faces, formats=formats, fps=fps,
-                        neutral=result.target.vertices, progress=False)
-        save_sequences(folder / "landmarks.npz", seqs.select(i))
-        records.append({"name": result.names[i], "caption": result.captions[i], "label": str(seqs.labels[i]),
-                        "text": "" if seqs.texts is None else str(seqs.texts[i]), "type": str(seqs.types[i]),
-                        "frames": int(seqs.lengths[i])})
-    manifest = {"target": result.target.name, "method": result.target.method, "fps": fps,
-                "vertices": int(len(result.target.vertices)), "formats": list(formats), "samples": records}
-    (out_dir / "samples.json").write_text(json.dumps(manifest, indent=1) + "\n")
-
-
-
-def run_demo(out_dir: str | os.PathLike, labels: Sequence[str] = DEMO_LABELS, seed: int = DEMO_SEED,
-             frames: int = 40, formats: str | Sequence[str] | None = None,
-             preview: str | Sequence[str] | None = PREVIEW_FORMATS, size: int = 256, overwrite: bool = False,
-             progress: bool = True, pipeline: Pipeline | None = None, sampling=None) -> PipelineResult:
-    """``face4d demo``: one sequence per label on the default head, exported into ``out_dir/<label>/``,
-    with a captioned preview grid (``preview.mp4`` and ``preview.gif``).
-
-    Each sequence starts from the head's own neutral face (``Pipeline.generate(start="target")``:
-    geometry-adaptive generation with one pass, i.e. filling from a known neutral first frame,
-    guided towards the label), so frame 0 is exactly the head at rest and the decoder moves it from
-    there. Same seed, same output.
-    """
-    from tqdm.auto import tqdm
-
-    from face4d.data.interchange import LandmarkSequences
-    from face4d.data.labels import get_label
-
-    labels = [get_label(name).name for name in labels]
-    if not labels or len(set(labels)) != len(labels):
-        raise Face4DError(f"the demo needs distinct labels, got {labels}")
-    check_export_formats(formats)
-    check_preview_formats(preview)
-    check_out_dir(out_dir, overwrite)
-    pipe = Pipeline.from_default() if pipeline is None else pipeline
-    target = pipe.target()
-    with torch_threads(1):
-        parts = [pipe.sample(label=name, neutral_landmarks=target.landmarks, frames=frames, seed=seed,
-                             passes=TARGET_PASSES, sampling=sampling)  # what generate(start="target") does
-                 for name in tqdm(labels, desc="generating", unit="label", disable=not progress)]
-    result = pipe.decode(LandmarkSequences.concatenate(parts), target, names=labels, progress=progress)
-    pipe.export(result, out_dir, formats, overwrite=overwrite, preview=preview, size=size, progress=progress)
-    return result

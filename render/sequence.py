@@ -133,3 +133,12 @@ def _check_sequence_landmarks(landmarks, name: str, frames: int) -> np.ndarray:
     if len(landmarks) != frames:
         raise ValueError(f"{name} have {len(landmarks)} frames, the meshes have {frames}")
     return landmarks
+
+
+def face_box(landmarks: np.ndarray) -> np.ndarray:
+    """The box (6,) a preview frames: around the face's landmark points (N, 3), widened a little
+    and raised to the forehead (the landmarks stop at the eyebrows)."""
+    lo, hi = landmarks.min(0), landmarks.max(0)
+    width, height = hi[0] - lo[0], hi[1] - lo[1]
+    return np.array([lo[0] - 0.06 * width, hi[0] + 0.06 * width, lo[1] - 0.1 * height, hi[1] + 0.35 * height,
+                     lo[2], hi[2]])

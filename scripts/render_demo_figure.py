@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from face4d.pipeline import Pipeline, run_demo
+from face4d.demo import run_demo
+from face4d.pipeline import Pipeline
 from render import save_animation, save_image
 
 STILL_FRAMES = (0, 20, 39)

@@ -11,7 +11,9 @@ from face4d.cli import main
 from face4d.data.interchange import load_sequences, save_sequences
 from face4d.errors import Face4DError
 from face4d.generate import SamplingConfig
-from face4d.pipeline import DEMO_LABELS, Pipeline, PipelineResult, check_out_dir, face_box
+from face4d.demo import DEMO_LABELS
+from face4d.outputs import check_out_dir
+from face4d.pipeline import Pipeline, PipelineResult
 from meshops.io import load_mesh, save_mesh
 from meshops.pointcache import read_pc2
 
@@ -222,6 +224,8 @@ def test_export_and_render(pipe, head, tmp_path):
 
 
 def test_face_box_frames_the_landmarks(head):
+    from render import face_box
+
     box = face_box(head.landmark_neutral)
     lo, hi = head.landmark_neutral.min(0), head.landmark_neutral.max(0)
     assert (box[0::2] <= lo + 1e-6).all() and (box[1::2] >= hi - 1e-6).all()

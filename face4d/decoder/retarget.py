@@ -22,12 +22,12 @@ from face4d.checkpoint import CONFIG_FILE, load_weights, read_model_config
 from face4d.data.interchange import NUM_LANDMARKS, LandmarkSequences, load_sequences
 from face4d.decoder.model import DECODER_KINDS
 from face4d.decoder.rbf import check_landmark_ids, rbf_displacements
+from face4d.decoder.target import METHODS
 from face4d.decoder.topology import DecoderTopology
 from face4d.decoder.training import neutral_frames
 from face4d.errors import Face4DError
 from meshops.head import HeadModel
 
-METHODS = ("learned", "rbf")
 EXPORTS = ("ply", "obj")
 
 

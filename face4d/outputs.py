@@ -1,0 +1,138 @@
+"""What a command writes: the checks of its outputs, made before any slow work so that bad output options
+fail at once, and the per-sample folders of ``Pipeline.export``.
+
+The export and preview format lists, the output directory and file checks (a non-empty directory
+without ``overwrite``, a file where a folder should be, no write permission), and the optional
+extras an output needs (``usd-core``, ``pyvista``). They wrap the geometry-level checks of
+``meshops.export`` and ``meshops.atomic`` into one-line ``Face4DError``s for the command line and
+``face4d.pipeline``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from face4d.errors import Face4DError
+from meshops.atomic import check_dir_target
+
+if TYPE_CHECKING:
+    from face4d.pipeline import PipelineResult
+
+DEFAULT_EXPORTS = ("pc2", "mdd", "usd")
+"""Without a choice, the compact formats: two point caches and a USD stage (each one file per
+sample) plus ``neutral.obj``, which every sample folder holds. ``usd`` is left out of the default
+when ``usd-core`` is not installed (asked for explicitly, it is an error that names the extra)."""
+PREVIEW_FORMATS = ("mp4", "gif")
+def check_export_formats(formats: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Export formats as a tuple: a comma-separated string or a list; None gives ``DEFAULT_EXPORTS``
+    (without ``usd`` when usd-core is missing). An unknown format, or ``usd`` without usd-core, is a
+    one-line ``Face4DError``."""
+    from meshops.export import check_formats
+
+    if formats is None:
+        return tuple(f for f in DEFAULT_EXPORTS if f != "usd" or usd_available())
+    if isinstance(formats, str):
+        formats = [part.strip() for part in formats.split(",") if part.strip()]
+    try:
+        formats = check_formats(formats)
+    except ValueError as exc:
+        raise Face4DError(str(exc)) from None
+    if "usd" in formats and not usd_available():
+        raise Face4DError("the usd export needs usd-core: pip install 'face4d[usd]' (or leave usd out of the "
+                          "export formats)")
+    return formats
+
+
+def usd_available() -> bool:
+    return importlib.util.find_spec("pxr") is not None
+
+
+def check_preview_formats(formats: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Preview formats (``mp4``, ``gif``) from a comma-separated string or a list; ``none`` or an
+    empty value gives none. Asking for one without pyvista is an error naming the extra."""
+    if formats is None:
+        return ()
+    if isinstance(formats, str):
+        formats = [part.strip().lower().lstrip(".") for part in formats.split(",") if part.strip()]
+    formats = [f for f in dict.fromkeys(formats) if f != "none"]
+    bad = [f for f in formats if f not in PREVIEW_FORMATS]
+    if bad:
+        raise Face4DError(f"unknown preview format {bad[0]!r}; use {', '.join(PREVIEW_FORMATS)} (or none)")
+    if formats:
+        require_render()
+    return tuple(formats)
+
+
+def check_fps(fps: float) -> float:
+    if not (isinstance(fps, (int, float)) and np.isfinite(fps) and fps > 0):
+        raise Face4DError(f"fps must be a positive number, got {fps}")
+    return float(fps)
+
+
+def require_render() -> None:
+    if importlib.util.find_spec("pyvista") is None:
+        raise Face4DError("previews need pyvista: pip install 'face4d[render]'")
+
+
+def check_out_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuse, before any work, an output directory that cannot be written: a non-empty one without
+    ``overwrite`` (``FileExistsError``), a file, or a place without write permission."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise Face4DError(f"{path} exists and is not a directory")
+    check_dir_target(path, overwrite)
+    _check_writable_parent(path)
+    return path
+
+
+def check_out_file(path: str | os.PathLike, suffixes: Sequence[str], overwrite: bool = False) -> Path:
+    """The same for an output file, which must also end in one of ``suffixes`` (``.mp4``, ...)."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise Face4DError(f"{path}: unsupported output {path.suffix or '(no suffix)'!r}; use {', '.join(suffixes)}")
+    if path.is_dir():
+        raise Face4DError(f"{path} is a directory; give a file name such as {path / ('preview' + suffixes[0])}")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass --overwrite to replace it")
+    _check_writable_parent(path)
+    return path
+
+
+def _check_writable_parent(path: Path) -> None:
+    """The nearest existing ancestor of ``path`` must be a directory we may create entries in."""
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise Face4DError(f"cannot write {path}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise Face4DError(f"cannot write {path}: no permission to write in {parent}")
+
+
+def write_samples(result: PipelineResult, out_dir: Path, formats: Sequence[str], fps: float,
+                  progress: bool = False) -> None:
+    """The per-sample folders and ``samples.json`` of ``export``, into an existing (temporary)
+    directory; the caller makes the whole directory appear at once."""
+    from tqdm.auto import tqdm
+
+    from face4d.data.interchange import save_sequences
+    from meshops.export import export_sequence
+
+    seqs, records = result.landmarks, []
+    for i in tqdm(range(len(result)), desc="exporting", unit="sample", disable=not progress):
+        folder = out_dir / result.names[i]
+        export_sequence(folder, result.meshes[i], result.faces, formats=formats, fps=fps,
+                        neutral=result.target.vertices, progress=False)
+        save_sequences(folder / "landmarks.npz", seqs.select(i))
+        records.append({"name": result.names[i], "caption": result.captions[i], "label": str(seqs.labels[i]),
+                        "text": "" if seqs.texts is None else str(seqs.texts[i]), "type": str(seqs.types[i]),
+                        "frames": int(seqs.lengths[i])})
+    manifest = {"target": result.target.name, "method": result.target.method, "fps": fps,
+                "vertices": int(len(result.target.vertices)), "formats": list(formats), "samples": records}
+    (out_dir / "samples.json").write_text(json.dumps(manifest, indent=1) + "\n")
