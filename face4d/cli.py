@@ -339,8 +339,9 @@ def _dataset_import(args) -> None:
         seqs = load_coma(args.root, LandmarkEmbedding.from_file(args.embedding), frames=args.frames, scale=scale,
                          progress=not args.quiet)
     else:
-        from face4d.data.bu4dfe import load_bu4dfe, read_landmark_index
-        index = read_landmark_index(args.landmark_index) if args.landmark_index else None
+        from face4d.data.bu4dfe import load_bu4dfe
+        from face4d.landmarks import load_landmark_ids
+        index = load_landmark_ids(args.landmark_index) if args.landmark_index else None
         source["landmark_index"] = None if args.landmark_index is None else str(args.landmark_index.resolve())
         seqs = load_bu4dfe(args.root, frames=args.frames, landmark_index=index, scale=scale, progress=not args.quiet)
     if as_file:
@@ -442,7 +443,7 @@ def _generate(args) -> None:
 
 
 def _render(args) -> None:
-    from face4d.decoder.retarget import load_landmark_file
+    from face4d.landmarks import load_landmark_file
     from face4d.outputs import check_out_file, require_render
 
     require_render()

@@ -48,14 +48,11 @@ Choices the paper leaves open, documented here once:
 """
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from face4d.data.interchange import NUM_LANDMARKS
 from face4d.diffusion import GaussianDiffusion, NoiseModel, StepHook, extract
 from face4d.errors import Face4DError
 from face4d.guidance import compose_hooks
@@ -282,93 +279,3 @@ def sample_with_known_frames(
 
 
 # ------------------------------------------------------------------------------ neutral faces
-
-def neutral_landmarks_from_mesh(path: str | os.PathLike, head=None) -> np.ndarray:
-    """The 68 landmarks (68, 3) float32 of a neutral face mesh in the head model's topology.
-
-    The mesh must have the head model's vertices and triangles (the same count and the same
-    faces, e.g. one written by ``meshops.io.save_mesh`` from ``HeadModel.vertices(...)``), because
-    the landmarks are read as ``vertices[head.landmark_ids]``. Units: the head model, like the
-    dataset and the models trained on it, is in centimetres, so the mesh must be too (no rescaling
-    is done here; ``LandmarkGenerator.generate_from_neutral`` refuses landmarks of a clearly
-    different scale). ``head`` defaults to ``HeadModel.load()``.
-    """
-    from meshops.head import HeadModel
-    from meshops.io import load_mesh
-
-    head = HeadModel.load() if head is None else head
-    mesh = load_mesh(path)
-    vertices = np.asarray(mesh.vertices, np.float32)
-    faces = np.asarray(mesh.faces, np.int64)
-    expected = f"the head model's topology ({head.num_vertices} vertices, {len(head.faces)} triangles)"
-    if len(vertices) != head.num_vertices or faces.shape != head.faces.shape:
-        raise Face4DError(f"{path}: has {len(vertices)} vertices and {len(faces)} triangles; a neutral face mesh "
-                          f"must have {expected}, e.g. a mesh written from meshops.HeadModel.vertices()")
-    if not np.array_equal(faces, head.faces):
-        raise Face4DError(f"{path}: has {len(vertices)} vertices and {len(faces)} triangles but they are connected "
-                          f"differently; a neutral face mesh must have {expected} with the same vertex order")
-    return _checked_neutral(vertices[head.landmark_ids], path)
-
-
-def neutral_landmarks_from_file(path: str | os.PathLike) -> np.ndarray:
-    """The neutral landmarks (68, 3) float32 stored in ``path``, in centimetres.
-
-    * ``.npz`` in the interchange format: the first sequence's neutral frame, i.e. its first
-      frame, or its last valid frame when the sequence is typed ``E2N`` (expression to neutral).
-    * ``.npy``: an array of shape (68, 3) (or (1, 68, 3)).
-    * ``.txt`` / ``.csv``: 68 rows of 3 numbers (whitespace- or comma-separated).
-    """
-    from face4d.data.interchange import load_sequences
-
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
-        seqs = load_sequences(path)
-        last = seqs.types[0] == "E2N"
-        landmarks = seqs.landmarks[0, int(seqs.lengths[0]) - 1 if last else 0]
-        return _checked_neutral(landmarks, path)
-    if not path.is_file():
-        raise Face4DError(f"{path}: no such file")
-    try:
-        if suffix == ".npy":
-            landmarks = np.load(path, allow_pickle=False)
-        elif suffix in (".txt", ".csv"):
-            text = path.read_text()
-            landmarks = np.loadtxt(path, delimiter="," if "," in text else None, ndmin=2)
-        else:
-            raise Face4DError(f"{path}: unsupported landmark file {suffix or '(no suffix)'!r}; "
-                              "use .npz (interchange format), .npy or .txt")
-    except Face4DError:
-        raise
-    except Exception as exc:
-        raise Face4DError(f"{path}: cannot read landmarks ({type(exc).__name__}: {exc})") from None
-    landmarks = np.asarray(landmarks)
-    if landmarks.shape == (1, NUM_LANDMARKS, 3):
-        landmarks = landmarks[0]
-    if not np.issubdtype(landmarks.dtype, np.number) or landmarks.shape != (NUM_LANDMARKS, 3):
-        raise Face4DError(f"{path}: neutral landmarks must be a ({NUM_LANDMARKS}, 3) array of numbers, "
-                          f"got {landmarks.dtype} {landmarks.shape}")
-    return _checked_neutral(landmarks, path)
-
-
-def _checked_neutral(landmarks, source) -> np.ndarray:
-    landmarks = np.asarray(landmarks, dtype=np.float32)
-    if landmarks.shape != (NUM_LANDMARKS, 3):
-        raise Face4DError(f"{source}: neutral landmarks must have shape ({NUM_LANDMARKS}, 3), got {landmarks.shape}")
-    if not np.isfinite(landmarks).all():
-        raise Face4DError(f"{source}: neutral landmarks contain NaN or infinity")
-    return landmarks
-
-
-def check_scale(landmarks: np.ndarray, reference: np.ndarray, what: str = "landmarks") -> None:
-    """Refuse ``landmarks`` (..., 68, 3) whose size is far from ``reference`` (68, 3) (the model's
-    mean face): the usual sign of metres or millimetres where centimetres are expected."""
-    def spread(x: np.ndarray) -> float:
-        x = np.asarray(x, np.float64).reshape(-1, NUM_LANDMARKS, 3)
-        return float(np.sqrt(((x - x.mean(1, keepdims=True)) ** 2).sum(-1).mean()))
-
-    size, ref = spread(landmarks), spread(reference)
-    if not ref / 3 <= size <= 3 * ref:
-        raise Face4DError(f"the {what} span {size:.3g} units around their centre where the model's mean face spans "
-                          f"{ref:.3g} cm: they seem to be in other units (the models work in centimetres; "
-                          "e.g. multiply metres by 100, divide millimetres by 10)")

@@ -26,9 +26,9 @@ from face4d.data.labels import get_label, label_index
 from face4d.data.normalize import LandmarkNormalizer
 from face4d.diffusion import GaussianDiffusion, linear_beta_schedule
 from face4d.errors import Face4DError
-from face4d.filling import (RECONSTRUCTION_WEIGHT, check_known, check_reconstruction_weight, check_scale,
-                            sample_with_known_frames)
+from face4d.filling import RECONSTRUCTION_WEIGHT, check_known, check_reconstruction_weight, sample_with_known_frames
 from face4d.guidance import TEXT_LAMBDA, GradientGuidance, GuidanceConfig, label_objective, text_objective
+from face4d.landmarks import check_neutral, check_units
 from face4d.models.classifier import Classifier, type_index
 from face4d.models.denoiser import Denoiser
 from face4d.models.text_guide import TextGuide, embed_texts
@@ -220,7 +220,7 @@ class LandmarkGenerator:
             raise Face4DError(f"sequences to fill must have between 2 and {self.max_frames} frames, got {f}")
         known = check_known(known, f, lengths, batch=b)
         valid = np.arange(f)[None] < np.asarray(lengths)[:, None]
-        check_scale(landmarks[valid], self.normalizer.mean, "landmarks to fill")
+        check_units(landmarks[valid], self.normalizer.mean, "the landmarks to fill", "the model's mean face")
         label = get_label(label).name if label is not None else None
         diffusion = self._sampling_diffusion(sampling)
 
@@ -252,7 +252,7 @@ class LandmarkGenerator:
         """Geometry-adaptive generation (Alg. 4): sequences of a given person, from their neutral face.
 
         ``neutral``: the person's neutral landmarks (68, 3) in centimetres (see
-        ``face4d.filling.neutral_landmarks_from_mesh`` / ``neutral_landmarks_from_file``). It is
+        ``face4d.landmarks.neutral_landmarks_from_mesh`` / ``neutral_landmarks_from_file``). It is
         enforced as frame 0 for ``N2E`` and as the last frame for ``E2N``, and the other frames are
         filled, harmonised over ``passes`` runs (paper: 5). With ``label`` every pass is guided by
         the type S classifier towards that label *in that order*; with ``text`` (a string, or one per
@@ -261,11 +261,7 @@ class LandmarkGenerator:
         Output in centimetres, typed ``sequence_type``.
         """
         sampling = sampling or SamplingConfig()
-        neutral = np.asarray(neutral, dtype=np.float32)
-        if neutral.shape != (NUM_LANDMARKS, 3):
-            raise Face4DError(f"neutral landmarks must have shape ({NUM_LANDMARKS}, 3), got {neutral.shape}")
-        if not np.isfinite(neutral).all():
-            raise Face4DError("neutral landmarks contain NaN or infinity")
+        neutral = check_neutral(neutral, "neutral")
         if sequence_type not in SEQUENCE_TYPES:
             raise Face4DError(f"unknown sequence type {sequence_type!r}; use N2E or E2N")
         if not 2 <= frames <= self.max_frames:
@@ -274,16 +270,16 @@ class LandmarkGenerator:
             raise Face4DError(f"num must be >= 1, got {num}")
         if passes < 1:
             raise Face4DError(f"passes must be >= 1, got {passes}")
-        check_scale(neutral, self.normalizer.mean, "neutral landmarks")
+        check_units(neutral, self.normalizer.mean, "the neutral landmarks", "the model's mean face")
         if text is not None and label is not None:
             raise Face4DError("give a label or a text, not both")
         texts = None if text is None else _per_sample(text, num, "text")
         num = num if texts is None else len(texts)
         label = get_label(label).name if label is not None else None
-        return self._from_neutrals(np.broadcast_to(neutral, (num, NUM_LANDMARKS, 3)), frames, [sequence_type] * num,
+        return self.from_neutrals(np.broadcast_to(neutral, (num, NUM_LANDMARKS, 3)), frames, [sequence_type] * num,
                                    [label] * num, seed, passes, sampling, progress, texts)
 
-    def _from_neutrals(self, neutrals: np.ndarray, frames: int, types: list[str], labels: list[str | None],
+    def from_neutrals(self, neutrals: np.ndarray, frames: int, types: list[str], labels: list[str | None],
                        seed: int, passes: int, sampling: SamplingConfig, progress: bool = False,
                        texts: list[str] | None = None) -> LandmarkSequences:
         """Alg. 4 for a batch: sequence ``i`` keeps ``neutrals[i]`` (68, 3), in centimetres, as its

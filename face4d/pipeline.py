@@ -217,7 +217,7 @@ class Pipeline:
 
     def neutral_landmarks(self, neutral_mesh=None, neutral_landmarks=None) -> np.ndarray | None:
         """The (68, 3) neutral landmarks of a geometry-adaptive request, or None."""
-        from face4d.filling import _checked_neutral, neutral_landmarks_from_file, neutral_landmarks_from_mesh
+        from face4d.landmarks import check_neutral, neutral_landmarks_from_file, neutral_landmarks_from_mesh
 
         if neutral_mesh is not None and neutral_landmarks is not None:
             raise Face4DError("give a neutral mesh or neutral landmarks, not both")
@@ -228,11 +228,11 @@ class Pipeline:
             if vertices.shape != (self.head.num_vertices, 3):
                 raise Face4DError(f"a neutral face mesh must have the head model's {self.head.num_vertices} "
                                   f"vertices, got shape {vertices.shape}")
-            return _checked_neutral(vertices[self.head.landmark_ids], "neutral mesh")
+            return check_neutral(vertices[self.head.landmark_ids], "neutral mesh")
         if isinstance(neutral_landmarks, (str, os.PathLike)):
             return neutral_landmarks_from_file(neutral_landmarks)
         if neutral_landmarks is not None:
-            return _checked_neutral(neutral_landmarks, "neutral landmarks")
+            return check_neutral(neutral_landmarks, "neutral landmarks")
         return None
 
     # -- landmark sequences -> meshes -----------------------------------------------------------------

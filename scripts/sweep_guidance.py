@@ -34,7 +34,7 @@ import torch
 
 from face4d.eval.downstream import FILL_SETTINGS
 from face4d.eval.harness import Evaluation
-from face4d.eval.metrics import join_speeds, neutral_frames
+from face4d.eval.metrics import join_speeds
 from face4d.eval.protocol import generate_like
 from face4d.generate import LandmarkGenerator, SamplingConfig
 from face4d.guidance import GuidanceConfig
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     generator = LandmarkGenerator.from_pretrained(args.model)
     reference = evaluation.reference
     known, _ = FILL_SETTINGS[2].masks(reference.lengths, np.random.default_rng((args.seed, 2)), reference.num_frames)
-    neutrals = reference.landmarks[np.arange(len(reference)), neutral_frames(reference)]
+    neutrals = reference.landmarks[np.arange(len(reference)), reference.neutral_frames(strict=True)]
     for config in settings:
         sampling = replace(config, steps=args.steps)
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.condition == "fill":
                 return generator.fill(reference.select(idx), known[idx, :frames], seed=seed, sampling=sampling)
             if args.condition == "geometry":
-                return generator._from_neutrals(neutrals[idx], frames, list(reference.types[idx]),
+                return generator.from_neutrals(neutrals[idx], frames, list(reference.types[idx]),
                                                 list(reference.labels[idx]), seed, args.passes, sampling)
             wanted = reference.labels if args.condition == "label" else reference.texts
             return generator.generate(**{args.condition: list(wanted[idx])}, frames=frames, seed=seed,

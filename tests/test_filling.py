@@ -8,11 +8,11 @@ from face4d import Face4DError
 from face4d.cli import main
 from face4d.data import LandmarkSequences, load_sequences, save_sequences
 from face4d.diffusion import GaussianDiffusion, linear_beta_schedule
-from face4d.filling import (KnownFrameReconstruction, KnownFrames, check_known, initial_noise,
-                            neutral_landmarks_from_file, neutral_landmarks_from_mesh, parse_known,
+from face4d.filling import (KnownFrameReconstruction, KnownFrames, check_known, initial_noise, parse_known,
                             sample_with_known_frames)
 from face4d.generate import LandmarkGenerator, SamplingConfig
 from face4d.guidance import GradientGuidance, compose_hooks
+from face4d.landmarks import neutral_landmarks_from_file, neutral_landmarks_from_mesh
 from meshops.io import save_mesh
 
 @pytest.fixture(scope="module")
@@ -321,7 +321,7 @@ def test_fill_errors(gen, head):
         gen.fill(seqs, np.zeros(6, bool), sampling=fast)
     with pytest.raises(Face4DError, match="nothing to fill"):
         gen.fill(seqs, np.ones(6, bool), sampling=fast)
-    with pytest.raises(Face4DError, match="other units"):
+    with pytest.raises(Face4DError, match="different units"):
         gen.fill(seqs / 100.0, parse_known("0", 6), sampling=fast)  # metres
     with pytest.raises(Face4DError, match="shape"):
         gen.fill(seqs[0, :, :10], parse_known("0", 6), sampling=fast)
@@ -370,7 +370,7 @@ def test_generate_from_neutral_errors(gen, head, bundle, tmp_path):
     fast = SamplingConfig(steps=2)
     for kwargs, message in [({"neutral": neutral[:60]}, r"shape \(68, 3\)"),
                             ({"neutral": np.full((68, 3), np.nan)}, "NaN"),
-                            ({"neutral": neutral / 100}, "other units"),
+                            ({"neutral": neutral / 100}, "different units"),
                             ({"neutral": neutral, "frames": 1}, "frames must be between 2 and 64"),
                             ({"neutral": neutral, "sequence_type": "X"}, "unknown sequence type"),
                             ({"neutral": neutral, "passes": 0}, "passes must be >= 1"),
@@ -506,7 +506,7 @@ def test_cli_generate_from_neutral(bundle, head, tmp_path, capsys):
     assert "--passes only applies" in capsys.readouterr().err
     np.save(tmp_path / "m.npy", head.landmark_neutral / 100)  # metres
     assert main([*base, "--neutral-landmarks", str(tmp_path / "m.npy"), "--out", str(tmp_path / "e")]) == 2
-    assert "other units" in capsys.readouterr().err and not (tmp_path / "e").exists()
+    assert "different units" in capsys.readouterr().err and not (tmp_path / "e").exists()
     with pytest.raises(SystemExit):
         main([*base, "--neutral-mesh", "a.obj", "--neutral-landmarks", "b.npz", "--out", str(tmp_path / "f")])
     assert "not allowed with argument" in capsys.readouterr().err

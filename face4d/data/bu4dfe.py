@@ -111,16 +111,3 @@ def read_landmark_file(path: Path) -> np.ndarray:
     if not np.isfinite(points).all():
         raise Face4DError(f"{path}: coordinates contain NaN or infinity")
     return points.astype(np.float64)
-
-
-def read_landmark_index(path: str | os.PathLike) -> np.ndarray:
-    """68 point indices from a ``.npy`` array or a whitespace-separated ``.txt`` file."""
-    path = Path(path)
-    try:
-        index = np.load(path, allow_pickle=False) if path.suffix == ".npy" else np.loadtxt(path, ndmin=1)
-    except (OSError, ValueError) as exc:
-        raise Face4DError(f"{path}: cannot read a landmark index ({exc})") from None
-    index = np.asarray(index).reshape(-1)
-    if index.shape != (NUM_LANDMARKS,) or not np.all(index == np.round(index)):
-        raise Face4DError(f"{path}: a landmark index must hold {NUM_LANDMARKS} integers, got {index.shape[0]} values")
-    return index.astype(np.int64)

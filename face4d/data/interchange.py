@@ -104,6 +104,16 @@ class LandmarkSequences:
         """Landmarks of sequence ``i`` without padding, shape (lengths[i], 68, 3)."""
         return self.landmarks[i, : self.lengths[i]]
 
+    def neutral_frames(self, strict: bool = False) -> np.ndarray:
+        """Index (N,) int64 of each sequence's neutral frame: its last valid frame for ``E2N``, else
+        its first. ``strict``: every sequence must be typed ``N2E`` or ``E2N`` (an untyped one has
+        no known neutral end), as the evaluation of geometry-adaptive generation needs."""
+        if strict:
+            bad = sorted(set(self.types.tolist()) - {"N2E", "E2N"})
+            if bad:
+                raise Face4DError(f"every sequence needs the type N2E or E2N to have a neutral end, got {bad}")
+        return np.where(self.types == "E2N", self.lengths - 1, 0).astype(np.int64)
+
     def select(self, index) -> "LandmarkSequences":
         """The sub-batch at ``index`` (an int, slice, boolean mask or index array), trimmed to its longest."""
         index = np.atleast_1d(np.arange(len(self))[index])

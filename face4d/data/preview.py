@@ -26,7 +26,7 @@ def apex_index(seqs: LandmarkSequences, i: int) -> int:
         strength = np.abs(seqs.expression_weights[i, :f]).sum(-1)
     else:
         lm = seqs.sequence(i)
-        strength = np.linalg.norm(lm - lm[-1 if seqs.types[i] == "E2N" else 0], axis=-1).mean(-1)
+        strength = np.linalg.norm(lm - lm[seqs.neutral_frames()[i]], axis=-1).mean(-1)
     return int(np.argmax(strength))
 
 

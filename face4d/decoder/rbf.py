@@ -16,6 +16,7 @@ from scipy.interpolate import RBFInterpolator
 
 from face4d.data.interchange import NUM_LANDMARKS
 from face4d.errors import Face4DError
+from face4d.landmarks import check_landmark_ids
 
 RBF_KERNELS = ("thin_plate_spline", "gaussian", "linear", "cubic", "quintic", "multiquadric",
                "inverse_multiquadric", "inverse_quadratic")
@@ -26,19 +27,6 @@ DEFAULT_DEGREE = 0
 face-region error (0.53 mm) and by far the least spread one (std 1.1 mm against 1.7-3.5 mm; the
 widest stable Gaussians reach a slightly lower whole-head mean, 0.46-0.49 mm against 0.52 mm, with
 large errors at the eyes and mouth), and it has no width to tune."""
-
-
-def check_landmark_ids(landmark_ids, num_vertices: int, source: str = "landmark ids") -> np.ndarray:
-    """``landmark_ids`` as (68,) int64 vertex ids of a mesh with ``num_vertices`` vertices, or a clear error."""
-    ids = np.asarray(landmark_ids)
-    if ids.shape != (NUM_LANDMARKS,) or not np.issubdtype(ids.dtype, np.integer):
-        raise Face4DError(f"{source}: expected {NUM_LANDMARKS} integer vertex ids, got {ids.dtype} {ids.shape}")
-    if ids.min() < 0 or ids.max() >= num_vertices:
-        raise Face4DError(f"{source}: vertex ids must lie in [0, {num_vertices}) for a mesh of {num_vertices} "
-                          f"vertices, got [{ids.min()}, {ids.max()}]")
-    if len(np.unique(ids)) != NUM_LANDMARKS:
-        raise Face4DError(f"{source}: the {NUM_LANDMARKS} landmark vertex ids must be distinct")
-    return ids.astype(np.int64)
 
 
 def rbf_displacements(neutral_vertices: np.ndarray, landmark_ids, delta_landmarks: np.ndarray,

@@ -19,13 +19,14 @@ import numpy as np
 import torch
 
 from face4d.checkpoint import CONFIG_FILE, load_weights, read_model_config
-from face4d.data.interchange import NUM_LANDMARKS, LandmarkSequences, load_sequences
+from face4d.data.interchange import LandmarkSequences
 from face4d.decoder.model import DECODER_KINDS
-from face4d.decoder.rbf import check_landmark_ids, rbf_displacements
+from face4d.decoder.rbf import rbf_displacements
 from face4d.decoder.target import METHODS
 from face4d.decoder.topology import DecoderTopology
-from face4d.decoder.training import neutral_frames
 from face4d.errors import Face4DError
+from face4d.landmarks import check_landmark_frames, check_landmark_ids, check_units, load_landmark_file, \
+    load_landmark_ids
 from meshops.head import HeadModel
 
 EXPORTS = ("ply", "obj")
@@ -76,17 +77,6 @@ def decode_displacements(model: torch.nn.Module, neutral_vertices: np.ndarray, d
 
 # ------------------------------------------------------------------------------------ inputs
 
-def _check_landmark_frames(landmarks: np.ndarray, source: str) -> np.ndarray:
-    landmarks = np.asarray(landmarks)
-    if landmarks.ndim != 3 or landmarks.shape[1:] != (NUM_LANDMARKS, 3) or len(landmarks) < 1 \
-            or not np.issubdtype(landmarks.dtype, np.number):
-        raise Face4DError(f"{source}: a landmark sequence must be a (F, {NUM_LANDMARKS}, 3) array of numbers with "
-                          f"F >= 1, got {landmarks.dtype} {landmarks.shape}")
-    if not np.isfinite(landmarks).all():
-        raise Face4DError(f"{source}: landmarks contain NaN or infinity")
-    return landmarks.astype(np.float32)
-
-
 def sequence_frames(landmarks: LandmarkSequences | np.ndarray, neutral_frame: int | None = None,
                     sequence_index: int = 0, source: str = "landmarks") -> tuple[np.ndarray, int]:
     """The landmark frames (F, 68, 3) of one sequence and the index of its neutral frame.
@@ -98,70 +88,16 @@ def sequence_frames(landmarks: LandmarkSequences | np.ndarray, neutral_frame: in
         if not 0 <= sequence_index < len(landmarks):
             raise Face4DError(f"{source}: sequence index {sequence_index} is out of range (it holds "
                               f"{len(landmarks)} sequence(s))")
-        default = int(neutral_frames(landmarks)[sequence_index])
-        frames = _check_landmark_frames(landmarks.sequence(sequence_index), source)
+        default = int(landmarks.neutral_frames()[sequence_index])
+        frames = check_landmark_frames(landmarks.sequence(sequence_index), source)
     else:
         default = 0
-        frames = _check_landmark_frames(landmarks, source)
+        frames = check_landmark_frames(landmarks, source)
     f = len(frames)
     index = default if neutral_frame is None else int(neutral_frame)
     if not -f <= index < f:
         raise Face4DError(f"{source}: neutral frame {index} is out of range for a sequence of {f} frames")
     return frames, index % f
-
-
-def load_landmark_file(path: str | os.PathLike, sequence_index: int = 0) -> LandmarkSequences:
-    """A landmark file for retargeting: ``.npz`` in the interchange format or ``.npy`` (F, 68, 3);
-    returned as a batch (``sequence_index`` is checked by ``sequence_frames``)."""
-    path = Path(path)
-    if path.suffix.lower() == ".npz":
-        return load_sequences(path)
-    if path.suffix.lower() != ".npy":
-        raise Face4DError(f"{path}: unsupported landmark file; use .npz (interchange format) or .npy (F, 68, 3)")
-    if not path.is_file():
-        raise Face4DError(f"{path}: no such file")
-    try:
-        array = np.load(path, allow_pickle=False)
-    except Exception as exc:
-        raise Face4DError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
-    frames = _check_landmark_frames(array, str(path))
-    return LandmarkSequences(frames[None], [len(frames)], [""], [""])
-
-
-def load_landmark_ids(path: str | os.PathLike, num_vertices: int) -> np.ndarray:
-    """68 landmark vertex ids from ``.npy`` or ``.txt`` (whitespace/comma separated), checked against the mesh."""
-    path = Path(path)
-    if not path.is_file():
-        raise Face4DError(f"{path}: no such file")
-    try:
-        if path.suffix.lower() == ".npy":
-            ids = np.load(path, allow_pickle=False)
-        else:
-            text = path.read_text()
-            ids = np.loadtxt(path, delimiter="," if "," in text else None, ndmin=1)
-            if np.issubdtype(ids.dtype, np.floating) and np.all(ids == np.round(ids)):
-                ids = ids.astype(np.int64)
-    except Exception as exc:
-        raise Face4DError(f"{path}: cannot read landmark ids ({type(exc).__name__}: {exc})") from None
-    ids = np.asarray(ids)
-    if ids.ndim == 2 and 1 in ids.shape:  # a row or a column
-        ids = ids.reshape(-1)
-    return check_landmark_ids(ids, num_vertices, str(path))
-
-
-def _spread(points: np.ndarray) -> float:
-    points = np.asarray(points, np.float64)
-    return float(np.sqrt(((points - points.mean(0)) ** 2).sum(-1).mean()))
-
-
-def check_units(sequence_neutral: np.ndarray, mesh_landmarks: np.ndarray) -> None:
-    """Refuse a landmark sequence whose face is of a clearly different size than the mesh's, the
-    usual sign of metres or millimetres against centimetres."""
-    size, ref = _spread(sequence_neutral), _spread(mesh_landmarks)
-    if not ref / 3 <= size <= 3 * ref:
-        raise Face4DError(f"the landmark sequence's face spans {size:.3g} units around its centre and the mesh's "
-                          f"landmarks {ref:.3g}: they are in different units (both must be in the head model's "
-                          f"centimetres; e.g. multiply metres by 100, divide millimetres by 10)")
 
 
 # ------------------------------------------------------------------------------------ retarget
@@ -224,7 +160,7 @@ def retarget_files(landmarks_path: str | os.PathLike, mesh_path: str | os.PathLi
     if method == "rbf" and model is not None:
         raise Face4DError("--model only applies to --method learned")
     out_dir = check_dir_target(out_dir, overwrite)
-    seqs = load_landmark_file(landmarks_path, sequence_index)
+    seqs = load_landmark_file(landmarks_path)
     mesh = load_mesh(mesh_path)
     vertices, faces = np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.int64)
     if method == "learned":

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from face4d.errors import Face4DError
+from face4d.landmarks import check_landmark_ids, check_units, load_landmark_ids
+from meshops.io import load_mesh
 
 METHODS = ("learned", "rbf")
 """The learned decoder (the head model's topology) or the RBF fallback (any mesh, given its landmark ids)."""
@@ -57,9 +59,6 @@ def resolve_target(mesh=None, identity_seed: int | None = None, faces: np.ndarra
     ``landmark_ids`` are given, else ``learned``). ``head``: the head model; ``decoder``: returns
     the learned decoder, called only for that method, so the RBF fallback never loads it.
     """
-    from face4d.decoder.rbf import check_landmark_ids
-    from face4d.decoder.retarget import check_units, load_landmark_ids
-
     method = method or ("rbf" if landmark_ids is not None else "learned")
     if method not in METHODS:
         raise Face4DError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
@@ -78,7 +77,6 @@ def resolve_target(mesh=None, identity_seed: int | None = None, faces: np.ndarra
     elif isinstance(mesh, (str, os.PathLike)):
         if faces is not None:
             raise Face4DError("faces are read from the mesh file; pass them only with a vertex array")
-        from meshops.io import load_mesh
         loaded = load_mesh(mesh)
         vertices, faces, name = np.asarray(loaded.vertices, np.float32), np.asarray(loaded.faces), str(mesh)
     else:

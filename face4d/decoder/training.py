@@ -87,11 +87,6 @@ class DecoderTrainConfig(TrainConfig):
         return self.batch_size // self.frames_per_mesh
 
 
-def neutral_frames(seqs: LandmarkSequences) -> np.ndarray:
-    """Index of each sequence's neutral frame: the last valid one for E2N, else the first."""
-    return np.where(seqs.types == "E2N", seqs.lengths - 1, 0).astype(np.int64)
-
-
 # ------------------------------------------------------------------------------------- data
 
 @dataclass
@@ -113,7 +108,7 @@ class DecoderData:
             raise Face4DError(f"{source}: the sequences have rigid head motion; decoders are trained and evaluated "
                               f"on data without it (build the dataset without --head-motion)")
         return cls(seqs.identity_weights, seqs.expression_weights, seqs.landmarks, seqs.lengths,
-                   neutral_frames(seqs))
+                   seqs.neutral_frames())
 
     def __len__(self) -> int:
         return len(self.lengths)

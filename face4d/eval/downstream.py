@@ -21,7 +21,7 @@ from face4d.data.interchange import LandmarkSequences
 from face4d.errors import Face4DError
 from face4d.eval.baselines import NearestText, mean_imputation
 from face4d.eval.harness import GROUND_TRUTH, Evaluation, ResultTable
-from face4d.eval.metrics import join_speeds, known_frame_error, neutral_frames
+from face4d.eval.metrics import join_speeds, known_frame_error
 from face4d.eval.protocol import generate_like
 from face4d.generate import LandmarkGenerator, SamplingConfig
 from face4d.text import TextEncoder, get_text_encoder
@@ -210,7 +210,7 @@ def geometry_adaptive(evaluation: Evaluation, generator: LandmarkGenerator, samp
         raise Face4DError("the model bundle has no type S classifier (classifier_S/), which geometry-adaptive "
                           "generation with a label needs")
     reference = evaluation.reference
-    neutral_index = neutral_frames(reference)
+    neutral_index = reference.neutral_frames(strict=True)
     neutrals = reference.landmarks[np.arange(len(reference)), neutral_index]
     variants = _variants(sampling)
     table = ResultTable(["Method", "Sequences", "Accuracy (%)", "FID", "Enforced frame, max abs error (cm)",
@@ -220,7 +220,7 @@ def geometry_adaptive(evaluation: Evaluation, generator: LandmarkGenerator, samp
     rows = [("ground truth", GROUND_TRUTH, truth, reference, "")]
     for key, config in reversed(list(variants.items())):
         def sample(idx: np.ndarray, frames: int, seed: int, config=config) -> LandmarkSequences:
-            return generator._from_neutrals(neutrals[idx], frames, list(reference.types[idx]),
+            return generator.from_neutrals(neutrals[idx], frames, list(reference.types[idx]),
                                             list(reference.labels[idx]), seed, passes, config)
 
         seqs, scores = evaluation.timed(lambda: generate_like(reference, sample, seed=evaluation.seed,

@@ -150,14 +150,6 @@ def frame_speeds(seq: np.ndarray) -> np.ndarray:
     return np.linalg.norm(np.diff(seq, axis=0), axis=-1).mean(axis=-1)
 
 
-def neutral_frames(seqs: LandmarkSequences) -> np.ndarray:
-    """Index (N,) of each sequence's neutral frame: 0 for N2E, its last valid frame for E2N."""
-    bad = sorted(set(seqs.types.tolist()) - {"N2E", "E2N"})
-    if bad:
-        raise Face4DError(f"every sequence needs the type N2E or E2N to have a neutral end, got {bad}")
-    return np.where(seqs.types == "N2E", 0, seqs.lengths - 1)
-
-
 def join_speeds(seqs: LandmarkSequences) -> tuple[np.ndarray, np.ndarray]:
     """Per sequence, the speed at its neutral end (between the neutral frame and its neighbour,
     where geometry-adaptive generation joins the enforced frame) and the mean speed between all
@@ -165,7 +157,7 @@ def join_speeds(seqs: LandmarkSequences) -> tuple[np.ndarray, np.ndarray]:
     if (seqs.lengths < 3).any():
         raise Face4DError("the speed away from the join needs sequences of at least 3 frames")
     join, elsewhere = np.empty(len(seqs)), np.empty(len(seqs))
-    for i, neutral in enumerate(neutral_frames(seqs)):
+    for i, neutral in enumerate(seqs.neutral_frames(strict=True)):
         speeds = frame_speeds(seqs.sequence(i))
         at = 0 if neutral == 0 else len(speeds) - 1
         join[i], elsewhere[i] = speeds[at], np.delete(speeds, at).mean()
