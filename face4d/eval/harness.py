@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from face4d.commands.options import add_reconstruction_arg, add_sampling_args, sampling_config
 from face4d.data.dataset import Dataset
 from face4d.data.interchange import LandmarkSequences
 from face4d.errors import Face4DError
@@ -44,11 +45,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, sampler: bool = True) 
     when ``sampler`` (a script that runs one sampler; Table 1 runs both)."""
     parser.add_argument("--data", required=True, type=Path, help="the dataset the models were trained on")
     parser.add_argument("--ic", required=True, type=Path, help="independent classifier ('face4d train ic')")
-    parser.add_argument("--model", type=Path, help="model bundle (default: the embedded one)")
-    if sampler:
-        parser.add_argument("--sampler", choices=("fast", "paper"), default="fast",
-                            help="fast: strided DDPM over --steps steps; paper: all T steps (40x slower)")
-    parser.add_argument("--steps", type=int, default=50, help="steps of the fast sampler")
+    add_sampling_args(parser, guidance=False, sampler=sampler, runtime=False)
     parser.add_argument("--limit", type=int, help="generate for a random subset of this many test sequences "
                                                   "(FID still against the whole test split; the ground-truth "
                                                   "row then uses as many val sequences)")
@@ -168,17 +165,15 @@ Run = Callable[[argparse.Namespace], tuple[list[str], list[Check]]]
 
 
 def add_reconstruction_argument(parser: argparse.ArgumentParser) -> None:
-    """``--reconstruction``, for the scripts that condition on known frames (Tables 3 and 4)."""
-    parser.add_argument("--reconstruction", type=float, default=RECONSTRUCTION_WEIGHT,
-                        help=f"weight of reconstruction guidance (default {RECONSTRUCTION_WEIGHT:g}); the tables also "
-                             "report the paper's algorithm as written (0) when it is > 0")
+    """``--reconstruction``, for the scripts that condition on known frames (Tables 3 and 4); the
+    tables also report the paper's algorithm as written (0) when it is > 0."""
+    add_reconstruction_arg(parser, default=RECONSTRUCTION_WEIGHT)
 
 
 def sampling_from_args(args: argparse.Namespace, num_timesteps: int) -> tuple[SamplingConfig, str]:
     """The ``SamplingConfig`` of ``--sampler``/``--steps`` (and ``--reconstruction`` where the script
     has it), and how to name the sampler in a report."""
-    reconstruction = getattr(args, "reconstruction", RECONSTRUCTION_WEIGHT)
-    sampling = SamplingConfig(sampler=args.sampler, steps=args.steps, reconstruction=reconstruction)
+    sampling = sampling_config(args)
     name = f"fast sampler ({args.steps} steps)" if args.sampler == "fast" else f"paper sampler ({num_timesteps} steps)"
     return sampling, name
 

@@ -1,0 +1,88 @@
+"""``face4d generate``: a condition -> landmark sequences and, with a target or an output option,
+animated meshes, exports and a preview (``face4d.pipeline.Pipeline``)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from face4d.commands.options import (EXAMPLES, add_mesh_args, add_output_args, add_sampling_args, pipeline,
+                                    sampling_config, save_each)
+from face4d.errors import Face4DError
+
+DESCRIPTION = """Generate landmark sequences for a condition: a --label, a --text, --keyframes to fill, or a
+person's --neutral-mesh / --neutral-landmarks. By default it writes the landmark sequences, one
+interchange .npz per sequence. With a target mesh option (--mesh, --identity-seed, --landmark-ids)
+or an output option (--export, --preview) it also animates a mesh with them and writes one folder
+per sample (sample_000/ ...: neutral.obj, the exports, landmarks.npz) and OUT/preview.<fmt>."""
+
+
+MESH_OPTIONS = ("mesh", "identity_seed", "landmark_ids", "method", "decoder", "export", "preview", "start")
+"""Any of these turns on meshes (a target, exports, a preview) instead of landmark files only."""
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    gen = commands.add_parser("generate", help="generate landmark sequences and, optionally, animated meshes, "
+                                               "exports and a preview", description=DESCRIPTION,
+                              epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    gen.add_argument("--out", required=True, type=Path,
+                     help="output directory: one .npz per sequence, or with meshes one folder per sample")
+    condition = gen.add_mutually_exclusive_group()
+    condition.add_argument("--label", help="expression label to steer towards (see 'face4d dataset info')")
+    condition.add_argument("--text", help="a description to steer towards, e.g. 'disgust high smile' "
+                                          "(needs the text extra: pip install 'face4d[text]')")
+    gen.add_argument("--type", dest="sequence_type", choices=("N2E", "E2N"),
+                     help="also enforce the order: neutral->expression or back (type S classifier); with a "
+                          "neutral face, where it goes: first frame (N2E, the default) or last (E2N)")
+    gen.add_argument("--frames", type=int, default=40, help="frames per sequence (default 40)")
+    gen.add_argument("--num", type=int, default=1, help="number of sequences (default 1)")
+    gen.add_argument("--seed", type=int, default=0)
+    neutral = gen.add_argument_group("geometry-adaptive generation (a given person's neutral face)")
+    source = neutral.add_mutually_exclusive_group()
+    source.add_argument("--neutral-mesh", type=Path,
+                        help="neutral face mesh (.obj/.ply) in the head model's topology, in centimetres; "
+                             "also the target mesh unless --mesh or --identity-seed is given")
+    source.add_argument("--neutral-landmarks", type=Path,
+                        help="neutral landmarks: .npz in the interchange format (its neutral frame), "
+                             ".npy or .txt of shape (68, 3), in centimetres")
+    neutral.add_argument("--passes", type=int, help="harmonising sampling passes (default 5, as the paper; "
+                                                    "1 for keyframes)")
+    keys = gen.add_argument_group("keyframes (expression filling)")
+    keys.add_argument("--keyframes", type=Path, help="a sequence in the interchange format (.npz) whose --known "
+                                                     "frames are kept and the others generated")
+    keys.add_argument("--known", help="known frames: 0-based indices and inclusive ranges, e.g. 0-9,30-39")
+    keys.add_argument("--sequence-index", type=int, default=0, help="which sequence of a --keyframes batch file")
+    add_mesh_args(gen)
+    add_output_args(gen)
+    add_sampling_args(gen)
+    gen.set_defaults(run=run)
+
+
+def run(args) -> None:
+    from face4d.outputs import check_export_formats, check_out_dir, check_preview_formats
+    from meshops.atomic import atomic_dir
+
+    meshes = any(getattr(args, name) is not None for name in MESH_OPTIONS)
+    if not meshes and (args.overlay_landmarks or args.size is not None):
+        raise Face4DError("--overlay-landmarks and --size apply to the preview (--preview mp4)")
+    pipe = pipeline(args)
+    condition = dict(label=args.label, text=args.text, keyframes=args.keyframes, known=args.known,
+                     neutral_mesh=args.neutral_mesh, neutral_landmarks=args.neutral_landmarks, frames=args.frames,
+                     num=args.num, seed=args.seed, sequence_type=args.sequence_type, passes=args.passes,
+                     sequence_index=args.sequence_index, sampling=sampling_config(args), progress=not args.quiet)
+    if not meshes:  # landmarks only: one interchange file per sequence
+        check_out_dir(args.out, args.overwrite)
+        seqs = pipe.sample(**condition)
+        with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
+            save_each(tmp, seqs)
+        print(f"wrote {len(seqs)} sequence(s) of {seqs.num_frames} frames to {args.out}")
+        return
+    formats, preview = check_export_formats(args.export), check_preview_formats(args.preview)
+    check_out_dir(args.out, args.overwrite)
+    result = pipe.generate(**condition, mesh=args.mesh, identity_seed=args.identity_seed,
+                           landmark_ids=args.landmark_ids, method=args.method, start=args.start or "auto")
+    target = result.target
+    pipe.export(result, args.out, formats, overwrite=args.overwrite, preview=preview,
+                overlay_landmarks=args.overlay_landmarks, size=args.size or 256, progress=not args.quiet)
+    extra = "".join(f" + preview.{fmt}" for fmt in preview)
+    print(f"wrote {len(result)} sample(s) of {len(result.meshes[0])} frames on {target.name} ({target.method}) to "
+          f"{args.out}: {', '.join(formats)}{extra}")
