@@ -10,8 +10,8 @@ from meshops.pose import apply_head_pose
 from meshops.spiral import cached_spiral_indices, spiral_indices
 
 # The torch layers load on first use, so that `import meshops` does not import torch.
-_TORCH_EXPORTS = {"Pool": "meshops.spiralconv", "SpiralConv": "meshops.spiralconv",
-                  "pool": "meshops.spiralconv", "sparse_to_torch": "meshops.spiralconv"}
+_TORCH_EXPORTS = {"SparseOperator": "meshops.spiralconv", "SpiralConv": "meshops.spiralconv",
+                  "sparse_to_torch": "meshops.spiralconv", "spiral_matrix": "meshops.spiralconv"}
 
 
 def __getattr__(name: str):
@@ -20,6 +20,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'meshops' has no attribute {name!r}")
 
 
-__all__ = ["HeadModel", "MeshFileError", "MeshHierarchy", "Pool", "SpiralConv", "apply_head_pose", "atomic_dir",
+__all__ = ["HeadModel", "MeshFileError", "MeshHierarchy", "SparseOperator", "SpiralConv", "apply_head_pose", "atomic_dir",
            "atomic_file", "barycentric_matrix", "build_hierarchy", "cached_hierarchy", "cached_spiral_indices",
-           "decimate", "load_mesh", "pool", "save_mesh", "sparse_to_torch", "spiral_indices"]
+           "decimate", "load_mesh", "save_mesh", "sparse_to_torch", "spiral_indices", "spiral_matrix"]

@@ -16,7 +16,6 @@ from face4d.data.interchange import LandmarkSequences, save_sequences
 from face4d.decoder.model import (
     MLPDecoderConfig,
     SpiralDecoderConfig,
-    SpiralLayer,
     build_decoder,
     make_config,
 )
@@ -26,7 +25,7 @@ from face4d.decoder.topology import DecoderTopology
 from face4d.decoder.training import DecoderData, DecoderTrainConfig, DecoderTrainer
 from face4d.training import seeded
 from face4d.errors import Face4DError
-from meshops import SpiralConv, cached_hierarchy, cached_spiral_indices, pool, save_mesh, sparse_to_torch
+from meshops import SparseOperator, SpiralConv, cached_hierarchy, cached_spiral_indices, save_mesh
 from meshops.io import load_mesh
 
 TINY = dict(encoder_channels=(4, 4, 4, 4, 4), decoder_channels=(4, 4, 4, 4), heads=2)
@@ -91,18 +90,17 @@ def _assert_same(a: dict, b: dict) -> None:
 
 # --------------------------------------------------------------------------------------- layers
 
-@pytest.mark.parametrize("fused", [False, True])
-def test_spiral_layer_is_meshops_spiralconv_in_another_layout(head, fused):
+def test_spiral_conv_fused_with_its_unpooling_is_the_unpooling_then_the_conv(head):
     h = cached_hierarchy(head.neutral, head.faces, (4, 4, 4, 4))
     level = 2
     spirals = cached_spiral_indices(h.faces[level], h.num_vertices[level], 9)
-    up = h.up[level] if fused else None
-    layer = SpiralLayer(5, 3, spirals, up)
-    reference = SpiralConv(5, 3, torch.from_numpy(spirals))
+    up = h.up[level]
+    layer = SpiralConv(5, 3, spirals, up)
+    reference = SpiralConv(5, 3, spirals)
     reference.load_state_dict(layer.state_dict())  # the same parameters and names
-    x = torch.randn(4, h.num_vertices[level + 1] if fused else h.num_vertices[level], 5, requires_grad=True)
-    expected = reference(pool(x, sparse_to_torch(up)) if fused else x)
-    got = layer(x.permute(1, 2, 0).contiguous()).permute(2, 0, 1)
+    x = torch.randn(h.num_vertices[level + 1], 5, 4, requires_grad=True)
+    expected = reference(SparseOperator(up)(x))
+    got = layer(x)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     grad = torch.autograd.grad(got.square().sum(), x)[0]
     torch.testing.assert_close(grad, torch.autograd.grad(expected.square().sum(), x)[0], rtol=1e-4, atol=1e-4)

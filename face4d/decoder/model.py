@@ -22,8 +22,8 @@ Two choices beyond the paper, both for every variant:
 * ``zero_at_rest`` (default on): the decoder's output for a frame is ``D(z(dL_f)) - D(z(0))``, one
   extra rest frame per mesh, so a frame whose landmarks do not move leaves the mesh exactly as it
   is, whatever the weights. It costs one decoded frame per sequence.
-* Every unpooling is fused with the spiral convolution after it (``SpiralLayer``): both are
-  linear, so ``SpiralConv(Up x)`` is one sparse matrix applied to ``x W`` at the coarser level --
+* Every unpooling is fused with the spiral convolution after it (``meshops.spiralconv.SpiralConv``):
+  both are linear, so ``SpiralConv(Up x)`` is one sparse matrix applied to ``x W`` at the coarser level --
   exactly the same function at a quarter of the multiply-adds, with no gather over the finer mesh.
   This keeps a 40-frame sequence on the 14k-vertex head well under half a second on a CPU.
 
@@ -39,8 +39,6 @@ import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
-import scipy.sparse as sp
 import torch
 from torch import nn
 
@@ -51,7 +49,7 @@ from face4d.models.denoiser import JSONConfig
 from meshops.cache import content_key
 from meshops.hierarchy import MeshHierarchy, cached_hierarchy
 from meshops.spiral import cached_spiral_indices
-from meshops.spiralconv import sparse_to_torch
+from meshops.spiralconv import SparseOperator, SpiralConv
 
 IDENTITY_MODES = ("attention", "pooled", "none")
 
@@ -136,112 +134,6 @@ class MLPDecoderConfig(DecoderConfig):
         _positive(self, "hidden")
         if self.identity_latent < 0:
             raise Face4DError(f"identity_latent must be >= 0, got {self.identity_latent}")
-
-
-# ------------------------------------------------------------------------------------ layers
-#
-# Inside the spiral decoder, vertex data is laid out (V, C, N): vertices, channels, then the N meshes
-# or frames of a batch. A sparse matrix over the vertices then applies to all of them as one
-# (V, C * N) product, and a spiral layer's weights as one batched product over the vertices, with
-# no transposes in between (a transpose of the small channel and spiral axes costs more than the
-# arithmetic). Sparse products use CSR matrices with their transposes precomputed for the backward
-# pass (torch's own backward of a sparse product transposes the matrix on every call).
-
-class _SparseMM(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, matrix: torch.Tensor, transposed: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        ctx.transposed = transposed
-        return matrix @ dense
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return None, None, ctx.transposed @ grad
-
-
-def _csr(matrix: sp.spmatrix) -> torch.Tensor:
-    coo = sp.coo_matrix(matrix)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-        return sparse_to_torch(coo).to_sparse_csr()
-
-
-class SparseOperator(nn.Module):
-    """A fixed sparse matrix (V_out, V_in) applied to vertex-major data (V_in, ...) -> (V_out, ...)."""
-
-    def __init__(self, matrix: sp.spmatrix):
-        super().__init__()
-        self.shape = matrix.shape
-        # Not persistent: rebuilt from the topology, like meshops' Pool.
-        self.register_buffer("matrix", _csr(matrix), persistent=False)
-        self.register_buffer("transposed", _csr(sp.csr_matrix(matrix).T), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] != self.shape[1]:
-            raise ValueError(f"matrix of shape {self.shape} does not apply to {x.shape[0]} vertices")
-        rest = x.shape[1:]
-        out = _SparseMM.apply(self.matrix, self.transposed, x.reshape(self.shape[1], -1))
-        return out.view(self.shape[0], *rest)
-
-    def extra_repr(self) -> str:
-        return f"{self.shape[1]} -> {self.shape[0]} vertices"
-
-
-def spiral_matrix(spirals: np.ndarray, up: sp.spmatrix | None = None) -> sp.csr_matrix:
-    """``A`` (V, L * V_in) with ``A[v, u * L + l] = up[spirals[v, l], u]`` (``up`` the identity when
-    None): an unpooling followed by a spiral's gather, as one matrix (see ``SpiralLayer``)."""
-    num, length = spirals.shape
-    up = sp.identity(num, format="csr") if up is None else sp.csr_matrix(up)
-    rows, cols, vals = [], [], []
-    for l in range(length):
-        block = up[spirals[:, l]].tocoo()
-        rows.append(block.row)
-        cols.append(block.col.astype(np.int64) * length + l)
-        vals.append(block.data)
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                         shape=(num, up.shape[1] * length))
-
-
-class SpiralLayer(nn.Module):
-    """Spiral convolution (meshops' ``SpiralConv``: the same parameters and state dict) of data
-    laid out (V_in, C_in, N) -> (V, C_out, N), optionally of its unpooling ``up`` (V, V_in).
-
-    Without ``up``, the spirals are gathered, ``(V, L * C_in, N)``, and multiplied by the weights
-    (one batched product over the vertices). With ``up``, the layer computes
-    ``A @ stack_l(W_l x)`` with ``A = spiral_matrix(spirals, up)`` and ``W_l`` the weight block of
-    spiral position ``l``: the multiply-adds of the weights happen at the input's resolution (a
-    quarter of the output's after a 4x unpooling) and the unpooling, gather and sum over the spiral
-    are one sparse product, so nothing is computed at the output's resolution but that product.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, spirals: np.ndarray, up: sp.spmatrix | None = None):
-        super().__init__()
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.num_vertices, self.spiral_length = spirals.shape
-        self.num_inputs = self.num_vertices if up is None else up.shape[1]
-        if up is None:
-            self.op = None
-            self.register_buffer("indices", torch.from_numpy(spirals.reshape(-1).astype(np.int64)), persistent=False)
-        else:
-            self.op = SparseOperator(spiral_matrix(spirals, up))
-        self.linear = nn.Linear(in_channels * self.spiral_length, out_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        v, c, n = x.shape
-        if v != self.num_inputs or c != self.in_channels:
-            raise ValueError(f"expected ({self.num_inputs}, {self.in_channels}, N), got {tuple(x.shape)}")
-        length, out = self.spiral_length, self.out_channels
-        if self.op is None:
-            gathered = x.index_select(0, self.indices).view(v, length * c, n)  # (l, c) order, as linear.weight
-            return torch.bmm(self.linear.weight.expand(v, -1, -1), gathered) + self.linear.bias[:, None]
-        # linear.weight (out, L * in), spiral-position-major -> (L * out, in), row l * out + o
-        w = self.linear.weight.view(out, length, c).transpose(0, 1).reshape(length * out, c)
-        y = torch.bmm(w.expand(v, -1, -1), x).view(v * length, out * n)  # row u * L + l, column (o, n)
-        return self.op(y).view(self.num_vertices, out, n) + self.linear.bias[:, None]
-
-    def extra_repr(self) -> str:
-        up = "" if self.num_inputs == self.num_vertices else f", unpooled from {self.num_inputs}"
-        return (f"{self.in_channels}, {self.out_channels}, vertices={self.num_vertices}, "
-                f"spiral_length={self.spiral_length}{up}")
 
 
 def hierarchy_fingerprint(hierarchy: MeshHierarchy) -> dict[str, Any]:
@@ -331,7 +223,7 @@ class SpiralDecoder(_Decoder):
         self.register_buffer("template_features", (template - template.mean(0)) / c.template_scale, persistent=False)
         if c.identity != "none":
             channels = (6, *c.encoder_channels)
-            self.encoder = nn.ModuleList(SpiralLayer(channels[i], channels[i + 1], spirals[i]) for i in range(levels))
+            self.encoder = nn.ModuleList(SpiralConv(channels[i], channels[i + 1], spirals[i]) for i in range(levels))
             self.down = nn.ModuleList(SparseOperator(m) for m in hierarchy.down)
             d = c.encoder_channels[-1]
             if c.identity == "attention":
@@ -343,10 +235,10 @@ class SpiralDecoder(_Decoder):
         # A spiral layer at the coarsest level, then one per finer level, each fused with the
         # unpooling before it; the last one, to xyz at full resolution, has no activation.
         self.decoder = nn.ModuleList(
-            [SpiralLayer(dec[0], dec[0], spirals[-1])]
-            + [SpiralLayer(dec[i - 1], dec[i], spirals[levels - 1 - i], hierarchy.up[levels - 1 - i])
+            [SpiralConv(dec[0], dec[0], spirals[-1])]
+            + [SpiralConv(dec[i - 1], dec[i], spirals[levels - 1 - i], hierarchy.up[levels - 1 - i])
                for i in range(1, levels - 1)])
-        self.last = SpiralLayer(dec[-1], 3, spirals[0], hierarchy.up[0])
+        self.last = SpiralConv(dec[-1], 3, spirals[0], hierarchy.up[0])
 
     def encode(self, neutral: torch.Tensor) -> torch.Tensor | None:
         """Features ``F_e`` (G, V_coarse, d) of the neutral meshes (G, V, 3); None for ``identity="none"``."""
@@ -455,5 +347,5 @@ def kind_of(config: SpiralDecoderConfig | MLPDecoderConfig) -> str:
     return next(kind for kind, (config_cls, _) in DECODER_KINDS.items() if isinstance(config, config_cls))
 
 
-__all__ = ["DECODER_KINDS", "IDENTITY_MODES", "MLPDecoder", "MLPDecoderConfig", "SparseOperator", "SpiralDecoder",
-           "SpiralDecoderConfig", "SpiralLayer", "VARIANTS", "build_decoder", "make_config", "spiral_matrix"]
+__all__ = ["DECODER_KINDS", "IDENTITY_MODES", "MLPDecoder", "MLPDecoderConfig", "SpiralDecoder", "SpiralDecoderConfig",
+           "VARIANTS", "build_decoder", "make_config"]
