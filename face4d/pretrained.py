@@ -17,9 +17,9 @@ from torch import nn
 from face4d.checkpoint import load_model
 from face4d.data.normalize import LandmarkNormalizer
 from face4d.errors import Face4DError
-from face4d.eval.classifier import ICConfig, IndependentClassifier
 from face4d.models.classifier import Classifier, ClassifierConfig
 from face4d.models.denoiser import Denoiser, DenoiserConfig
+from face4d.models.ic import ICConfig, IndependentClassifier
 from face4d.models.text_guide import TextGuide, TextGuideConfig
 
 MODEL_KINDS = {

@@ -64,10 +64,10 @@ from face4d.data.labels import label_index
 from face4d.data.normalize import LandmarkNormalizer
 from face4d.diffusion import GaussianDiffusion, linear_beta_schedule
 from face4d.errors import Face4DError
-from face4d.eval.classifier import ICConfig, ic_loss
-from face4d.models.classifier import ClassifierConfig, classifier_loss
+from face4d.models.classifier import ClassifierConfig, target_index
 from face4d.models.denoiser import DenoiserConfig
-from face4d.models.text_guide import TextGuideConfig, text_guide_loss
+from face4d.models.ic import ICConfig, IndependentClassifier
+from face4d.models.text_guide import TextGuideConfig, text_similarity
 from face4d.pretrained import MODEL_KINDS
 from face4d.text import TEXT_MODES, get_text_encoder, sequence_text_embeddings
 
@@ -417,7 +417,7 @@ class Trainer(CheckpointedRun):
         bar.set_postfix(loss=f"{value:.4f}")
         return losses.tolist()
 
-# ---------------------------------------------------------------------------- the four models
+# ------------------------------------------------------------------------ the models' losses
 
 def diffusion_loss(diffusion: GaussianDiffusion) -> LossFn:
     """The denoiser's loss: Eq. 8 of the paper on the batch's valid frames."""
@@ -426,6 +426,68 @@ def diffusion_loss(diffusion: GaussianDiffusion) -> LossFn:
         return diffusion.training_loss(network, batch["x0"], batch["mask"])
 
     return loss
+
+
+def classifier_loss(
+    model: nn.Module, batch: Mapping[str, torch.Tensor], diffusion: GaussianDiffusion
+) -> torch.Tensor:
+    """Cross-entropy of ``model`` on ``x_t = q_sample(x0, t)``, ``t`` uniform over ``diffusion``.
+
+    ``batch`` holds ``x0`` (B, F, N, 3), ``mask`` (B, F) bool (optional), ``label`` (B,) long and
+    ``type`` (B,) long (0 = N2E, 1 = E2N; needed by kind S). A negative label (or, for kind S,
+    type) marks an unknown one: that sequence is left out of the average, and a batch without a
+    known target gives a zero loss that still reaches every parameter (a data-parallel step needs
+    one). ``t`` and the noise come from torch's global generator, as in
+    ``GaussianDiffusion.training_loss``. Padded frames reach the model noised but masked, so they
+    cannot affect the loss. ``model`` is a ``Classifier`` or a wrapper of one with ``.module``
+    (``DistributedDataParallel``), called as given so that gradients synchronise. Bind
+    ``diffusion`` with ``functools.partial`` to get a ``loss_fn(model, batch)``.
+    """
+    kind = getattr(model, "module", model).config.kind
+    x0 = batch["x0"]
+    t = torch.randint(0, diffusion.num_timesteps, (x0.shape[0],), device=x0.device)
+    logits = model(diffusion.q_sample(x0, t), diffusion.model_timesteps(t), mask=batch.get("mask"))
+    labels = batch["label"].to(x0.device)
+    types = batch.get("type")
+    types = None if types is None else types.to(x0.device)
+    known = labels >= 0
+    if kind == "S" and types is not None:
+        known &= types >= 0
+    if not known.any():
+        return logits.sum() * 0.0
+    target = target_index(labels[known], None if types is None else types[known], kind)
+    return nn.functional.cross_entropy(logits[known], target)
+
+
+def text_guide_loss(
+    model: nn.Module, batch: Mapping[str, torch.Tensor], diffusion: GaussianDiffusion
+) -> torch.Tensor:
+    """``mean(1 - cos(model(x_t, t), E(text)))`` on ``x_t = q_sample(x0, t)``, ``t`` uniform over
+    ``diffusion`` (as ``classifier_loss``).
+
+    ``batch`` holds ``x0`` (B, F, N, 3), ``mask`` (B, F) bool (optional) and ``text_embedding``
+    (B, D), the embedding of each sequence's text. A zero embedding marks an unknown text: that
+    sequence is left out of the average, and a batch without a known text gives a zero loss that
+    still reaches every parameter (a data-parallel step needs one). ``t`` and the noise come from
+    torch's global generator. ``model`` is a ``TextGuide`` or a wrapper of one with ``.module``
+    (``DistributedDataParallel``), called as given. Bind ``diffusion`` with ``functools.partial``.
+    """
+    x0 = batch["x0"]
+    t = torch.randint(0, diffusion.num_timesteps, (x0.shape[0],), device=x0.device)
+    output = model(diffusion.q_sample(x0, t), diffusion.model_timesteps(t), mask=batch.get("mask"))
+    target = batch["text_embedding"].to(device=output.device, dtype=output.dtype)
+    known = target.norm(dim=-1) > 0
+    if not known.any():
+        return output.sum() * 0.0
+    return (1.0 - text_similarity(output[known], target[known])).mean()
+
+
+def ic_loss(model: IndependentClassifier, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy of the IC on a batch with ``x0`` (B, F, 68, 3) normalised landmarks, ``mask``
+    (B, F) bool and ``label`` (B,) long class indices; a plain ``loss_fn(model, batch)`` for a
+    generic training loop."""
+    logits = model(batch["x0"], batch["mask"])
+    return nn.functional.cross_entropy(logits, batch["label"].to(logits.device))
 
 
 def train_model(

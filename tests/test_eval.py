@@ -9,7 +9,8 @@ import torch
 from face4d.data import ExpressionSynthesizer, LandmarkNormalizer, LandmarkSequences, SynthConfig
 from face4d.errors import Face4DError
 from face4d.eval import (ICConfig, IndependentClassifier, accuracy, classify, evaluate_sequences, frechet_distance,
-                         ic_loss, label_indices)
+                         label_indices)
+from face4d.training import ic_loss
 
 LABELS = ("mouth_open", "high_smile", "eyebrow")
 

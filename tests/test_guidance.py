@@ -16,11 +16,11 @@ from face4d.models import Denoiser, DenoiserConfig
 from face4d.models.classifier import (
     Classifier,
     ClassifierConfig,
-    classifier_loss,
     label_log_probs,
     target_index,
     type_index,
 )
+from face4d.training import classifier_loss
 
 T = 2000
 

@@ -27,7 +27,8 @@ from face4d.diffusion import GaussianDiffusion, linear_beta_schedule  # noqa: E4
 from face4d.errors import Face4DError  # noqa: E402
 from face4d.guidance import GradientGuidance, GuidanceConfig, text_objective  # noqa: E402
 from face4d.models import DenoiserConfig, TextGuide, TextGuideConfig  # noqa: E402
-from face4d.models.text_guide import embed_texts, text_guide_loss, text_similarity  # noqa: E402
+from face4d.models.text_guide import embed_texts, text_similarity  # noqa: E402
+from face4d.training import text_guide_loss  # noqa: E402
 from face4d.pretrained import MODEL_KINDS, load_pretrained  # noqa: E402
 from face4d.text import (  # noqa: E402
     SentenceTransformerEncoder,

@@ -52,9 +52,9 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _train_model(args) -> None:
-    from face4d.eval.classifier import ICConfig
     from face4d.models.classifier import ClassifierConfig
     from face4d.models.denoiser import DenoiserConfig
+    from face4d.models.ic import ICConfig
     from face4d.training import TrainConfig, train_model
 
     kind = args.train_command.replace("-", "_")

@@ -30,7 +30,7 @@ from face4d.commands.options import add_reconstruction_arg, add_sampling_args, s
 from face4d.data.dataset import Dataset
 from face4d.data.interchange import LandmarkSequences
 from face4d.errors import Face4DError
-from face4d.eval.classifier import IndependentClassifier
+from face4d.models.ic import IndependentClassifier
 from face4d.eval.metrics import accuracy, classify, frechet_distance
 from face4d.eval.report import update_section
 from face4d.filling import RECONSTRUCTION_WEIGHT

@@ -17,7 +17,7 @@ from face4d.data.interchange import LandmarkSequences
 from face4d.data.labels import label_index
 from face4d.data.normalize import LandmarkNormalizer
 from face4d.errors import Face4DError
-from face4d.eval.classifier import IndependentClassifier
+from face4d.models.ic import IndependentClassifier
 
 
 def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray, eps: float = 1e-6) -> float:

@@ -5,7 +5,7 @@ A second bidirectional transformer, distinct from the denoiser: frames become to
 is prepended, as in BERT; the logits are read from that token (the trunk, ``ClassTokenBiT``, is
 shared with the text guide of ``face4d.models.text_guide``). Because label control differentiates
 the classifier at *every* noise level of the reverse process, it is trained on ``x_t = q_sample(x0,
-t)`` for ``t`` uniform over the whole schedule (``classifier_loss``), never on clean data only.
+t)`` for ``t`` uniform over the whole schedule (``face4d.training.classifier_loss``), never on clean data only.
 
 Sec. 5 uses two kinds of classifier:
 
@@ -19,7 +19,6 @@ care which kind it holds.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +26,6 @@ from torch import nn
 
 from face4d.data.interchange import SEQUENCE_TYPES
 from face4d.data.labels import LABEL_NAMES
-from face4d.diffusion import GaussianDiffusion
 from face4d.errors import Face4DError
 from face4d.models.denoiser import ClassTokenBiT, JSONConfig, check_transformer_config
 
@@ -133,34 +131,3 @@ def label_log_probs(logits: torch.Tensor, kind: str, types: torch.Tensor | None 
     if types.shape != (logits.shape[0],) or ((types < 0) | (types >= NUM_TYPES)).any():
         raise Face4DError(f"types must be (B,) indices in [0, {NUM_TYPES}), got {types.tolist()}")
     return joint.gather(2, types.view(-1, 1, 1).expand(-1, joint.shape[1], 1)).squeeze(2)
-
-
-def classifier_loss(
-    model: nn.Module, batch: Mapping[str, torch.Tensor], diffusion: GaussianDiffusion
-) -> torch.Tensor:
-    """Cross-entropy of ``model`` on ``x_t = q_sample(x0, t)``, ``t`` uniform over ``diffusion``.
-
-    ``batch`` holds ``x0`` (B, F, N, 3), ``mask`` (B, F) bool (optional), ``label`` (B,) long and
-    ``type`` (B,) long (0 = N2E, 1 = E2N; needed by kind S). A negative label (or, for kind S,
-    type) marks an unknown one: that sequence is left out of the average, and a batch without a
-    known target gives a zero loss that still reaches every parameter (a data-parallel step needs
-    one). ``t`` and the noise come from torch's global generator, as in
-    ``GaussianDiffusion.training_loss``. Padded frames reach the model noised but masked, so they
-    cannot affect the loss. ``model`` is a ``Classifier`` or a wrapper of one with ``.module``
-    (``DistributedDataParallel``), called as given so that gradients synchronise. Bind
-    ``diffusion`` with ``functools.partial`` to get a ``loss_fn(model, batch)``.
-    """
-    kind = getattr(model, "module", model).config.kind
-    x0 = batch["x0"]
-    t = torch.randint(0, diffusion.num_timesteps, (x0.shape[0],), device=x0.device)
-    logits = model(diffusion.q_sample(x0, t), diffusion.model_timesteps(t), mask=batch.get("mask"))
-    labels = batch["label"].to(x0.device)
-    types = batch.get("type")
-    types = None if types is None else types.to(x0.device)
-    known = labels >= 0
-    if kind == "S" and types is not None:
-        known &= types >= 0
-    if not known.any():
-        return logits.sum() * 0.0
-    target = target_index(labels[known], None if types is None else types[known], kind)
-    return nn.functional.cross_entropy(logits[known], target)

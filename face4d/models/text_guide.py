@@ -4,7 +4,7 @@ The label classifier's network with its softmax removed: the same class-token Bi
 (``ClassTokenBiT``) reads one vector per noisy sequence, and a linear head projects it into the
 space of a text encoder (``face4d.text``). As in MotionCLIP, it is trained to raise the cosine
 similarity between that vector and the embedding ``E(c)`` of the sequence's text
-(``text_guide_loss``), at every noise level of the schedule, since guidance differentiates it at
+(``face4d.training.text_guide_loss``), at every noise level of the schedule, since guidance differentiates it at
 every reverse step. Guidance then raises ``cos(BiT(x, t-1), E(c))`` (``face4d.guidance.text_objective``).
 
 The config records the text encoder (``text_encoder``, a name ``face4d.text.get_text_encoder``
@@ -13,13 +13,12 @@ which ``embed_texts`` enforces.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from face4d.diffusion import GaussianDiffusion
 from face4d.errors import Face4DError
 from face4d.models.denoiser import ClassTokenBiT, JSONConfig, check_transformer_config
 from face4d.text import DEFAULT_TEXT_ENCODER, TextEncoder, get_text_encoder
@@ -82,29 +81,6 @@ def text_similarity(output: torch.Tensor, embedding: torch.Tensor) -> torch.Tens
         raise Face4DError(f"text embeddings of shape {tuple(embedding.shape)} do not fit guide outputs of shape "
                           f"{tuple(output.shape)}; expected ({output.shape[1]},) or {tuple(output.shape)}")
     return nn.functional.cosine_similarity(output, embedding, dim=-1)
-
-
-def text_guide_loss(
-    model: nn.Module, batch: Mapping[str, torch.Tensor], diffusion: GaussianDiffusion
-) -> torch.Tensor:
-    """``mean(1 - cos(model(x_t, t), E(text)))`` on ``x_t = q_sample(x0, t)``, ``t`` uniform over
-    ``diffusion`` (as ``classifier_loss``).
-
-    ``batch`` holds ``x0`` (B, F, N, 3), ``mask`` (B, F) bool (optional) and ``text_embedding``
-    (B, D), the embedding of each sequence's text. A zero embedding marks an unknown text: that
-    sequence is left out of the average, and a batch without a known text gives a zero loss that
-    still reaches every parameter (a data-parallel step needs one). ``t`` and the noise come from
-    torch's global generator. ``model`` is a ``TextGuide`` or a wrapper of one with ``.module``
-    (``DistributedDataParallel``), called as given. Bind ``diffusion`` with ``functools.partial``.
-    """
-    x0 = batch["x0"]
-    t = torch.randint(0, diffusion.num_timesteps, (x0.shape[0],), device=x0.device)
-    output = model(diffusion.q_sample(x0, t), diffusion.model_timesteps(t), mask=batch.get("mask"))
-    target = batch["text_embedding"].to(device=output.device, dtype=output.dtype)
-    known = target.norm(dim=-1) > 0
-    if not known.any():
-        return output.sum() * 0.0
-    return (1.0 - text_similarity(output[known], target[known])).mean()
 
 
 def embed_texts(guide: TextGuide, texts: Sequence[str] | str, encoder: TextEncoder | None = None) -> torch.Tensor:

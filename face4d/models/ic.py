@@ -101,11 +101,3 @@ class IndependentClassifier(nn.Module):
         """The features FID is computed on: the linear layer's output, as in the paper (§5), so they
         are ``num_classes``-dimensional (18-D for the 18 labels) and equal to the logits."""
         return self(x, mask)
-
-
-def ic_loss(model: IndependentClassifier, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Cross-entropy of the IC on a batch with ``x0`` (B, F, 68, 3) normalised landmarks, ``mask``
-    (B, F) bool and ``label`` (B,) long class indices; a plain ``loss_fn(model, batch)`` for a
-    generic training loop."""
-    logits = model(batch["x0"], batch["mask"])
-    return nn.functional.cross_entropy(logits, batch["label"].to(logits.device))
