@@ -13,13 +13,19 @@ checkpoint). Every file is written through ``atomic_file``, so a crash leaves ei
 new file, never half of one. The two files of a pair are written one after the other; a training
 state records its step in both, so a pair torn by a crash between the two writes is detected.
 A model is rebuilt from its config by a *builder*, ``(ConfigCls, ModelCls)`` with
-``ConfigCls.from_dict(dict)`` and ``ModelCls(config)``, chosen by the kind stored in config.json,
-so a new model type needs no change here.
+``ConfigCls.from_dict(dict)`` and ``ModelCls(config)``, chosen by the kind stored in config.json.
+``MODEL_KINDS`` is the one registry of the kinds face4d writes, the mesh decoders included (they
+are built with their mesh topology, by ``face4d.decoder.retarget.load_decoder``); a new model type
+is one entry there. A *bundle* is a directory of model directories: ``denoiser/`` and the
+noise-aware classifiers ``classifier_I/`` and ``classifier_S/``; a text guide (kind ``text_guide``)
+serves text control. The default bundle ships inside the package (``face4d/weights/default``, with
+the mesh decoder in ``decoder/``), so generation works offline right after install.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +34,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from face4d.data.normalize import LandmarkNormalizer
+from face4d.decoder.model import DECODER_KINDS
 from face4d.errors import Face4DError
 from face4d.jsonfile import read_json, write_json
+from face4d.models import (Classifier, ClassifierConfig, Denoiser, DenoiserConfig, ICConfig, IndependentClassifier,
+                           TextGuide, TextGuideConfig)
 from meshops.atomic import atomic_file
 
 FORMAT = "face4d-model"
@@ -43,6 +52,15 @@ _RESERVED = ("format", "version", "kind", "model_config", "normalizer")
 
 Builders = Mapping[str, tuple[type, type]]
 """Model kind -> ``(ConfigCls, ModelCls)``: ``ModelCls(ConfigCls.from_dict(model_config))``."""
+
+MODEL_KINDS: dict[str, tuple[type, type]] = {
+    "denoiser": (DenoiserConfig, Denoiser),
+    "classifier": (ClassifierConfig, Classifier),
+    "ic": (ICConfig, IndependentClassifier),
+    "text_guide": (TextGuideConfig, TextGuide),
+    **DECODER_KINDS,
+}
+"""Every kind of model directory: the landmark models, the evaluation's IC and the mesh decoders."""
 
 
 # ------------------------------------------------------------------------------------ files
@@ -149,6 +167,24 @@ def load_model(
     except (Face4DError, TypeError, KeyError) as exc:
         raise Face4DError(f"{directory / CONFIG_FILE}: invalid config ({exc})") from None
     return load_weights(model, directory, device), config, normalizer
+
+
+def default_bundle() -> Path:
+    """The bundle shipped with the package."""
+    return Path(str(resources.files("face4d") / "weights" / "default"))
+
+
+def load_pretrained(directory: str | os.PathLike, kind: str,
+                    device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict, LandmarkNormalizer | None]:
+    """Load a model directory that must hold a model of ``kind``; returns (model in eval mode, config.json,
+    normaliser). The mesh decoders need their topology: ``face4d.decoder.retarget.load_decoder``."""
+    if kind in DECODER_KINDS:
+        raise Face4DError(f"a {kind!r} mesh decoder is loaded with its topology: face4d.decoder.retarget.load_decoder")
+    builders = {name: builder for name, builder in MODEL_KINDS.items() if name not in DECODER_KINDS}
+    model, config, normalizer = load_model(directory, builders, device)
+    if config["kind"] != kind:
+        raise Face4DError(f"{directory}: holds a {config['kind']!r} model, expected a {kind!r} model")
+    return model, config, normalizer
 
 
 def load_weights(model: torch.nn.Module, directory: str | os.PathLike,

@@ -32,7 +32,7 @@ from face4d.landmarks import check_neutral, check_units
 from face4d.models.classifier import Classifier, type_index
 from face4d.models.denoiser import Denoiser
 from face4d.models.text_guide import TextGuide, embed_texts
-from face4d.pretrained import default_bundle, load_pretrained
+from face4d.checkpoint import default_bundle, load_pretrained
 
 SAMPLERS = ("fast", "paper")
 

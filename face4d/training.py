@@ -48,6 +48,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from face4d.checkpoint import (
+    MODEL_KINDS,
     STATE_FILE,
     STATE_TENSORS_FILE,
     check_state_dict,
@@ -68,7 +69,6 @@ from face4d.models.classifier import ClassifierConfig, target_index
 from face4d.models.denoiser import DenoiserConfig
 from face4d.models.ic import ICConfig, IndependentClassifier
 from face4d.models.text_guide import TextGuideConfig, text_similarity
-from face4d.pretrained import MODEL_KINDS
 from face4d.text import TEXT_MODES, get_text_encoder, sequence_text_embeddings
 
 LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from face4d.generate import LandmarkGenerator, SamplingConfig
-from face4d.pretrained import default_bundle
+from face4d.checkpoint import default_bundle
 
 INNER_LIPS = (62, 66)  # centres of the upper and lower inner lip
 MOUTH_CORNERS = (48, 54)

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from face4d.checkpoint import read_tensors  # noqa: E402
+from face4d.checkpoint import MODEL_KINDS, load_pretrained, read_tensors  # noqa: E402
 from face4d.data import Dataset, LandmarkNormalizer, LandmarkSequences, build_dataset  # noqa: E402
 from face4d.diffusion import GaussianDiffusion, linear_beta_schedule  # noqa: E402
 from face4d.errors import Face4DError  # noqa: E402
@@ -29,7 +29,6 @@ from face4d.guidance import GradientGuidance, GuidanceConfig, text_objective  # 
 from face4d.models import DenoiserConfig, TextGuide, TextGuideConfig  # noqa: E402
 from face4d.models.text_guide import embed_texts, text_similarity  # noqa: E402
 from face4d.training import text_guide_loss  # noqa: E402
-from face4d.pretrained import MODEL_KINDS, load_pretrained  # noqa: E402
 from face4d.text import (  # noqa: E402
     SentenceTransformerEncoder,
     TextEncoder,

@@ -11,14 +11,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from face4d.checkpoint import load_model, read_tensors
+from face4d.checkpoint import MODEL_KINDS, load_model, read_tensors
 from face4d.cli import main
 from face4d.data import Dataset, LandmarkNormalizer, LandmarkSequences, SynthConfig, build_dataset, label_index
 from face4d.data.interchange import SEQUENCE_TYPES
 from face4d.diffusion import GaussianDiffusion, linear_beta_schedule
 from face4d.errors import Face4DError
 from face4d.models import Denoiser, DenoiserConfig
-from face4d.pretrained import MODEL_KINDS
 from face4d.training import TrainConfig, Trainer, diffusion_loss, seeded
 
 TINY = DenoiserConfig(d_model=32, layers=1, heads=2, ff=64, dropout=0.1)
@@ -290,7 +289,7 @@ def test_cli_errors_are_one_line(data, tmp_path, capsys, extra, message):
 
 
 def test_cli_trains_both_classifiers(data, tmp_path, capsys):
-    from face4d.pretrained import load_pretrained
+    from face4d.checkpoint import load_pretrained
     for kind, extra in (("S", [*TINY_ARGS, "--kind", "S"]), ("ic", ["--hidden", "16"])):
         command = "ic" if kind == "ic" else "classifier"
         out = tmp_path / kind

@@ -45,7 +45,7 @@ from torch import nn
 from face4d.data.interchange import NUM_LANDMARKS
 from face4d.decoder.topology import DecoderTopology
 from face4d.errors import Face4DError
-from face4d.models.denoiser import JSONConfig
+from face4d.models.layers import JSONConfig
 from meshops.cache import content_key
 from meshops.hierarchy import MeshHierarchy, cached_hierarchy
 from meshops.spiral import cached_spiral_indices

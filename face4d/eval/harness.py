@@ -35,7 +35,7 @@ from face4d.eval.metrics import accuracy, classify, frechet_distance
 from face4d.eval.report import update_section
 from face4d.filling import RECONSTRUCTION_WEIGHT
 from face4d.generate import SamplingConfig
-from face4d.pretrained import load_pretrained
+from face4d.checkpoint import load_pretrained
 
 GROUND_TRUTH = "ground truth (test; FID: val vs test)"
 

@@ -27,7 +27,7 @@ from torch import nn
 from face4d.data.interchange import SEQUENCE_TYPES
 from face4d.data.labels import LABEL_NAMES
 from face4d.errors import Face4DError
-from face4d.models.denoiser import ClassTokenBiT, JSONConfig, check_transformer_config
+from face4d.models.layers import ClassTokenBiT, JSONConfig, Pretrained, check_transformer_config
 
 CLASSIFIER_KINDS = ("I", "S")
 NUM_TYPES = len(SEQUENCE_TYPES)
@@ -73,7 +73,7 @@ def type_index(name: str) -> int:
     return SEQUENCE_TYPES.index(name)
 
 
-class Classifier(ClassTokenBiT):
+class Classifier(Pretrained, ClassTokenBiT):
     """``p_phi``: (B, F, N, 3) noisy landmarks, (B,) training timesteps, (B, F) validity ->
     (B, num_outputs) logits, read by a linear head from the class token (``ClassTokenBiT``).
 
@@ -82,6 +82,8 @@ class Classifier(ClassTokenBiT):
     """
 
     config: ClassifierConfig
+
+    kind = "classifier"
 
     def __init__(self, config: ClassifierConfig | None = None) -> None:
         super().__init__(config if config is not None else ClassifierConfig())

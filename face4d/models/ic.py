@@ -21,6 +21,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from face4d.data.labels import LABEL_NAMES
 from face4d.data.normalize import LandmarkNormalizer
 from face4d.errors import Face4DError
+from face4d.models.layers import Pretrained
 
 
 @dataclass
@@ -61,11 +62,13 @@ class ICConfig:
         return cls(**data)
 
 
-class IndependentClassifier(nn.Module):
+class IndependentClassifier(Pretrained, nn.Module):
     """(B, F, N, 3) normalised landmarks and (B, F) validity -> (B, num_classes) logits.
 
     Valid frames must come first in each row (padding at the end), as in ``LandmarkSequences``.
     """
+
+    kind = "ic"
 
     def __init__(self, config: ICConfig | None = None) -> None:
         super().__init__()

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from face4d.errors import Face4DError
-from face4d.models.denoiser import ClassTokenBiT, JSONConfig, check_transformer_config
+from face4d.models.layers import ClassTokenBiT, JSONConfig, Pretrained, check_transformer_config
 from face4d.text import DEFAULT_TEXT_ENCODER, TextEncoder, get_text_encoder
 
 
@@ -49,7 +49,7 @@ class TextGuideConfig(JSONConfig):
             raise Face4DError(f"TextGuideConfig.text_encoder must name a text encoder, got {self.text_encoder!r}")
 
 
-class TextGuide(ClassTokenBiT):
+class TextGuide(Pretrained, ClassTokenBiT):
     """(B, F, N, 3) noisy landmarks, (B,) training timesteps, (B, F) validity -> (B, embedding_dim),
     a vector in the text encoder's space (not normalised; compare it by ``text_similarity``).
 
@@ -58,6 +58,8 @@ class TextGuide(ClassTokenBiT):
     """
 
     config: TextGuideConfig
+
+    kind = "text_guide"
 
     def __init__(self, config: TextGuideConfig | None = None) -> None:
         super().__init__(config if config is not None else TextGuideConfig())
