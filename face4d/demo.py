@@ -21,8 +21,8 @@ DEMO_SEED = 3
 @contextmanager
 def torch_threads(count: int):
     """Run torch on ``count`` intra-op threads, then restore the setting. The landmark models are
-    small: sampling one sequence at a time is fastest on one thread, and on a 2-core machine with
-    anything else running, two threads fighting over the cores made the demo's sampling 5x slower."""
+    small: sampling one sequence at a time is fastest on one thread, and two threads fighting over
+    a small machine's busy cores are far slower (docs/tuning.md)."""
     import torch
 
     before = torch.get_num_threads()

@@ -60,13 +60,9 @@ from face4d.guidance import compose_hooks
 _RANGE = re.compile(r"^(\d+)(?:\s*-\s*(\d+))?$")
 
 RECONSTRUCTION_WEIGHT = 20.0
-"""Default weight ``w`` of reconstruction guidance (``KnownFrameReconstruction``), chosen with
-``scripts/sweep_guidance.py --condition fill`` and ``--condition geometry`` (commands in its
-docstring; fast sampler, 50 steps). For w = 0 / 5 / 20 / 80: FFM filling of the 404 test sequences,
-IC accuracy 85.6 / 88.9 / 89.4 / 82.4 % and FID 0.25 / 0.04 / 0.04 / 1.12; label-guided
-geometry-adaptive generation (one pass) of 96 test sequences, join speed / speed elsewhere 3.62 /
-1.31 / 0.98 / 1.07 and accuracy 92.7 / 93.8 / 91.7 / 76.0 %. Too large a weight over-corrects: the
-step outgrows what the network's linearisation supports."""
+"""Default weight ``w`` of reconstruction guidance (``KnownFrameReconstruction``): too small leaves
+a jump at the known frames, too large over-corrects, the step outgrowing what the network's
+linearisation supports. The sweep that chose it: docs/tuning.md."""
 
 
 def check_reconstruction_weight(weight: float) -> float:

@@ -39,9 +39,7 @@ TEXT_LAMBDA = 1e-4
 """``lam`` of text guidance (Alg. 2). Adagrad is blind to the objective's overall scale, so only the
 ratio of the fluency term to the condition term matters, and a cosine similarity in [-1, 1] has a far
 smaller gradient than a classifier's log-probability: at the label's lambda = 0.01 the fluency term
-swamps it. Measured on the embedded model (64 test sequences, raw texts, 50-step sampler, lr 0.2,
-IC accuracy / FID): lambda 0.01 gave 45% / 16.6, 1e-3 87% / 7.2, 1e-4 94% / 5.9, 0 91% / 5.7
-(``scripts/sweep_guidance.py --condition text``, command in its docstring)."""
+swamps it. The sweep that chose the value: docs/tuning.md."""
 
 
 @dataclass
@@ -62,12 +60,8 @@ class GuidanceConfig:
       hundreds of consistent nudges add up to a strong drift toward the condition. It is also
       independent of the number of landmarks and frames, which a raw gradient is not. The price:
       for the same reason the fluency term alone moves coordinates toward the step's mean, which
-      narrows the spread within samples a little (on a two-Gaussian toy problem, by ~15% at 0.1
-      and ~8% at 0.05, where 0.05 still steered > 90% of 50-step samples to the requested class);
-      lower ``lr`` trades control for diversity. The default 0.2 is measured on the embedded model
-      (96 test sequences, 50-step sampler, IC accuracy / FID): 0.1 gave 86.5% / 4.15, 0.2 gave
-      94.8% / 4.15 and 0.3 gave 95.8% / 4.35 (``scripts/sweep_guidance.py --condition label``):
-      twice the push steers far more samples at no cost in FID; more starts to cost FID.
+      narrows the spread within samples a little: lower ``lr`` trades control for diversity. The
+      sweep that chose the default 0.2: docs/tuning.md.
     """
 
     lam: float = 0.01

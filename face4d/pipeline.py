@@ -51,9 +51,8 @@ if TYPE_CHECKING:
 STARTS = ("auto", "target", "free")
 TARGET_PASSES = 1
 """Sampling passes when a sequence starts from the target mesh's neutral face (``start="target"``,
-and ``face4d demo``): one pass is Alg. 3's filling from that known frame. In renders of all labels
-over several seeds it gave motions as clear as the paper's five passes or clearer (the later
-harmonising passes pull the sequence back towards the neutral face), at a fifth of the cost."""
+and ``face4d demo``): one pass is Alg. 3's filling from that known frame; the later harmonising
+passes pull the sequence back towards the neutral face (docs/tuning.md)."""
 
 
 # ------------------------------------------------------------------------------------ results
@@ -110,7 +109,7 @@ def sample_names(count: int) -> list[str]:
 # ------------------------------------------------------------------------------------ pipeline
 
 class Pipeline:
-    """The landmark generator, the mesh decoder and the head model, loaded on first use.
+    """The landmark generator, the mesh decoder and the head model (loaded when the pipeline is made).
 
     ``model``: a landmark model bundle directory (``face4d train``), None for the embedded default;
     ``decoder``: a decoder model directory (``face4d train decoder``), None for the shipped one.

@@ -22,11 +22,8 @@ RBF_KERNELS = ("thin_plate_spline", "gaussian", "linear", "cubic", "quintic", "m
                "inverse_multiquadric", "inverse_quadratic")
 DEFAULT_KERNEL = "linear"
 DEFAULT_DEGREE = 0
-"""``phi(r) = -r`` with a constant tail. Of the kernels tried on the ICT head's identity split
-(thin-plate spline, cubic, Gaussians and inverse quadratics of several widths), it had the lowest
-face-region error (0.53 mm) and by far the least spread one (std 1.1 mm against 1.7-3.5 mm; the
-widest stable Gaussians reach a slightly lower whole-head mean, 0.46-0.49 mm against 0.52 mm, with
-large errors at the eyes and mouth), and it has no width to tune."""
+"""``phi(r) = -r`` with a constant tail: it has no width to tune, and of the kernels tried it gave
+the lowest and least spread error on the face (docs/tuning.md)."""
 
 
 def rbf_displacements(neutral_vertices: np.ndarray, landmark_ids, delta_landmarks: np.ndarray,
