@@ -21,7 +21,8 @@ BLENDER = os.environ.get("FACE4D_BLENDER") or shutil.which("blender")
 SCRIPT = Path(__file__).with_name("blender_import_check.py")
 NUM_FRAMES = 5
 
-pytestmark = pytest.mark.skipif(BLENDER is None, reason="needs Blender (apt-get install blender, or FACE4D_BLENDER)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(BLENDER is None, reason="needs Blender (apt-get install blender, or FACE4D_BLENDER)")]
 
 
 def run_blender(export_dir: Path, expected: Path, *checks: str) -> subprocess.CompletedProcess:

@@ -6,6 +6,8 @@ import pytest
 from face4d.cli import main
 from face4d.data import load_sequences
 
+pytestmark = pytest.mark.slow  # real models, training, rendering or the CLI end to end
+
 
 def _run(capsys, *argv):
     code = main(list(argv))

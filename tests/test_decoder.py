@@ -28,6 +28,8 @@ from face4d.errors import Face4DError
 from meshops import SparseOperator, SpiralConv, cached_hierarchy, cached_spiral_indices, save_mesh
 from meshops.io import load_mesh
 
+pytestmark = pytest.mark.slow  # real models, training, rendering or the CLI end to end
+
 TINY = dict(encoder_channels=(4, 4, 4, 4, 4), decoder_channels=(4, 4, 4, 4), heads=2)
 TINY_ARGS = ["--encoder-channels", "4,4,4,4,4", "--decoder-channels", "4,4,4,4", "--heads", "2"]
 

@@ -6,6 +6,8 @@ import pytest
 from face4d.generate import LandmarkGenerator, SamplingConfig
 from face4d.checkpoint import default_bundle
 
+pytestmark = pytest.mark.slow  # real models, training, rendering or the CLI end to end
+
 INNER_LIPS = (62, 66)  # centres of the upper and lower inner lip
 MOUTH_CORNERS = (48, 54)
 BROW, EYE = 19, 37  # a brow point and the upper eyelid below it

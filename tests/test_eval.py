@@ -12,6 +12,8 @@ from face4d.eval import (ICConfig, IndependentClassifier, accuracy, classify, ev
                          label_indices)
 from face4d.training import ic_loss
 
+pytestmark = pytest.mark.slow  # real models, training, rendering or the CLI end to end
+
 LABELS = ("mouth_open", "high_smile", "eyebrow")
 
 

@@ -29,6 +29,8 @@ from face4d.generate import LandmarkGenerator, SamplingConfig  # noqa: E402
 from face4d.models import TextGuide, TextGuideConfig  # noqa: E402
 from face4d.text import get_text_encoder  # noqa: E402
 
+pytestmark = pytest.mark.slow  # real models, training, rendering or the CLI end to end
+
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 FAST = SamplingConfig(steps=2)
 

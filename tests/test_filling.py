@@ -15,6 +15,8 @@ from face4d.guidance import GradientGuidance, compose_hooks
 from face4d.landmarks import neutral_landmarks_from_file, neutral_landmarks_from_mesh
 from meshops.io import save_mesh
 
+pytestmark = pytest.mark.slow  # real models, training, rendering or the CLI end to end
+
 @pytest.fixture(scope="module")
 def gen(bundle):
     return LandmarkGenerator.from_pretrained(bundle)

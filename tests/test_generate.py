@@ -7,6 +7,8 @@ from face4d.data import load_sequences
 from face4d.generate import LandmarkGenerator, SamplingConfig
 from face4d.guidance import GuidanceConfig
 
+pytestmark = pytest.mark.slow  # real models, training, rendering or the CLI end to end
+
 def test_generate_shapes_units_and_seeds(bundle, head):
     gen = LandmarkGenerator.from_pretrained(bundle)
     fast = SamplingConfig(steps=10)

@@ -16,6 +16,8 @@ from face4d.data.synth import split_identities
 from face4d.errors import Face4DError
 from meshops.io import save_mesh
 
+pytestmark = pytest.mark.slow  # real models, training, rendering or the CLI end to end
+
 RNG = np.random.default_rng(0)
 GRID = 10  # a 10 x 10 vertex grid: 100 vertices, 162 triangles
 PROFILE = np.array([0.0, 0.3, 0.7, 1.0, 0.8, 0.6, 0.45, 0.3, 0.2, 0.1, 0.05, 0.0])  # apex at frame 3

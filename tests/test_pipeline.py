@@ -17,6 +17,8 @@ from face4d.pipeline import Pipeline, PipelineResult
 from meshops.io import load_mesh, save_mesh
 from meshops.pointcache import read_pc2
 
+pytestmark = pytest.mark.slow  # real models, training, rendering or the CLI end to end
+
 FAST = SamplingConfig(steps=4)
 
 

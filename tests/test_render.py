@@ -16,6 +16,8 @@ from meshops.head import HeadModel
 from render import (MeshRenderer, image_grid, render_grid, render_sequence, render_side_by_side, save_animation,
                     save_image)
 
+pytestmark = pytest.mark.slow  # real models, training, rendering or the CLI end to end
+
 WIDTH, HEIGHT = 320, 256  # not square, so a swapped width/height shows up
 
 

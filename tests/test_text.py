@@ -37,6 +37,8 @@ from face4d.text import (  # noqa: E402
 )
 from face4d.training import TrainConfig, Trainer, seeded, train_model  # noqa: E402
 
+pytestmark = pytest.mark.slow  # real models, training, rendering or the CLI end to end
+
 DIFFUSION = GaussianDiffusion(linear_beta_schedule(2000))
 TINY = TextGuideConfig(d_model=32, layers=1, heads=2, ff=64, dropout=0.1)
 

@@ -20,6 +20,8 @@ from face4d.errors import Face4DError
 from face4d.models import Denoiser, DenoiserConfig
 from face4d.training import TrainConfig, Trainer, diffusion_loss, seeded
 
+pytestmark = pytest.mark.slow  # real models, training, rendering or the CLI end to end
+
 TINY = DenoiserConfig(d_model=32, layers=1, heads=2, ff=64, dropout=0.1)
 TINY_ARGS = ["--d-model", "32", "--layers", "1", "--heads", "2", "--ff", "64"]
 BUILDERS = MODEL_KINDS
