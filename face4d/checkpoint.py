@@ -149,6 +149,16 @@ def read_model_config(directory: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
+def read_builder(directory: str | os.PathLike, builders: Builders) -> tuple[dict[str, Any], type, type]:
+    """The config.json of a model directory and the ``(ConfigCls, ModelCls)`` of its kind, which must
+    be one of ``builders`` (an error listing them otherwise)."""
+    config = read_model_config(directory)
+    kind = config["kind"]
+    if kind not in builders:
+        raise Face4DError(f"{directory}: model kind {kind!r} cannot be loaded here; expected one of {sorted(builders)}")
+    return (config, *builders[kind])
+
+
 def load_model(
     directory: str | os.PathLike, builders: Builders, device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, dict[str, Any], LandmarkNormalizer | None]:
@@ -156,11 +166,7 @@ def load_model(
     dict, normaliser or None)``. ``builders`` names the kinds the caller can use; any other kind
     is an error listing them."""
     directory = Path(directory)
-    config = read_model_config(directory)
-    kind = config["kind"]
-    if kind not in builders:
-        raise Face4DError(f"{directory}: model kind {kind!r} cannot be loaded here; expected one of {sorted(builders)}")
-    config_cls, model_cls = builders[kind]
+    config, config_cls, model_cls = read_builder(directory, builders)
     try:
         model = model_cls(config_cls.from_dict(config["model_config"]))
         normalizer = None if config.get("normalizer") is None else LandmarkNormalizer.from_dict(config["normalizer"])

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from face4d.checkpoint import CONFIG_FILE, MODEL_KINDS, load_weights, read_model_config
+from face4d.checkpoint import CONFIG_FILE, load_weights, read_builder
 from face4d.data.interchange import LandmarkSequences
 from face4d.decoder.model import DECODER_KINDS
 from face4d.decoder.rbf import rbf_displacements
@@ -47,11 +47,7 @@ def load_decoder(directory: str | os.PathLike | None = None, topology: DecoderTo
             raise Face4DError(f"no default decoder is installed ({directory}); train one with 'face4d train "
                               f"decoder' and pass its directory (--model), or use --method rbf")
     directory = Path(directory)
-    config = read_model_config(directory)
-    kind = config["kind"]
-    if kind not in DECODER_KINDS:
-        raise Face4DError(f"{directory}: holds a {kind!r} model, not a mesh decoder ({', '.join(DECODER_KINDS)})")
-    config_cls, model_cls = MODEL_KINDS[kind]
+    config, config_cls, model_cls = read_builder(directory, DECODER_KINDS)
     topology = DecoderTopology.from_head() if topology is None else topology
     try:
         model_config = config_cls.from_dict(config["model_config"])

@@ -22,34 +22,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from face4d.data.interchange import SEQUENCE_TYPES
 from face4d.data.labels import LABEL_NAMES
 from face4d.errors import Face4DError
-from face4d.models.layers import ClassTokenBiT, JSONConfig, Pretrained, check_transformer_config
+from face4d.models.layers import ClassTokenBiT, GuideConfig, Pretrained, check_transformer_config
 
 CLASSIFIER_KINDS = ("I", "S")
 NUM_TYPES = len(SEQUENCE_TYPES)
 
 
 @dataclass
-class ClassifierConfig(JSONConfig):
-    """Hyper-parameters of ``Classifier``; round-trips through JSON with ``to_dict``/``from_dict``.
-
-    Smaller than the denoiser by default: telling 18 expressions apart from a noisy sequence is an
-    easier task than predicting every coordinate of its noise.
-    """
+class ClassifierConfig(GuideConfig):
+    """Hyper-parameters of ``Classifier`` (the transformer's: ``GuideConfig``); round-trips through
+    JSON with ``to_dict``/``from_dict``."""
 
     num_classes: int = len(LABEL_NAMES)
     kind: str = "I"
-    num_landmarks: int = 68
-    d_model: int = 128
-    layers: int = 3
-    heads: int = 4
-    ff: int = 256
-    dropout: float = 0.1
-    max_frames: int = 512
 
     def __post_init__(self) -> None:
         check_transformer_config(self, ("num_classes", "num_landmarks"))
@@ -86,13 +75,8 @@ class Classifier(Pretrained, ClassTokenBiT):
     kind = "classifier"
 
     def __init__(self, config: ClassifierConfig | None = None) -> None:
-        super().__init__(config if config is not None else ClassifierConfig())
-        self.head = nn.Linear(self.config.d_model, self.config.num_outputs)
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits of the classes of ``x`` (B, F, N, 3) at timesteps ``t`` (B,) long; ``mask`` (B, F)
-        is True on valid frames (None: all valid)."""
-        return self.head(self.pooled(x, t, mask))
+        config = config if config is not None else ClassifierConfig()
+        super().__init__(config, config.num_outputs)
 
 
 def target_index(label_idx: torch.Tensor, type_idx: torch.Tensor | None, kind: str) -> torch.Tensor:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Self
 
@@ -109,6 +109,21 @@ def check_sequence_inputs(
     return mask
 
 
+@dataclass
+class GuideConfig(JSONConfig):
+    """The transformer fields of the guiding models' configs (``ClassifierConfig``,
+    ``TextGuideConfig``), which add their own. Smaller than the denoiser by default: telling
+    expressions apart from a noisy sequence is an easier task than predicting all of its noise."""
+
+    num_landmarks: int = 68
+    d_model: int = 128
+    layers: int = 3
+    heads: int = 4
+    ff: int = 256
+    dropout: float = 0.1
+    max_frames: int = 512
+
+
 class ClassTokenBiT(nn.Module):
     """The trunk of the guidance BiTs (Sec. 3.2): a bidirectional transformer over the frames of
     ``x_t`` that reads one vector per sequence from a learnable class token, as in BERT.
@@ -116,15 +131,16 @@ class ClassTokenBiT(nn.Module):
     Frames become tokens as in the denoiser (FE + PE); the class token is prepended, and the
     timestep embedding (TE) is added to every token, the class token included, so that its very
     first query already knows how noisy the frames it attends to are. ``pooled`` returns the class
-    token's final hidden state (B, d_model); subclasses put their head on it: the label classifier
-    (``face4d.models.classifier``) and the text guide (``face4d.models.text_guide``).
+    token's final hidden state (B, d_model) and ``forward`` a linear head's ``outputs`` values read
+    from it: the label classifier's logits (``face4d.models.classifier``) and the text guide's
+    vector (``face4d.models.text_guide``).
 
     ``config`` needs ``num_landmarks``, ``d_model``, ``layers``, ``heads``, ``ff``, ``dropout`` and
     ``max_frames``. Padded frames are excluded as attention keys, so neither their values nor their
     number change the output: a sequence gives the same vector alone or padded in a batch.
     """
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, outputs: int) -> None:
         super().__init__()
         self.config = config
         d_model = config.d_model
@@ -133,6 +149,12 @@ class ClassTokenBiT(nn.Module):
         self.class_token = nn.Parameter(torch.empty(1, 1, d_model))
         nn.init.normal_(self.class_token, std=0.02)  # BERT's initialisation of its embeddings
         self.encoder = transformer_encoder(d_model, config.heads, config.ff, config.dropout, config.layers)
+        self.head = nn.Linear(d_model, outputs)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The head's output (B, outputs) for ``x`` (B, F, N, 3) at timesteps ``t`` (B,) long; ``mask``
+        (B, F) is True on valid frames (None: all valid)."""
+        return self.head(self.pooled(x, t, mask))
 
     def pooled(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """The class token's hidden state (B, d_model) for ``x`` (B, F, N, 3) at training timesteps

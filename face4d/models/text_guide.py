@@ -20,28 +20,22 @@ import torch
 from torch import nn
 
 from face4d.errors import Face4DError
-from face4d.models.layers import ClassTokenBiT, JSONConfig, Pretrained, check_transformer_config
+from face4d.models.layers import ClassTokenBiT, GuideConfig, Pretrained, check_transformer_config
 from face4d.text import DEFAULT_TEXT_ENCODER, TextEncoder, get_text_encoder
 
 
 @dataclass
-class TextGuideConfig(JSONConfig):
+class TextGuideConfig(GuideConfig):
     """Hyper-parameters of ``TextGuide``; round-trips through JSON with ``to_dict``/``from_dict``.
 
     ``text_encoder`` and ``embedding_dim`` name the embedding space of the output (the paper: CLIP,
     512-D; the default: all-MiniLM-L6-v2, 384-D). ``face4d.training.train_model`` fills both in
-    from the encoder it trains with. The transformer defaults are the label classifier's.
+    from the encoder it trains with. The transformer's fields and defaults are ``GuideConfig``'s,
+    as the label classifier's.
     """
 
     embedding_dim: int = 384
     text_encoder: str = DEFAULT_TEXT_ENCODER
-    num_landmarks: int = 68
-    d_model: int = 128
-    layers: int = 3
-    heads: int = 4
-    ff: int = 256
-    dropout: float = 0.1
-    max_frames: int = 512
 
     def __post_init__(self) -> None:
         check_transformer_config(self, ("embedding_dim", "num_landmarks"))
@@ -62,13 +56,8 @@ class TextGuide(Pretrained, ClassTokenBiT):
     kind = "text_guide"
 
     def __init__(self, config: TextGuideConfig | None = None) -> None:
-        super().__init__(config if config is not None else TextGuideConfig())
-        self.head = nn.Linear(self.config.d_model, self.config.embedding_dim)
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The text-space vector of ``x`` (B, F, N, 3) at timesteps ``t`` (B,) long; ``mask`` (B, F)
-        is True on valid frames (None: all valid)."""
-        return self.head(self.pooled(x, t, mask))
+        config = config if config is not None else TextGuideConfig()
+        super().__init__(config, config.embedding_dim)
 
 
 def text_similarity(output: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
