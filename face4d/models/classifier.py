@@ -26,15 +26,15 @@ import torch
 from face4d.data.interchange import SEQUENCE_TYPES
 from face4d.data.labels import LABEL_NAMES
 from face4d.errors import Face4DError
-from face4d.models.layers import ClassTokenBiT, GuideConfig, Pretrained, check_transformer_config
+from face4d.models.layers import ClassTokenBiT, Pretrained, TransformerConfig, check_transformer_config
 
 CLASSIFIER_KINDS = ("I", "S")
 NUM_TYPES = len(SEQUENCE_TYPES)
 
 
 @dataclass
-class ClassifierConfig(GuideConfig):
-    """Hyper-parameters of ``Classifier`` (the transformer's: ``GuideConfig``); round-trips through
+class ClassifierConfig(TransformerConfig):
+    """Hyper-parameters of ``Classifier`` (the transformer's: ``TransformerConfig``); round-trips through
     JSON with ``to_dict``/``from_dict``."""
 
     num_classes: int = len(LABEL_NAMES)

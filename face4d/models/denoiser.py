@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from face4d.models.layers import JSONConfig, Pretrained, check_sequence_inputs, check_transformer_config, \
+from face4d.models.layers import Pretrained, TransformerConfig, check_sequence_inputs, check_transformer_config, \
     sinusoidal_embedding, timestep_mlp, transformer_encoder
 
 
 @dataclass
-class DenoiserConfig(JSONConfig):
+class DenoiserConfig(TransformerConfig):
     """Hyper-parameters of ``Denoiser``; round-trips through JSON with ``to_dict``/``from_dict``.
 
     ``max_frames`` is the longest sequence the model accepts. The sinusoidal encodings are defined
@@ -27,13 +27,9 @@ class DenoiserConfig(JSONConfig):
     limit is explicit rather than silently extrapolated.
     """
 
-    num_landmarks: int = 68
     d_model: int = 256
     layers: int = 4
-    heads: int = 4
     ff: int = 512
-    dropout: float = 0.1
-    max_frames: int = 512
 
     def __post_init__(self) -> None:
         check_transformer_config(self, ("num_landmarks",))

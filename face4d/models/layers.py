@@ -110,10 +110,11 @@ def check_sequence_inputs(
 
 
 @dataclass
-class GuideConfig(JSONConfig):
-    """The transformer fields of the guiding models' configs (``ClassifierConfig``,
-    ``TextGuideConfig``), which add their own. Smaller than the denoiser by default: telling
-    expressions apart from a noisy sequence is an easier task than predicting all of its noise."""
+class TransformerConfig(JSONConfig):
+    """The transformer fields of every landmark network's config (``DenoiserConfig``,
+    ``ClassifierConfig``, ``TextGuideConfig``), which add their own. The defaults are the guiding
+    models'; the denoiser is larger: telling expressions apart from a noisy sequence is an easier
+    task than predicting all of its noise. ``max_frames`` is the longest sequence a model accepts."""
 
     num_landmarks: int = 68
     d_model: int = 128

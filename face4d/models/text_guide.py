@@ -20,17 +20,17 @@ import torch
 from torch import nn
 
 from face4d.errors import Face4DError
-from face4d.models.layers import ClassTokenBiT, GuideConfig, Pretrained, check_transformer_config
+from face4d.models.layers import ClassTokenBiT, Pretrained, TransformerConfig, check_transformer_config
 from face4d.text import DEFAULT_TEXT_ENCODER, TextEncoder, get_text_encoder
 
 
 @dataclass
-class TextGuideConfig(GuideConfig):
+class TextGuideConfig(TransformerConfig):
     """Hyper-parameters of ``TextGuide``; round-trips through JSON with ``to_dict``/``from_dict``.
 
     ``text_encoder`` and ``embedding_dim`` name the embedding space of the output (the paper: CLIP,
     512-D; the default: all-MiniLM-L6-v2, 384-D). ``face4d.training.train_model`` fills both in
-    from the encoder it trains with. The transformer's fields and defaults are ``GuideConfig``'s,
+    from the encoder it trains with. The transformer's fields and defaults are ``TransformerConfig``'s,
     as the label classifier's.
     """
 
