@@ -36,6 +36,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     gen.add_argument("--frames", type=int, default=40, help="frames per sequence (default 40)")
     gen.add_argument("--num", type=int, default=1, help="number of sequences (default 1)")
     gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--intensity", type=float, default=1.0, metavar="S",
+                     help="how far the expression goes from the neutral face, 0 to 1.5 (default 1)")
     neutral = gen.add_argument_group("geometry-adaptive generation (a given person's neutral face)")
     source = neutral.add_mutually_exclusive_group()
     source.add_argument("--neutral-mesh", type=Path,
@@ -68,7 +70,8 @@ def run(args) -> None:
     condition = dict(label=args.label, text=args.text, keyframes=args.keyframes, known=args.known,
                      neutral_mesh=args.neutral_mesh, neutral_landmarks=args.neutral_landmarks, frames=args.frames,
                      num=args.num, seed=args.seed, sequence_type=args.sequence_type, passes=args.passes,
-                     sequence_index=args.sequence_index, sampling=sampling_config(args), progress=not args.quiet)
+                     sequence_index=args.sequence_index, sampling=sampling_config(args), progress=not args.quiet,
+                     intensity=args.intensity)
     if not meshes:  # landmarks only: one interchange file per sequence
         check_out_dir(args.out, args.overwrite)
         seqs = pipe.sample(**condition)

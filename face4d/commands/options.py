@@ -115,8 +115,9 @@ def add_output_args(parser: argparse.ArgumentParser) -> None:
 def add_sampling_args(parser: argparse.ArgumentParser, guidance: bool = True, sampler: bool = True,
                       runtime: bool = True) -> None:
     """The model, sampler and guidance options of ``generate`` and ``fill`` (and, without
-    ``guidance`` and ``runtime``, of the results scripts; without ``sampler`` for one that runs
-    both samplers). Their defaults are ``SamplingConfig``'s."""
+    ``guidance``, the sampler variants and guidance settings, and ``runtime``, of the results
+    scripts; without ``sampler`` for one that runs both samplers). Their defaults are
+    ``SamplingConfig``'s."""
     from face4d.generate import SamplingConfig
 
     defaults = SamplingConfig()
@@ -127,6 +128,12 @@ def add_sampling_args(parser: argparse.ArgumentParser, guidance: bool = True, sa
     parser.add_argument("--steps", type=int, default=defaults.steps,
                         help=f"steps of the fast sampler (default {defaults.steps})")
     if guidance:
+        from face4d.diffusion import VARIANCES
+
+        parser.add_argument("--variance", choices=VARIANCES, help="reverse-step variance of the DDPM samplers: "
+                            f"beta (the paper) or posterior (default {defaults.variance})")
+        parser.add_argument("--eta", type=float, help="sample by DDIM with this eta in [0, 1] instead "
+                                                      "(0: deterministic)")
         parser.add_argument("--guidance-lambda", type=float, help="weight of log p(x|x_t) in the refinement "
                             f"({defaults.guidance.lam:g}; text: {defaults.text_guidance.lam:g})")
         parser.add_argument("--guidance-steps", type=int,
@@ -162,7 +169,7 @@ def sampling_config(args: argparse.Namespace):
     guidance = {key: value for key, value in (("lam", getattr(args, "guidance_lambda", None)),
                                               ("steps", getattr(args, "guidance_steps", None)),
                                               ("lr", getattr(args, "guidance_lr", None))) if value is not None}
-    options = given(args, "sampler", "steps", "reconstruction")
+    options = given(args, "sampler", "steps", "reconstruction", "variance", "eta")
     return replace(defaults, guidance=replace(defaults.guidance, **guidance),
                    text_guidance=replace(defaults.text_guidance, **guidance), **options)
 

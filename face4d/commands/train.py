@@ -32,6 +32,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         for name in ("--d-model", "--layers", "--heads", "--ff", "--max-frames"):
             group.add_argument(name, type=int)
         group.add_argument("--dropout", type=float)
+        if kind == "denoiser":
+            _add_denoiser_options(cmd, group)
         if kind == "classifier":
             group.add_argument("--kind", dest="classifier_kind", choices=("I", "S"), default="I",
                                help="I: label only (order-insensitive); S: label x N2E/E2N (order-sensitive)")
@@ -65,7 +67,12 @@ def _train_model(args) -> None:
     else:
         arch = given(args, "d_model", "layers", "heads", "ff", "dropout", "max_frames")
         if kind == "denoiser":
-            config = DenoiserConfig(**arch)
+            from face4d.training import DENOISER_PREDICTION
+
+            extra.update(given(args, "prediction", "velocity_weight", "snr_gamma", "snr_floor"))
+            # The skip path suits the prediction (Denoiser's docstring): ours by default, the paper's for epsilon.
+            skip = args.skip or ("frame" if extra.get("prediction", DENOISER_PREDICTION) == "epsilon" else "mean")
+            config = DenoiserConfig(**arch, skip=skip)
         elif kind == "classifier":
             config = ClassifierConfig(kind=args.classifier_kind, **arch)
         else:
@@ -76,6 +83,26 @@ def _train_model(args) -> None:
     if trainer.is_main:
         resumed = f" (resumed from step {trainer.start_step})" if trainer.start_step else ""
         print(f"{kind} at step {trainer.step}{resumed}; model saved in {args.out}")
+
+
+def _add_denoiser_options(cmd: argparse.ArgumentParser, group: argparse._ArgumentGroup) -> None:
+    """The denoiser's skip path and its loss (``face4d.training``'s defaults)."""
+    from face4d.diffusion import PREDICTIONS
+    from face4d.models.denoiser import SKIPS
+
+    group.add_argument("--skip", choices=SKIPS, help="skip path from x_t to the output: each frame "
+                       "(frame), the sequence's mean frame (mean) or none (default: mean; frame with "
+                       "--prediction epsilon)")
+    loss = cmd.add_argument_group("loss (defaults: ours; the paper: --prediction epsilon --velocity-weight 0)")
+    loss.add_argument("--prediction", choices=PREDICTIONS,
+                      help="what the network predicts (default: face4d.training.DENOISER_PREDICTION)")
+    loss.add_argument("--velocity-weight", type=float,
+                      help="weight of the loss on the predicted motion's frame-to-frame differences "
+                           "(default: face4d.training.DENOISER_VELOCITY_WEIGHT; 0 with epsilon)")
+    loss.add_argument("--snr-gamma", type=float, help="weigh noise levels by Min-SNR-gamma, 0 for "
+                      "uniform weights (default: face4d.training.DENOISER_SNR_GAMMA)")
+    loss.add_argument("--snr-floor", type=float, help="lowest weight of a noise level under --snr-gamma "
+                                                      "(default: face4d.training.DENOISER_SNR_FLOOR)")
 
 
 def _channels(text: str) -> tuple[int, ...]:
