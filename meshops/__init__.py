@@ -20,6 +20,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'meshops' has no attribute {name!r}")
 
 
-__all__ = ["HeadModel", "MeshFileError", "MeshHierarchy", "SparseOperator", "SpiralConv", "apply_head_pose", "atomic_dir",
-           "atomic_file", "barycentric_matrix", "build_hierarchy", "cached_hierarchy", "cached_spiral_indices",
-           "decimate", "load_mesh", "save_mesh", "sparse_to_torch", "spiral_indices", "spiral_matrix"]
+__all__ = ["HeadModel", "MeshFileError", "MeshHierarchy", "SparseOperator", "SpiralConv", "apply_head_pose",
+           "atomic_dir", "atomic_file", "barycentric_matrix", "build_hierarchy", "cached_hierarchy",
+           "cached_spiral_indices", "decimate", "load_mesh", "save_mesh", "sparse_to_torch", "spiral_indices",
+           "spiral_matrix"]

@@ -2,5 +2,5 @@
 from render.preview import MeshRenderer, grid_layout, image_grid, save_animation, save_image
 from render.sequence import face_box, render_grid, render_sequence, render_side_by_side
 
-__all__ = ["MeshRenderer", "face_box", "grid_layout", "image_grid", "render_grid", "render_sequence", "render_side_by_side",
-           "save_animation", "save_image"]
+__all__ = ["MeshRenderer", "face_box", "grid_layout", "image_grid", "render_grid", "render_sequence",
+           "render_side_by_side", "save_animation", "save_image"]
