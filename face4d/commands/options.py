@@ -131,7 +131,7 @@ def add_sampling_args(parser: argparse.ArgumentParser, guidance: bool = True, sa
         from face4d.diffusion import VARIANCES
 
         parser.add_argument("--variance", choices=VARIANCES, help="reverse-step variance of the DDPM samplers: "
-                            f"beta (the paper) or posterior (default {defaults.variance})")
+                            f"posterior or beta (the paper); default {defaults.variance}")
         parser.add_argument("--eta", type=float, help="sample by DDIM with this eta in [0, 1] instead "
                                                       "(0: deterministic)")
         parser.add_argument("--guidance-lambda", type=float, help="weight of log p(x|x_t) in the refinement "
