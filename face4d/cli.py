@@ -241,8 +241,9 @@ def _mesh_args(parser: argparse.ArgumentParser) -> None:
                                                           "(identity weights ~ N(0, I) from this seed)")
     group.add_argument("--landmark-ids", type=Path, help="a mesh in another topology: .npy/.txt with the vertex ids "
                                                          "of its 68 landmarks (iBUG order); uses the RBF fallback")
-    group.add_argument("--method", choices=("learned", "rbf"), help="learned: the mesh decoder (head model "
-                       "topology); rbf: non-learned interpolation, any mesh (default: rbf with --landmark-ids)")
+    group.add_argument("--method", choices=("blendshape", "learned", "rbf"), help="blendshape: the head model's expression weights "
+                       "solved from the landmarks (head model topology; the default); learned: the mesh decoder "
+                       "(its topology); rbf: non-learned interpolation, any mesh (the default with --landmark-ids)")
     group.add_argument("--decoder", type=Path, help="decoder model directory (default: the shipped one)")
 
 
@@ -256,7 +257,7 @@ def _output_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--start", choices=STARTS, help="target: the sequences start from the target mesh's own "
                        "neutral face (1 pass of geometry-adaptive generation unless --passes); free: the model "
                        "picks the first frame too; auto (default): target for a --label or --text on a mesh of "
-                       "the decoder's topology, free otherwise")
+                       "the head model's topology, free otherwise")
 
 
 def _sampling_args(parser: argparse.ArgumentParser) -> None:
@@ -406,6 +407,8 @@ def _pipeline(args):
 
     if args.decoder is not None and (args.method == "rbf" or args.landmark_ids is not None):
         raise Face4DError("--decoder only applies to the learned decoder, not to the RBF fallback")
+    if args.decoder is not None and args.method is None:
+        args.method = "learned"  # a decoder given is a decoder to use
     return Pipeline.from_pretrained(getattr(args, "model", None), args.decoder, device=args.device)
 
 

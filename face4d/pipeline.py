@@ -3,8 +3,9 @@
 ::
 
     condition              ->  landmark sequences  ->  meshes on a target  ->  exports          ->  preview
-    label | text |             (LandmarkGenerator)     (learned decoder,       (meshops.export)     (render)
-    keyframes | neutral face                           or RBF fallback)
+    label | text |             (LandmarkGenerator)     (blendshape path,       (meshops.export)     (render)
+    keyframes | neutral face                           learned decoder or
+                                                       RBF fallback)
 
 From Python::
 
@@ -17,11 +18,13 @@ From Python::
 The **target mesh** the landmark motion is put on is, in this order: ``mesh`` (an OBJ/PLY path or a
 (V, 3) vertex array), a random person of the head model (``identity_seed``: identity weights
 ~ N(0, I) from that seed), the neutral face a geometry-adaptive sequence was generated from
-(``neutral_mesh``), else the head model's mean face. A mesh in the decoder's topology (the ICT
-head's) is decoded by the learned decoder; any other needs the vertex ids of its 68 landmarks
+(``neutral_mesh``), else the head model's mean face. A mesh in the head model's topology (the ICT
+head's) is animated by the blendshape path (the head's expression weights solved from the
+landmarks, ``method="blendshape"``, see docs/decoder.md) or the learned decoder
+(``method="learned"``); any other needs the vertex ids of its 68 landmarks
 (``landmark_ids``) and goes through the non-learned RBF fallback (``face4d.decoder.rbf``).
 Every check of the inputs runs before the slow steps, so a bad mesh or format fails at once.
-With a label on a mesh of the decoder's topology the sequences start from that mesh's own neutral
+With a label on a mesh of the head model's topology the sequences start from that mesh's own neutral
 face (``start``, see ``Pipeline.generate``), so the motion goes from that face at rest to the
 expression.
 
@@ -72,7 +75,7 @@ DEMO_SEED = 3
 class Target:
     """The mesh a landmark sequence animates: ``vertices`` (V, 3) float32 in centimetres, ``faces``
     (M, 3) int64, the vertex ids of its 68 landmarks, the ``method`` that decodes onto it
-    (``learned`` or ``rbf``) and a ``name`` for messages and captions."""
+    (``blendshape``, ``learned`` or ``rbf``) and a ``name`` for messages and captions."""
 
     vertices: np.ndarray
     faces: np.ndarray
@@ -281,17 +284,18 @@ class Pipeline:
         ``mesh``: an .obj/.ply path or a (V, 3) vertex array (with ``faces``, default the head's
         when V matches); ``identity_seed``: a random person of the head model instead;
         ``landmark_ids``: (68,) vertex ids (or a .npy/.txt file of them) of a mesh in another
-        topology, for the RBF fallback; ``method``: ``learned`` or ``rbf`` (default: ``rbf`` when
-        ``landmark_ids`` are given, else ``learned``).
+        topology, for the RBF fallback; ``method``: ``blendshape``, ``learned`` or ``rbf`` (default:
+        ``rbf`` when ``landmark_ids`` are given, else ``blendshape``).
         """
         from face4d.decoder.rbf import check_landmark_ids
-        from face4d.decoder.retarget import METHODS, check_units, load_landmark_ids
+        from face4d.decoder.retarget import DEFAULT_METHOD, METHODS, check_units, load_landmark_ids
+        from face4d.decoder.topology import DecoderTopology
 
-        method = method or ("rbf" if landmark_ids is not None else "learned")
+        method = method or ("rbf" if landmark_ids is not None else DEFAULT_METHOD)
         if method not in METHODS:
             raise Face4DError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
-        if method == "learned" and landmark_ids is not None:
-            raise Face4DError("landmark ids only apply to the RBF fallback (--method rbf): the learned decoder "
+        if method != "rbf" and landmark_ids is not None:
+            raise Face4DError(f"landmark ids only apply to the RBF fallback (--method rbf): the {method} method "
                               "knows its topology's landmarks")
         if mesh is not None and identity_seed is not None:
             raise Face4DError("give a target mesh or an identity seed, not both")
@@ -320,8 +324,8 @@ class Pipeline:
                                       f"{head.num_vertices}: pass its faces too")
                 faces = head.faces
         faces = np.asarray(faces, np.int64)
-        if method == "learned":
-            topology = self.decoder.topology
+        if method != "rbf":
+            topology = self.decoder.topology if method == "learned" else DecoderTopology.from_head(head)
             vertices = topology.check_mesh(vertices, faces, name)
             ids = topology.landmark_ids
         elif landmark_ids is None:
@@ -462,7 +466,7 @@ class Pipeline:
         if start == "target" and conditioned:
             raise Face4DError("starting from the target mesh (--start target) combines with a label or a text, not "
                               "with keyframes or a neutral face")
-        if start == "target" or (start == "auto" and not conditioned and target.method == "learned"):
+        if start == "target" or (start == "auto" and not conditioned and target.method != "rbf"):
             neutral_landmarks = target.landmarks
             passes = TARGET_PASSES if passes is None else passes
         seqs = self.sample(label, text, keyframes, known, neutral_mesh, neutral_landmarks, frames, num, seed,
