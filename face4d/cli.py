@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                          f"{','.join(DEMO_LABELS)})")
     demo.add_argument("--seed", type=int, default=DEMO_SEED, help=f"random seed (default {DEMO_SEED})")
     demo.add_argument("--frames", type=int, default=40, help="frames per sequence (default 40)")
-    demo.add_argument("--export", help="comma-separated formats of obj,ply,pc2,mdd,usd (default: "
+    demo.add_argument("--export", help="comma-separated formats of obj,ply,pc2,mdd,usd,gltf,arkit-csv,weights,usd-skel (default: "
                                        "pc2,mdd and usd when usd-core is installed)")
     demo.add_argument("--size", type=int, default=256, help="preview tile size in pixels (default 256)")
     demo.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
@@ -249,7 +249,8 @@ def _mesh_args(parser: argparse.ArgumentParser) -> None:
 
 def _output_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("mesh outputs (any of these, or a target mesh option, turns them on)")
-    group.add_argument("--export", help="comma-separated formats of obj,ply,pc2,mdd,usd (default with meshes: "
+    group.add_argument("--export", help="comma-separated formats of obj,ply,pc2,mdd,usd and, on the head model's "
+                                        "topology, the rig formats gltf,arkit-csv,weights,usd-skel (default with meshes: "
                                         "pc2,mdd and usd when usd-core is installed)")
     group.add_argument("--preview", help="mp4, gif or mp4,gif: a captioned grid of the samples, OUT/preview.<fmt>")
     group.add_argument("--overlay-landmarks", action="store_true", help="draw the driving landmarks in the preview")

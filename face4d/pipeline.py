@@ -154,7 +154,7 @@ def check_export_formats(formats: str | Sequence[str] | None) -> tuple[str, ...]
         formats = check_formats(formats)
     except ValueError as exc:
         raise Face4DError(str(exc)) from None
-    if "usd" in formats and not usd_available():
+    if ("usd" in formats or "usd-skel" in formats) and not usd_available():
         raise Face4DError("the usd export needs usd-core: pip install 'face4d[usd]' (or leave usd out of the "
                           "export formats)")
     return formats
@@ -489,15 +489,28 @@ class Pipeline:
         formats = check_export_formats(formats)
         preview = check_preview_formats(preview)
         fps = check_fps(result.fps if fps is None else fps)
+        self.check_rig_target(result.target, formats)
         out_dir = check_out_dir(out_dir, overwrite)
         with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-            write_samples(result, tmp, formats, fps, progress)
+            write_samples(result, tmp, formats, fps, progress, self.head)
             if preview:
                 frames = self.render_frames(result, overlay_landmarks=overlay_landmarks, size=size,
                                             progress=progress)
                 for fmt in preview:
                     save_animation(tmp / f"preview.{fmt}", frames, fps=fps)
         return out_dir
+
+    def check_rig_target(self, target: Target, formats: Sequence[str]) -> None:
+        """The rig formats (glTF, ARKit CSV, weights, UsdSkel) need a target in the head model's
+        topology, whose blendshapes they animate: a one-line error otherwise."""
+        from meshops.export import RIG_FORMATS
+
+        wanted = [f for f in formats if f in RIG_FORMATS]
+        head = self.head
+        if wanted and (len(target.vertices) != head.num_vertices or not np.array_equal(target.faces, head.faces)):
+            raise Face4DError(f"the {', '.join(wanted)} export animates the head model's blendshapes, so it needs a "
+                              f"mesh in its topology ({head.num_vertices} vertices); {target.name} is not: export "
+                              f"its vertex animation with pc2 or mdd")
 
     def render(self, result: PipelineResult, path: str | os.PathLike | Sequence[str | os.PathLike],
                reference: PipelineResult | None = None, overlay_landmarks: bool = False, size: int = 256,
@@ -570,21 +583,41 @@ def face_box(landmarks: np.ndarray) -> np.ndarray:
                      lo[2], hi[2]])
 
 
+def rig_animation(head, meshes: np.ndarray, neutral: np.ndarray):
+    """The blendshape animation of a mesh sequence on the head's topology: weights in [0, 1] and
+    head pose solved from the meshes (``meshops.blendshapes.fit_head``), exact for the blendshape
+    path's meshes, a close fit of the learned decoder's (docs/results.md, section rig)."""
+    from meshops.blendshapes import fit_head
+    from meshops.rig import RigAnimation
+
+    fit = fit_head(head, meshes, neutral)
+    return RigAnimation(head.expression_names, head.expression_basis, fit.weights, fit.head_pose, fit.pivot)
+
+
 def write_samples(result: PipelineResult, out_dir: Path, formats: Sequence[str], fps: float,
-                  progress: bool = False) -> None:
+                  progress: bool = False, head=None) -> None:
     """The per-sample folders and ``samples.json`` of ``export``, into an existing (temporary)
-    directory; the caller makes the whole directory appear at once."""
+    directory; the caller makes the whole directory appear at once. With a rig format (``head``
+    needed), each sample's weights and head pose are solved and also stored in its ``landmarks.npz``
+    (the interchange format's ``expression_weights`` and ``head_pose``)."""
+    from dataclasses import replace
+
     from tqdm.auto import tqdm
 
     from face4d.data.interchange import save_sequences
-    from meshops.export import export_sequence
+    from meshops.export import RIG_FORMATS, export_sequence
 
     seqs, records = result.landmarks, []
     for i in tqdm(range(len(result)), desc="exporting", unit="sample", disable=not progress):
         folder = out_dir / result.names[i]
+        rig = (rig_animation(head, result.meshes[i], result.target.vertices)
+               if any(f in RIG_FORMATS for f in formats) else None)
         export_sequence(folder, result.meshes[i], result.faces, formats=formats, fps=fps,
-                        neutral=result.target.vertices, progress=False)
-        save_sequences(folder / "landmarks.npz", seqs.select(i))
+                        neutral=result.target.vertices, progress=False, rig=rig)
+        sequence = seqs.select(i)
+        if rig is not None:
+            sequence = replace(sequence, expression_weights=rig.weights[None], head_pose=rig.head_pose[None])
+        save_sequences(folder / "landmarks.npz", sequence)
         records.append({"name": result.names[i], "caption": result.captions[i], "label": str(seqs.labels[i]),
                         "text": "" if seqs.texts is None else str(seqs.texts[i]), "type": str(seqs.types[i]),
                         "frames": int(seqs.lengths[i])})

@@ -19,9 +19,11 @@ rows of the basis have full rank but some shapes (eye looks, cheek puff) barely 
 
 The least-squares step is reduced once per basis: with ``B = Q R`` (thin QR, ``R`` K x K), the
 error of every frame is ``|R w - Q^T b|^2`` plus a constant, so the per-frame problems are K x K,
-whatever the number of points, and ``Q^T b`` is one matrix product for all frames. With
-``smoothness > 0`` the frames are solved jointly with ``smoothness * sum_f |w_f - w_{f-1}|^2``
-added (one sparse bounded problem), which steadies weights that the target leaves ill-determined.
+whatever the number of points, and ``Q^T b`` is one matrix product for all frames; every frame is
+then solved at once by ADMM (``BlendshapeSolver._smoothed``). With ``smoothness > 0`` the frames
+are coupled by ``smoothness * P * sum_f |w_f - w_{f-1}|^2`` added to the squared error over the
+``P`` points (so one setting means the same on 68 landmarks and on a whole mesh), which steadies
+weights that the target leaves ill-determined.
 """
 from __future__ import annotations
 
@@ -129,7 +131,8 @@ class BlendshapeSolver:
         rhs = np.asarray(offsets, np.float64).reshape(len(offsets), -1) @ self.q  # (F, K)
         if start is None:
             start = np.clip(np.linalg.solve(self.r, rhs.T).T, *self.bounds)
-        return self._smoothed(rhs, start, smoothness if len(rhs) > 1 else 0.0).astype(np.float32)
+        per_point = smoothness * self.basis.shape[1]  # the same setting means the same on 68 points or 14k
+        return self._smoothed(rhs, start, per_point if len(rhs) > 1 else 0.0).astype(np.float32)
 
     def _smoothed(self, rhs: np.ndarray, start: np.ndarray, smoothness: float) -> np.ndarray:
         """ADMM on ``sum_f |R w_f - c_f|^2 + smoothness |D W|^2`` with ``W = Z``, ``Z`` in the box.
@@ -218,14 +221,12 @@ def fit_head(head: HeadModel, frames: np.ndarray, neutral: np.ndarray, smoothnes
              solve_pose: bool = True, bounds: tuple[float, float] = (0.0, 1.0)) -> BlendshapeFit:
     """Expression weights and head pose of the head model for a sequence of its 68 landmarks
     (F, 68, 3) or of meshes in its topology (F, V, 3), given the sequence's neutral shape at the same
-    points. The pose turns about the head's neck pivot, moved with the neutral, as in the data
-    generator's head motion."""
+    points. The pose turns about the head's neck pivot, as the data generator's head motion does
+    (``head_pose`` in the interchange format)."""
     frames = np.asarray(frames, np.float32)
     points = {NUM_LANDMARKS: "landmarks", head.num_vertices: "mesh"}.get(frames.shape[1] if frames.ndim == 3 else -1)
     if points is None:
         raise ValueError(f"expected (F, {NUM_LANDMARKS}, 3) landmarks or (F, {head.num_vertices}, 3) meshes of the "
                          f"head model, got shape {frames.shape}")
-    reference = head.landmark_neutral if points == "landmarks" else head.neutral
-    pivot = head.neck_pivot + (np.asarray(neutral, np.float32) - reference).mean(0)
-    return solve_blendshapes(frames, neutral, head_solver(head, points, tuple(bounds)), pivot, solve_pose,
+    return solve_blendshapes(frames, neutral, head_solver(head, points, tuple(bounds)), head.neck_pivot, solve_pose,
                              smoothness)
