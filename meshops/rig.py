@@ -182,7 +182,7 @@ def write_gltf(path: str | os.PathLike, neutral: np.ndarray, faces: np.ndarray, 
     mesh = g.Mesh(name="Face", weights=[0.0] * len(rig.names), extras={"targetNames": list(rig.names)},
                   primitives=[g.Primitive(attributes=g.Attributes(POSITION=position), indices=indices,
                                           targets=targets, mode=g.TRIANGLES)])
-    samplers = [g.AnimationSampler(input=times, output=out, interpolation=g.LINEAR)
+    samplers = [g.AnimationSampler(input=times, output=out, interpolation=g.ANIM_LINEAR)
                 for out in (weights, rotation, translation)]
     channels = [g.AnimationChannel(sampler=i, target=g.AnimationChannelTarget(node=1, path=p))
                 for i, p in enumerate(("weights", "rotation", "translation"))]

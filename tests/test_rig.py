@@ -131,6 +131,7 @@ def test_gltf_holds_the_mesh_morph_targets_and_an_animation_that_rebuilds_the_fr
     targets = np.stack([_accessor(gltf, blob, t["POSITION"]) for t in prim.targets])
     assert np.array_equal(_accessor(gltf, blob, prim.indices).reshape(-1, 3), head.faces)
     channels = {c.target.path: gltf.animations[0].samplers[c.sampler] for c in gltf.animations[0].channels}
+    assert all(s.interpolation == "LINEAR" for s in channels.values())
     times = _accessor(gltf, blob, channels["weights"].input)
     assert np.allclose(times, np.arange(FRAMES) / 24)
     weights = _accessor(gltf, blob, channels["weights"].output).reshape(FRAMES, -1)
