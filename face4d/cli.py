@@ -416,6 +416,7 @@ def _pipeline(args):
 def _generate(args) -> None:
     from face4d.pipeline import check_export_formats, check_out_dir, check_preview_formats
     from meshops.atomic import atomic_dir
+    from meshops.export import RIG_FORMATS
 
     meshes = any(getattr(args, name) is not None for name in MESH_OPTIONS)
     if not meshes and (args.overlay_landmarks or args.size is not None):
@@ -434,6 +435,10 @@ def _generate(args) -> None:
         return
     formats, preview = check_export_formats(args.export), check_preview_formats(args.preview)
     check_out_dir(args.out, args.overwrite)
+    if set(formats) & set(RIG_FORMATS):  # refuse a mesh the rig formats cannot animate before sampling
+        mesh = args.mesh if args.mesh is not None or args.identity_seed is not None else args.neutral_mesh
+        pipe.check_rig_target(pipe.target(mesh, args.identity_seed, landmark_ids=args.landmark_ids,
+                                          method=args.method), formats)
     result = pipe.generate(**condition, mesh=args.mesh, identity_seed=args.identity_seed,
                            landmark_ids=args.landmark_ids, method=args.method, start=args.start or "auto")
     target = result.target

@@ -247,6 +247,7 @@ class Pipeline:
         self._generator = generator
         self._decoder = decoder if decoder is None or hasattr(decoder, "topology") else None
         self._decoder_dir = None if self._decoder is not None else decoder
+        self._decoder_given = decoder is not None  # a decoder given is the default method, as on the CLI
         self.head = HeadModel.load() if head is None else head
 
     @classmethod
@@ -285,13 +286,15 @@ class Pipeline:
         when V matches); ``identity_seed``: a random person of the head model instead;
         ``landmark_ids``: (68,) vertex ids (or a .npy/.txt file of them) of a mesh in another
         topology, for the RBF fallback; ``method``: ``blendshape``, ``learned`` or ``rbf`` (default:
-        ``rbf`` when ``landmark_ids`` are given, else ``blendshape``).
+        ``rbf`` when ``landmark_ids`` are given, ``learned`` when the pipeline was given a decoder,
+        else ``blendshape``).
         """
         from face4d.decoder.rbf import check_landmark_ids
         from face4d.decoder.retarget import DEFAULT_METHOD, METHODS, check_units, load_landmark_ids
         from face4d.decoder.topology import DecoderTopology
 
-        method = method or ("rbf" if landmark_ids is not None else DEFAULT_METHOD)
+        method = method or ("rbf" if landmark_ids is not None else "learned" if self._decoder_given
+                            else DEFAULT_METHOD)
         if method not in METHODS:
             raise Face4DError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
         if method != "rbf" and landmark_ids is not None:
@@ -510,7 +513,7 @@ class Pipeline:
         if wanted and (len(target.vertices) != head.num_vertices or not np.array_equal(target.faces, head.faces)):
             raise Face4DError(f"the {', '.join(wanted)} export animates the head model's blendshapes, so it needs a "
                               f"mesh in its topology ({head.num_vertices} vertices); {target.name} is not: export "
-                              f"its vertex animation with pc2 or mdd")
+                              f"its vertex animation instead: use pc2 or mdd")
 
     def render(self, result: PipelineResult, path: str | os.PathLike | Sequence[str | os.PathLike],
                reference: PipelineResult | None = None, overlay_landmarks: bool = False, size: int = 256,

@@ -35,9 +35,11 @@ from meshops.atomic import atomic_dir, atomic_file, check_dir_target
 from meshops.pointcache import check_fps, check_frames
 from meshops.usd import check_faces
 
-FORMATS = ("obj", "ply", "pc2", "mdd", "usd", "gltf", "arkit-csv", "weights", "usd-skel")
+MESH_FORMATS = ("obj", "ply", "pc2", "mdd", "usd")
+"""Vertex animation: any mesh, and ``export_sequence``'s default."""
 RIG_FORMATS = ("gltf", "arkit-csv", "weights", "usd-skel")
-"""Formats of blendshape weight curves: they need a ``RigAnimation`` (``meshops.rig``)."""
+"""Blendshape weight curves: they need a ``RigAnimation`` (``meshops.rig``)."""
+FORMATS = MESH_FORMATS + RIG_FORMATS
 RIG_FILES = {"gltf": "animation.glb", "arkit-csv": "animation_arkit.csv", "weights": "weights.json",
              "usd-skel": "animation_skel.usdc"}
 EXPORT_FORMAT = "face4d-export"
@@ -114,7 +116,7 @@ def frame_name(k: int, num_frames: int, suffix: str) -> str:
 
 
 def export_sequence(out_dir: str | os.PathLike, frames: np.ndarray, faces: np.ndarray,
-                    formats: Iterable[str] = FORMATS, fps: float = 30, neutral: np.ndarray | None = None,
+                    formats: Iterable[str] = MESH_FORMATS, fps: float = 30, neutral: np.ndarray | None = None,
                     overwrite: bool = False, progress: bool | None = None,
                     rig: rigs.RigAnimation | None = None) -> dict[str, list[Path]]:
     """Export an animation (``frames`` (F, V, 3), centimetres, Y up) into ``out_dir``; the paths by format.

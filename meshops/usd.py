@@ -58,6 +58,20 @@ def check_faces(faces: np.ndarray, num_vertices: int) -> np.ndarray:
     return np.ascontiguousarray(faces, np.int64)
 
 
+def _new_stage(fps: float, num_frames: int):
+    """An in-memory stage with our metadata: Y up, centimetres, time codes 0 .. F-1 at ``fps``."""
+    from pxr import Usd, UsdGeom
+
+    stage = Usd.Stage.CreateInMemory()
+    UsdGeom.SetStageUpAxis(stage, UsdGeom.Tokens.y)
+    UsdGeom.SetStageMetersPerUnit(stage, METERS_PER_UNIT)
+    stage.SetTimeCodesPerSecond(fps)
+    stage.SetFramesPerSecond(fps)
+    stage.SetStartTimeCode(0)
+    stage.SetEndTimeCode(num_frames - 1)
+    return stage
+
+
 def write_usd(path: str | os.PathLike, frames: np.ndarray, faces: np.ndarray, fps: float,
               overwrite: bool = False) -> Path:
     """Write an animated mesh as a USD stage, atomically: ``frames`` (F, V, 3) at time codes ``0 .. F-1``."""
@@ -70,13 +84,7 @@ def write_usd(path: str | os.PathLike, frames: np.ndarray, faces: np.ndarray, fp
     require_pxr()
     from pxr import Sdf, Usd, UsdGeom, Vt
 
-    stage = Usd.Stage.CreateInMemory()
-    UsdGeom.SetStageUpAxis(stage, UsdGeom.Tokens.y)
-    UsdGeom.SetStageMetersPerUnit(stage, METERS_PER_UNIT)
-    stage.SetTimeCodesPerSecond(fps)
-    stage.SetFramesPerSecond(fps)
-    stage.SetStartTimeCode(0)
-    stage.SetEndTimeCode(len(frames) - 1)
+    stage = _new_stage(fps, len(frames))
     mesh = UsdGeom.Mesh.Define(stage, Sdf.Path(MESH_PATH))
     stage.SetDefaultPrim(mesh.GetPrim())
     mesh.CreateSubdivisionSchemeAttr(UsdGeom.Tokens.none)
@@ -148,13 +156,7 @@ def write_usd_skel(path: str | os.PathLike, neutral: np.ndarray, faces: np.ndarr
     require_pxr()
     from pxr import Gf, Sdf, Usd, UsdGeom, UsdSkel, Vt
 
-    stage = Usd.Stage.CreateInMemory()
-    UsdGeom.SetStageUpAxis(stage, UsdGeom.Tokens.y)
-    UsdGeom.SetStageMetersPerUnit(stage, METERS_PER_UNIT)
-    stage.SetTimeCodesPerSecond(fps)
-    stage.SetFramesPerSecond(fps)
-    stage.SetStartTimeCode(0)
-    stage.SetEndTimeCode(rig.num_frames - 1)
+    stage = _new_stage(fps, rig.num_frames)
     root = UsdSkel.Root.Define(stage, Sdf.Path(SKEL_ROOT_PATH))
     stage.SetDefaultPrim(root.GetPrim())
     joints = ["head"]

@@ -216,3 +216,20 @@ def test_pipeline_export_writes_rig_files_and_weights_in_the_landmark_file(tmp_p
                               seqs.head_pose[0], head.neck_pivot)
     # what the rig plays back (an untrained model's motion needs weights outside [0, 1]: not exact)
     assert np.abs(rebuilt - fit.points(result.target.vertices, head.expression_basis)).max() < 1e-4
+
+
+def test_cli_retarget_uses_the_blendshape_path_by_default(head, motion, tmp_path, capsys):
+    from face4d.cli import main
+    from meshops.io import load_mesh, save_mesh
+
+    weights, _, neutral, _ = motion
+    weights = np.concatenate([np.zeros((1, head.num_expressions), np.float32), weights])
+    np.save(tmp_path / "seq.npy", head.vertices(None, weights)[:, head.landmark_ids])
+    save_mesh(tmp_path / "person.obj", neutral, head.faces)
+    code = main(["retarget", "--landmarks", str(tmp_path / "seq.npy"), "--mesh", str(tmp_path / "person.obj"),
+                 "--out", str(tmp_path / "out"), "--export", "obj"])
+    out = capsys.readouterr().out
+    assert code == 0 and f"wrote {FRAMES + 1} frame(s) (blendshape)" in out
+    last = load_mesh(tmp_path / "out" / f"frame_{FRAMES:04d}.obj").vertices
+    assert np.abs(last - (load_mesh(tmp_path / "person.obj").vertices + head.vertices(None, weights[-1])
+                          - head.neutral)).max() < 1e-3

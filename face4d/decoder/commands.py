@@ -91,14 +91,12 @@ def train_decoder_command(args) -> None:
 
 
 def retarget_command(args) -> None:
-    from face4d.decoder.retarget import DEFAULT_METHOD, retarget_files
+    from face4d.decoder.retarget import retarget_files
 
-    method = args.method or ("learned" if args.model is not None else "rbf" if args.landmark_ids is not None
-                             else DEFAULT_METHOD)
-    out, frames = retarget_files(args.landmarks, args.mesh, args.out, export=args.export,
-                                 neutral_frame=args.neutral_frame, model=args.model, method=method,
-                                 landmark_ids_path=args.landmark_ids, sequence_index=args.sequence_index,
-                                 overwrite=args.overwrite, device=args.device)
+    out, frames, method = retarget_files(args.landmarks, args.mesh, args.out, export=args.export,
+                                         neutral_frame=args.neutral_frame, model=args.model, method=args.method,
+                                         landmark_ids_path=args.landmark_ids, sequence_index=args.sequence_index,
+                                         overwrite=args.overwrite, device=args.device)
     print(f"wrote {frames} frame(s) ({method}) to {out}")
 
 

@@ -185,7 +185,7 @@ def check_units(sequence_neutral: np.ndarray, mesh_landmarks: np.ndarray) -> Non
 
 def retarget(landmarks: LandmarkSequences | np.ndarray, neutral_mesh_vertices: np.ndarray,
              decoder: torch.nn.Module | str | os.PathLike | None = None, neutral_frame: int | None = None,
-             method: str = DEFAULT_METHOD, landmark_ids: np.ndarray | None = None, faces: np.ndarray | None = None,
+             method: str | None = None, landmark_ids: np.ndarray | None = None, faces: np.ndarray | None = None,
              sequence_index: int = 0, smoothness: float = 0.0) -> np.ndarray:
     """Animate ``neutral_mesh_vertices`` (V, 3) with a landmark sequence: meshes (F, V, 3), float32.
 
@@ -194,7 +194,8 @@ def retarget(landmarks: LandmarkSequences | np.ndarray, neutral_mesh_vertices: n
     sequence's own neutral frame (the first, or the last of an ``E2N`` sequence; 0 for an array).
     The sequence's identity need not match the mesh's: the displacements are retargeted.
 
-    ``method="blendshape"`` (default): the head model's expression weights solved from the landmarks,
+    ``method`` None is ``learned`` when a ``decoder`` is given, else ``blendshape``.
+    ``method="blendshape"``: the head model's expression weights solved from the landmarks,
     applied to a mesh of the head's topology (``blendshape_displacements``; ``smoothness`` weighs a
     temporal-smoothness term of that solve). ``method="learned"``: ``decoder`` (a loaded decoder, a
     model directory, or None for the shipped one) on a mesh of its topology; ``faces``, when given,
@@ -203,6 +204,7 @@ def retarget(landmarks: LandmarkSequences | np.ndarray, neutral_mesh_vertices: n
     (default: the ICT head's, for a mesh with its vertex count). Frame ``neutral_frame`` gives
     back the neutral mesh exactly, with every method.
     """
+    method = method or ("learned" if decoder is not None else DEFAULT_METHOD)
     if method not in METHODS:
         raise Face4DError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     frames, neutral_index = sequence_frames(landmarks, neutral_frame, sequence_index)
@@ -234,14 +236,17 @@ def retarget(landmarks: LandmarkSequences | np.ndarray, neutral_mesh_vertices: n
 
 def retarget_files(landmarks_path: str | os.PathLike, mesh_path: str | os.PathLike, out_dir: str | os.PathLike,
                    export: str = "ply", neutral_frame: int | None = None, model: str | os.PathLike | None = None,
-                   method: str = DEFAULT_METHOD, landmark_ids_path: str | os.PathLike | None = None,
-                   sequence_index: int = 0, overwrite: bool = False, device: str = "cpu") -> tuple[Path, int]:
+                   method: str | None = None, landmark_ids_path: str | os.PathLike | None = None,
+                   sequence_index: int = 0, overwrite: bool = False, device: str = "cpu") -> tuple[Path, int, str]:
     """``retarget`` from files into ``out_dir``: ``frame_0000.<export>``, ... (0-based, one per frame
     of the sequence) and ``neutral.obj`` (the input mesh), written atomically; a non-empty
-    ``out_dir`` is refused unless ``overwrite``. Returns the directory and the number of frames."""
+    ``out_dir`` is refused unless ``overwrite``. ``method`` None: ``learned`` with a ``model``, ``rbf``
+    with landmark ids, else ``blendshape``. Returns the directory, the number of frames and the method."""
     from meshops.atomic import atomic_dir, check_dir_target
     from meshops.io import load_mesh, save_mesh
 
+    method = method or ("learned" if model is not None else "rbf" if landmark_ids_path is not None
+                        else DEFAULT_METHOD)
     if export not in EXPORTS:
         raise Face4DError(f"unknown export format {export!r}; expected one of {', '.join(EXPORTS)}")
     if method != "rbf" and landmark_ids_path is not None:
@@ -268,4 +273,4 @@ def retarget_files(landmarks_path: str | os.PathLike, mesh_path: str | os.PathLi
         save_mesh(tmp / "neutral.obj", vertices, faces)
         for i, frame in enumerate(meshes):
             save_mesh(tmp / f"frame_{i:04d}.{export}", frame, faces)
-    return out_dir, len(meshes)
+    return out_dir, len(meshes), method
