@@ -28,6 +28,7 @@ EXAMPLES = """examples:
   face4d demo --out demo/
   face4d generate --label mouth_open --frames 40 --mesh neutral.obj --out out/ --export obj,ply,pc2,mdd,usd --preview mp4
   face4d generate --label high_smile --identity-seed 7 --num 2 --out out/ --preview mp4,gif
+  face4d generate --label high_smile --export gltf,arkit-csv,weights,usd --out out/     # rig curves
   face4d generate --label surprise --mesh character.obj --landmark-ids ids.npy --out out/ --export obj
   face4d generate --keyframes seq.npz --known 0-9,30-39 --label anger --out out/ --export pc2 --preview gif
   face4d render samples/sequence_000.npz --out preview.mp4 --overlay-landmarks
@@ -180,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                          f"{','.join(DEMO_LABELS)})")
     demo.add_argument("--seed", type=int, default=DEMO_SEED, help=f"random seed (default {DEMO_SEED})")
     demo.add_argument("--frames", type=int, default=40, help="frames per sequence (default 40)")
-    demo.add_argument("--export", help="comma-separated formats of obj,ply,pc2,mdd,usd,gltf,arkit-csv,weights,usd-skel (default: "
+    demo.add_argument("--export", help="comma-separated formats of obj,ply,pc2,mdd,usd,gltf,arkit-csv,weights,"
+                                       "usd-skel (default: "
                                        "pc2,mdd and usd when usd-core is installed)")
     demo.add_argument("--size", type=int, default=256, help="preview tile size in pixels (default 256)")
     demo.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
@@ -259,17 +261,18 @@ def _mesh_args(parser: argparse.ArgumentParser) -> None:
                                                           "(identity weights ~ N(0, I) from this seed)")
     group.add_argument("--landmark-ids", type=Path, help="a mesh in another topology: .npy/.txt with the vertex ids "
                                                          "of its 68 landmarks (iBUG order); uses the RBF fallback")
-    group.add_argument("--method", choices=("blendshape", "learned", "rbf"), help="blendshape: the head model's expression weights "
-                       "solved from the landmarks (head model topology; the default); learned: the mesh decoder "
-                       "(its topology); rbf: non-learned interpolation, any mesh (the default with --landmark-ids)")
+    group.add_argument("--method", choices=("blendshape", "learned", "rbf"),
+                       help="blendshape: the head model's expression weights solved from the landmarks (head model "
+                            "topology; the default); learned: the mesh decoder (its topology; the default with "
+                            "--decoder); rbf: non-learned interpolation, any mesh (the default with --landmark-ids)")
     group.add_argument("--decoder", type=Path, help="decoder model directory (default: the shipped one)")
 
 
 def _output_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("mesh outputs (any of these, or a target mesh option, turns them on)")
     group.add_argument("--export", help="comma-separated formats of obj,ply,pc2,mdd,usd and, on the head model's "
-                                        "topology, the rig formats gltf,arkit-csv,weights,usd-skel (default with meshes: "
-                                        "pc2,mdd and usd when usd-core is installed)")
+                                        "topology, the rig formats gltf,arkit-csv,weights,usd-skel (default with "
+                                        "meshes: pc2,mdd and usd when usd-core is installed)")
     group.add_argument("--preview", help="mp4, gif or mp4,gif: a captioned grid of the samples, OUT/preview.<fmt>")
     group.add_argument("--overlay-landmarks", action="store_true", help="draw the driving landmarks in the preview")
     group.add_argument("--size", type=int, help="preview tile size in pixels (default 256)")

@@ -193,8 +193,8 @@ def export_sequence(out_dir: str | os.PathLike, frames: np.ndarray, faces: np.nd
                 "format": EXPORT_FORMAT, "version": EXPORT_VERSION, "fps": fps, "frames": num,
                 "vertices": int(frames.shape[1]), "faces": int(len(faces)), "units": "centimetres",
                 "up_axis": "Y",
-                "frame_numbering": ("0-based: frame k is obj/ply file k, cache sample k, USD time code k, glTF/CSV key at k / fps "
-                                    "seconds, weights row k"),
+                "frame_numbering": ("0-based: frame k is obj/ply file k, cache sample k, USD time code k, "
+                                    "glTF/CSV key at k / fps seconds, weights row k"),
                 "formats": list(formats), "files": {k: v for k, v in relative.items() if k != "manifest"},
             }
             with atomic_file(tmp / "export.json") as path:

@@ -61,10 +61,10 @@ def add_decoder_commands(commands, train_commands) -> None:
                      help="frame whose landmarks are the sequence's neutral (dL_f = L_f - L_neutral); default: "
                           "the first, or the last of an E2N sequence")
     ret.add_argument("--sequence-index", type=int, default=0, help="which sequence of a batch file (default 0)")
-    ret.add_argument("--method", choices=("blendshape", "learned", "rbf"), 
-                     help="blendshape (default; learned with --model, rbf with --landmark-ids): the head model's expression weights solved from the landmarks; "
-                          "learned: the decoder (both: meshes in the head model's topology); rbf: interpolation, "
-                          "any mesh")
+    ret.add_argument("--method", choices=("blendshape", "learned", "rbf"),
+                     help="blendshape (default): the head model's expression weights solved from the landmarks; "
+                          "learned (default with --model): the decoder (both: meshes in the head model's topology); "
+                          "rbf (default with --landmark-ids): interpolation, any mesh")
     ret.add_argument("--model", type=Path, help="decoder model directory (default: the shipped one)")
     ret.add_argument("--landmark-ids", type=Path,
                      help="--method rbf on another topology: .npy/.txt with the vertex ids of the mesh's 68 landmarks")
