@@ -288,8 +288,8 @@ def _sampling_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", choices=("fast", "paper"), default="fast",
                         help="fast: strided DDPM over --steps steps; paper: all T steps (slow)")
     parser.add_argument("--steps", type=int, default=50, help="steps of the fast sampler (default 50)")
-    parser.add_argument("--variance", choices=VARIANCES, help="reverse-step variance of the DDPM samplers: beta "
-                                                              "(the paper) or posterior")
+    parser.add_argument("--variance", choices=VARIANCES, help="reverse-step variance of the DDPM samplers: "
+                                                              "posterior (default) or beta (the paper)")
     parser.add_argument("--eta", type=float, help="sample by DDIM with this eta in [0, 1] instead (0: deterministic)")
     parser.add_argument("--guidance-lambda", type=float, help="weight of log p(x|x_t) in the refinement (0.01; text: 1e-4)")
     parser.add_argument("--guidance-steps", type=int, help="Adagrad steps per reverse step (3)")

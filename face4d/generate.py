@@ -46,12 +46,15 @@ class SamplingConfig:
     weight of reconstruction guidance towards known frames in filling and geometry-adaptive
     generation (``face4d.filling.RECONSTRUCTION_WEIGHT``; 0: the paper's Alg. 3 and 4 as written).
     ``variance`` and ``eta`` choose the reverse step (``face4d.diffusion.GaussianDiffusion``): the
-    DDPM's variance, ``beta`` (the paper) or ``posterior``, or DDIM with ``eta`` when it is not None;
-    both samplers use them."""
+    DDPM's variance, ``posterior`` (default) or ``beta`` (the paper), or DDIM with ``eta`` when it is
+    not None; both samplers use them. Why posterior: on a strided schedule ``beta`` adds, at the
+    last steps, noise several times larger than the next step's noise level, which the network
+    cannot take out in one step and which stays in the motion as a tremble (the ablation in
+    docs/results.md)."""
 
     sampler: str = "fast"
     steps: int = 50
-    variance: str = "beta"
+    variance: str = "posterior"
     eta: float | None = None
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     text_guidance: GuidanceConfig = field(default_factory=lambda: GuidanceConfig(lam=TEXT_LAMBDA))

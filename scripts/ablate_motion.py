@@ -21,12 +21,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-import torch
 
-from face4d.data.labels import LABEL_NAMES
 from face4d.errors import Face4DError
-from face4d.eval.harness import command_line, write_report
+from face4d.eval.harness import run_script
 from face4d.eval.motion import landmark_stats
 from face4d.eval.protocol import generate_like
 from face4d.eval.report import markdown_table
@@ -60,7 +57,7 @@ def training_of(bundle: Path) -> list[str]:
     gamma = loss.get("snr_gamma")
     return [config["diffusion"].get("prediction", "epsilon"), config["model_config"].get("skip", "frame"),
             f"{loss.get('velocity_weight', 0.0):g}", "uniform" if not gamma else f"{gamma:g} / {loss['snr_floor']:g}",
-            str(config["step"])]
+            str(config.get("step", ""))]
 
 
 def sampler_of(sampling: SamplingConfig, generator: LandmarkGenerator) -> str:
@@ -69,57 +66,52 @@ def sampler_of(sampling: SamplingConfig, generator: LandmarkGenerator) -> str:
     return f"{kind}, {steps} steps"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, type=Path, help="a dataset of another seed than the training data")
-    parser.add_argument("--variant", action="append", required=True, help="NAME=BUNDLE[,key=value...]")
-    parser.add_argument("--per-label", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path("docs/results.md"))
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    try:
-        variants = [parse_variant(text) for text in args.variant]
-        reference = reference_set(args.data, list(LABEL_NAMES), args.per_label, args.seed)
-        data = landmark_stats(reference)
-        rows = [["data (other seed)", "", "", "", "", "", "", f"{data.mean('speed'):.4f}",
-                 f"{data.mean('jitter'):.4f}", f"{data.mean('apex_amplitude'):.3f}", "1.00", "1.00", "", ""]]
-        for name, bundle, sampling in variants:
-            generator = LandmarkGenerator.from_pretrained(bundle)
-            start = time.perf_counter()
-            guided = landmark_stats(generate_like(reference, lambda idx, frames, s: generator.generate(
-                list(reference.labels[idx]), frames, len(idx), s, list(reference.types[idx]), sampling),
-                seed=args.seed, desc=name))
-            seconds = (time.perf_counter() - start) / len(reference)
-            free = landmark_stats(generate_like(reference, lambda idx, frames, s: generator.generate(
-                None, frames, len(idx), s, sampling=sampling), seed=args.seed, desc=f"{name}, unguided"))
-            rows.append([name, *training_of(bundle), sampler_of(sampling, generator),
-                         f"{guided.mean('speed'):.4f}", f"{guided.mean('jitter'):.4f}",
-                         f"{guided.mean('apex_amplitude'):.3f}",
-                         f"{guided.mean('jitter') / data.mean('jitter'):.2f}",
-                         f"{guided.mean('apex_amplitude') / data.mean('apex_amplitude'):.2f}",
-                         f"{free.mean('apex_amplitude') / data.mean('apex_amplitude'):.2f}", f"{seconds:.3f}"])
-            print(" | ".join(rows[-1]), flush=True)
-    except Face4DError as exc:
-        sys.exit(f"error: {exc}")
+def evaluate(args: argparse.Namespace) -> tuple[list[str], list]:
+    variants = [parse_variant(text) for text in args.variant]
+    reference = reference_set(args.data, None, args.per_label, args.seed)
+    data = landmark_stats(reference)
+    rows = [["data (other seed)", "", "", "", "", "", "", f"{data.mean('speed'):.4f}",
+             f"{data.mean('jitter'):.4f}", f"{data.mean('apex_amplitude'):.3f}", "1.00", "1.00", "", ""]]
+    for name, bundle, sampling in variants:
+        generator = LandmarkGenerator.from_pretrained(bundle)
+        start = time.perf_counter()
+        guided = landmark_stats(generate_like(reference, lambda idx, frames, s: generator.generate(
+            list(reference.labels[idx]), frames, len(idx), s, list(reference.types[idx]), sampling),
+            seed=args.seed, desc=name))
+        seconds = (time.perf_counter() - start) / len(reference)
+        free = landmark_stats(generate_like(reference, lambda idx, frames, s: generator.generate(
+            None, frames, len(idx), s, sampling=sampling), seed=args.seed, desc=f"{name}, unguided"))
+        rows.append([name, *training_of(bundle), sampler_of(sampling, generator),
+                     f"{guided.mean('speed'):.4f}", f"{guided.mean('jitter'):.4f}",
+                     f"{guided.mean('apex_amplitude'):.3f}",
+                     f"{guided.mean('jitter') / data.mean('jitter'):.2f}",
+                     f"{guided.mean('apex_amplitude') / data.mean('apex_amplitude'):.2f}",
+                     f"{free.mean('apex_amplitude') / data.mean('apex_amplitude'):.2f}", f"{seconds:.3f}"])
+        print(" | ".join(rows[-1]), flush=True)
     headers = ["Variant", "Prediction", "Skip path", "Velocity weight", "Min-SNR gamma / floor", "Training steps",
                "Sampler", "Speed (cm/frame)", "Jitter (cm/frame^2)", "Amplitude (cm)", "Jitter ratio",
                "Amplitude ratio", "Amplitude ratio, unguided", "s / sequence"]
-    blocks = [
+    return [
         f"Reference: {len(reference)} test sequences of `{args.data.name}` (another seed than the training data), "
-        f"{args.per_label} per label of all 18. Each variant: one label-guided sequence (type S classifier, the "
+        f"{args.per_label} per label of its labels. Each variant: one label-guided sequence (type S classifier, the "
         "reference's label, order and length) per reference sequence, and one unguided; measures and ratios as in "
         "*Motion quality* (ratios: ours / data). Every denoiser is 128 wide, 4 layers, trained on the same data "
         "with batch 64 and lr 5e-4 on this machine's CPU; their training steps differ (the column), as CPU time "
         f"allowed. Time: seconds per guided sequence, batched, {args.threads} torch threads.",
         markdown_table(headers, rows),
-    ]
-    print("\n\n".join(blocks))
-    write_report(args.out, "motion_ablation", "Motion quality: ablation", command_line("ablate_motion.py", argv),
-                 blocks)
-    print(f"wrote {args.out}")
+    ], []
+
+
+def main(argv: list[str] | None = None) -> None:
+    def arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--data", required=True, type=Path,
+                            help="a dataset of another seed than the training data")
+        parser.add_argument("--variant", action="append", required=True, help="NAME=BUNDLE[,key=value...]")
+        parser.add_argument("--per-label", type=int, default=4)
+        parser.add_argument("--seed", type=int, default=0)
+
+    run_script("ablate_motion.py", __doc__, "motion_ablation", "Motion quality: ablation", evaluate, argv, arguments,
+               common=False)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ sequence with one thread, fast and paper samplers, measured in the same run.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -37,7 +36,7 @@ from face4d.data.dataset import Dataset
 from face4d.data.interchange import LandmarkSequences
 from face4d.data.labels import LABEL_NAMES, get_label
 from face4d.errors import Face4DError
-from face4d.eval.harness import command_line, print_checks, write_report
+from face4d.eval.harness import run_script
 from face4d.eval.motion import MotionStats, landmark_stats, neutral_indices, sequence_stats
 from face4d.eval.protocol import generate_like
 from face4d.eval.report import markdown_table
@@ -50,10 +49,12 @@ INTENSITIES = (0.5, 1.0, 1.5)
 FILL_ENDS = 5  # FFM: known frames at each end
 
 
-def reference_set(data: Path, labels: list[str], per_label: int, seed: int) -> LandmarkSequences:
-    """Up to ``per_label`` test sequences of each label, drawn with ``seed``, in split order."""
+def reference_set(data: Path, labels: list[str] | None, per_label: int, seed: int) -> LandmarkSequences:
+    """Up to ``per_label`` test sequences of each label (None: each label of the test split), drawn
+    with ``seed``, in split order."""
     test = Dataset.load(data).sequences("test")
     rng = np.random.default_rng(seed)
+    labels = [name for name in LABEL_NAMES if name in set(test.labels)] if labels is None else labels
     chosen = []
     for label in labels:
         indices = np.flatnonzero(test.labels == label)
@@ -150,7 +151,8 @@ def evaluate(args: argparse.Namespace) -> tuple[list[str], list[tuple[str, bool]
     labels = list(LABEL_NAMES) if args.labels == "all" else args.labels.split(",") if args.labels != "issue" \
         else list(ISSUE_LABELS)
     reference = reference_set(args.data, labels, args.per_label, args.seed)
-    paper = reference_set(args.data, labels, args.paper_per_label, args.seed)
+    paper_labels = list(ISSUE_LABELS) if args.paper_labels == "issue" else args.paper_labels.split(",")
+    paper = reference_set(args.data, paper_labels, args.paper_per_label, args.seed)
     generator = LandmarkGenerator.from_pretrained(args.model)
     sampling = SamplingConfig(steps=args.steps)
     data = landmark_stats(reference)
@@ -212,7 +214,8 @@ def evaluate(args: argparse.Namespace) -> tuple[list[str], list[tuple[str, bool]
     blocks = [
         f"Reference: {len(reference)} test sequences of `{args.data.name}` (a dataset of another seed than the "
         f"models' training data), up to {args.per_label} per label of {', '.join(labels)}; the paper sampler's row "
-        f"made {len(paper)} ({args.paper_per_label} per label) and is compared with the same data sequences. "
+        f"made {len(paper)} ({args.paper_per_label} per label of {', '.join(paper_labels)}: all "
+        f"{generator.diffusion.num_timesteps} steps cost ~40x) and is compared with those data sequences. "
         "Measures (`face4d.eval.motion`), means over sequences of per-sequence means over frames and landmarks: "
         "speed |x_{f+1} - x_f|, jitter |x_{f+1} - 2 x_f + x_{f-1}|, the share of motion power above 5 Hz (after "
         "removing the line between the end frames), apex amplitude (largest mean displacement from the neutral "
@@ -233,29 +236,22 @@ def evaluate(args: argparse.Namespace) -> tuple[list[str], list[tuple[str, bool]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, type=Path, help="a dataset of another seed than the training data")
-    parser.add_argument("--model", type=Path, help="model bundle (default: the embedded one)")
-    parser.add_argument("--labels", default="all", help="all (default), issue (the six of the motion issue), or a "
-                                                        "comma-separated list")
-    parser.add_argument("--per-label", type=int, default=16, help="reference sequences per label (default 16)")
-    parser.add_argument("--paper-per-label", type=int, default=1, help="of those, for the paper sampler (default 1)")
-    parser.add_argument("--mesh-per-label", type=int, default=2, help="of those, decoded to meshes (default 2)")
-    parser.add_argument("--steps", type=int, default=50, help="steps of the fast sampler (default 50)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path("docs/results.md"))
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    try:
-        blocks, checks = evaluate(args)
-    except Face4DError as exc:
-        sys.exit(f"error: {exc}")
-    print("\n\n".join(blocks))
-    print_checks(checks)
-    write_report(args.out, "motion", "Motion quality", command_line("eval_motion.py", argv), blocks, checks)
-    print(f"wrote {args.out}")
+    def arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--data", required=True, type=Path,
+                            help="a dataset of another seed than the training data")
+        parser.add_argument("--model", type=Path, help="model bundle (default: the embedded one)")
+        parser.add_argument("--labels", default="all", help="all (default), issue (the six of the motion issue), "
+                                                            "or a comma-separated list")
+        parser.add_argument("--per-label", type=int, default=16, help="reference sequences per label (default 16)")
+        parser.add_argument("--paper-labels", default="issue", help="labels of the paper sampler's row: issue (the "
+                                                                    "six of the motion issue) or a list")
+        parser.add_argument("--paper-per-label", type=int, default=1, help="sequences per --paper-labels label "
+                                                                           "(default 1)")
+        parser.add_argument("--mesh-per-label", type=int, default=2, help="of those, decoded to meshes (default 2)")
+        parser.add_argument("--steps", type=int, default=50, help="steps of the fast sampler (default 50)")
+        parser.add_argument("--seed", type=int, default=0)
+
+    run_script("eval_motion.py", __doc__, "motion", "Motion quality", evaluate, argv, arguments, common=False)
 
 
 if __name__ == "__main__":

@@ -381,3 +381,25 @@ def test_label_control_script_on_the_shared_harness(data, ic_dir, bundle, tmp_pa
     assert f"Command: `python scripts/eval_label_control.py {' '.join(argv)}`" in text
     assert f"| {GROUND_TRUTH} |  | 3 |" in text and "random subset of 3 test sequences" in text
     assert text.count("- pass: ") + text.count("- FAIL: ") == 5  # accuracy, FID, jitter, time, fast vs paper
+
+
+def test_motion_scripts_write_their_sections(data, text_bundle, tmp_path, capsys):
+    labels = ",".join(sorted(set(Dataset.load(data).sequences("test").labels.tolist()))[:2])
+    out = tmp_path / "results.md"
+    argv = ["--data", str(data), "--model", str(text_bundle), "--labels", labels, "--per-label", "1",
+            "--paper-labels", labels, "--mesh-per-label", "1", "--steps", "3", "--threads", "1", "--out", str(out)]
+    _script("eval_motion").main(argv)
+    text = out.read_text()
+    assert f"Command: `python scripts/eval_motion.py {' '.join(argv)}`" in text
+    for row in ("| data (other seed) |", "| ours: label, fast |", "| ours: label, paper |", "| ours: text, fast |",
+                "| ours: filling (FFM), fast |", "| ours: geometry-adaptive, fast |", "| ours: unguided, fast |",
+                "| ours: label, fast, decoded |", "| 1.5 |"):
+        assert row in text
+    assert text.count("- pass: ") + text.count("- FAIL: ") == 6
+    argv = ["--data", str(data), "--variant", f"a={text_bundle},steps=3", "--variant",
+            f"b={text_bundle},steps=3,eta=0", "--per-label", "1", "--threads", "1", "--out", str(out)]
+    _script("ablate_motion").main(argv)
+    text = out.read_text()
+    assert "<!-- begin motion -->" in text and "<!-- begin motion_ablation -->" in text
+    assert "| a | epsilon | frame | 0 | uniform |  | DDPM, posterior variance, 3 steps |" in text
+    assert "| b | epsilon | frame | 0 | uniform |  | DDIM eta 0, 3 steps |" in text

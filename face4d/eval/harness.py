@@ -217,13 +217,17 @@ def timing_note(threads: int) -> str:
 
 
 def run_script(script: str, doc: str, key: str, title: str, run: Run, argv: Sequence[str] | None = None,
-               arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
-    """The ``main`` of a results script: parse the common options (plus ``arguments``'), set the
-    torch threads, ``run(args)`` -> (the section's blocks, its targets), print both, and write
-    section ``key`` of ``--out`` with the command line. A ``Face4DError`` exits with its message
-    on one line."""
+               arguments: Callable[[argparse.ArgumentParser], None] | None = None, common: bool = True) -> None:
+    """The ``main`` of a results script: parse the common options (``add_common_arguments`` when
+    ``common``, else only ``--threads`` and ``--out``; plus ``arguments``'), set the torch threads,
+    ``run(args)`` -> (the section's blocks, its targets), print both, and write section ``key`` of
+    ``--out`` with the command line. A ``Face4DError`` exits with its message on one line."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_arguments(parser)
+    if common:
+        add_common_arguments(parser)
+    else:
+        parser.add_argument("--out", type=Path, default=Path("docs/results.md"))
+        parser.add_argument("--threads", type=int, default=2, help="torch threads")
     if arguments is not None:
         arguments(parser)
     argv = sys.argv[1:] if argv is None else list(argv)
