@@ -22,6 +22,7 @@ from face4d.errors import Face4DError
 from meshops.atomic import check_dir_target
 
 if TYPE_CHECKING:
+    from face4d.decoder.target import Target
     from face4d.pipeline import PipelineResult
 
 DEFAULT_EXPORTS = ("pc2", "mdd", "usd")
@@ -43,7 +44,7 @@ def check_export_formats(formats: str | Sequence[str] | None) -> tuple[str, ...]
         formats = check_formats(formats)
     except ValueError as exc:
         raise Face4DError(str(exc)) from None
-    if "usd" in formats and not usd_available():
+    if ("usd" in formats or "usd-skel" in formats) and not usd_available():
         raise Face4DError("the usd export needs usd-core: pip install 'face4d[usd]' (or leave usd out of the "
                           "export formats)")
     return formats
@@ -115,21 +116,53 @@ def _check_writable_parent(path: Path) -> None:
         raise Face4DError(f"cannot write {path}: no permission to write in {parent}")
 
 
+def check_rig_target(target: Target, formats: Sequence[str], head) -> None:
+    """The rig formats (glTF, ARKit CSV, weights, UsdSkel) need a target in the head model's
+    topology (``head``), whose blendshapes they animate: a one-line error otherwise."""
+    from meshops.export import RIG_FORMATS
+
+    wanted = [f for f in formats if f in RIG_FORMATS]
+    if wanted and (len(target.vertices) != head.num_vertices or not np.array_equal(target.faces, head.faces)):
+        raise Face4DError(f"the {', '.join(wanted)} export animates the head model's blendshapes, so it needs a "
+                          f"mesh in its topology ({head.num_vertices} vertices); {target.name} is not: export "
+                          f"its vertex animation instead: use pc2 or mdd")
+
+
+def rig_animation(head, meshes: np.ndarray, neutral: np.ndarray):
+    """The blendshape animation of a mesh sequence on the head's topology: weights in [0, 1] and
+    head pose solved from the meshes (``meshops.blendshapes.fit_head``), exact for the blendshape
+    path's meshes, a close fit of the learned decoder's (docs/results.md, section rig)."""
+    from meshops.blendshapes import fit_head
+    from meshops.rig import RigAnimation
+
+    fit = fit_head(head, meshes, neutral)
+    return RigAnimation(head.expression_names, head.expression_basis, fit.weights, fit.head_pose, fit.pivot)
+
+
 def write_samples(result: PipelineResult, out_dir: Path, formats: Sequence[str], fps: float,
-                  progress: bool = False) -> None:
+                  progress: bool = False, head=None) -> None:
     """The per-sample folders and ``samples.json`` of ``export``, into an existing (temporary)
-    directory; the caller makes the whole directory appear at once."""
+    directory; the caller makes the whole directory appear at once. With a rig format (``head``
+    needed), each sample's weights and head pose are solved and also stored in its ``landmarks.npz``
+    (the interchange format's ``expression_weights`` and ``head_pose``)."""
+    from dataclasses import replace
+
     from tqdm.auto import tqdm
 
     from face4d.data.interchange import save_sequences
-    from meshops.export import export_sequence
+    from meshops.export import RIG_FORMATS, export_sequence
 
     seqs, records = result.landmarks, []
     for i in tqdm(range(len(result)), desc="exporting", unit="sample", disable=not progress):
         folder = out_dir / result.names[i]
+        rig = (rig_animation(head, result.meshes[i], result.target.vertices)
+               if any(f in RIG_FORMATS for f in formats) else None)
         export_sequence(folder, result.meshes[i], result.faces, formats=formats, fps=fps,
-                        neutral=result.target.vertices, progress=False)
-        save_sequences(folder / "landmarks.npz", seqs.select(i))
+                        neutral=result.target.vertices, progress=False, rig=rig)
+        sequence = seqs.select(i)
+        if rig is not None:
+            sequence = replace(sequence, expression_weights=rig.weights[None], head_pose=rig.head_pose[None])
+        save_sequences(folder / "landmarks.npz", sequence)
         records.append({"name": result.names[i], "caption": result.captions[i], "label": str(seqs.labels[i]),
                         "text": "" if seqs.texts is None else str(seqs.texts[i]), "type": str(seqs.types[i]),
                         "frames": int(seqs.lengths[i])})

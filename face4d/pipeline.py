@@ -3,8 +3,9 @@
 ::
 
     condition              ->  landmark sequences  ->  meshes on a target  ->  exports          ->  preview
-    label | text |             (LandmarkGenerator)     (learned decoder,       (meshops.export)     (render)
-    keyframes | neutral face                           or RBF fallback)
+    label | text |             (LandmarkGenerator)     (blendshape path,       (meshops.export)     (render)
+    keyframes | neutral face                           learned decoder or
+                                                       RBF fallback)
 
 From Python::
 
@@ -19,7 +20,7 @@ mesh, a random person of the head model, else the head's mean face; here also th
 geometry-adaptive sequence was generated from, ``neutral_mesh``); the output options are checked by
 ``face4d.outputs``. Every check of the inputs runs before the slow steps, so a bad mesh or format
 fails at once.
-With a label on a mesh of the decoder's topology the sequences start from that mesh's own neutral
+With a label on a mesh of the head model's topology the sequences start from that mesh's own neutral
 face (``start``, see ``Pipeline.generate``), so the motion goes from that face at rest to the
 expression.
 
@@ -40,10 +41,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from face4d.decoder.target import Target, resolve_target
+from face4d.decoder.target import DEFAULT_METHOD, Target, resolve_target
 from face4d.errors import Face4DError
 from face4d.outputs import (check_export_formats, check_fps, check_out_dir, check_out_file, check_preview_formats,
-                            require_render, write_samples)
+                            check_rig_target, require_render, write_samples)
 
 if TYPE_CHECKING:
     from face4d.data.interchange import LandmarkSequences
@@ -127,6 +128,7 @@ class Pipeline:
         self._generator = generator
         self._decoder = decoder if decoder is None or hasattr(decoder, "topology") else None
         self._decoder_dir = None if self._decoder is not None else decoder
+        self._decoder_given = decoder is not None  # a decoder given is the default method, as on the CLI
         self.head = HeadModel.load() if head is None else head
 
     @classmethod
@@ -160,9 +162,11 @@ class Pipeline:
     def target(self, mesh=None, identity_seed: int | None = None, faces: np.ndarray | None = None,
                landmark_ids=None, method: str | None = None) -> Target:
         """The checked mesh to animate: ``face4d.decoder.target.resolve_target`` on this pipeline's
-        head, loading the decoder only for the learned method."""
+        head, loading the decoder only for the learned method, which is the default when the
+        pipeline was given a decoder (else ``blendshape``; ``rbf`` with ``landmark_ids``)."""
         return resolve_target(mesh, identity_seed, faces, landmark_ids, method, head=self.head,
-                              decoder=lambda: self.decoder)
+                              decoder=lambda: self.decoder,
+                              default="learned" if self._decoder_given else DEFAULT_METHOD)
 
     # -- conditions -> landmark sequences -----------------------------------------------------------
     def sample(self, label: str | Sequence[str] | None = None, text: str | Sequence[str] | None = None,
@@ -296,7 +300,7 @@ class Pipeline:
         if start == "target" and conditioned:
             raise Face4DError("starting from the target mesh (--start target) combines with a label or a text, not "
                               "with keyframes or a neutral face")
-        if start == "target" or (start == "auto" and not conditioned and target.method == "learned"):
+        if start == "target" or (start == "auto" and not conditioned and target.method != "rbf"):
             neutral_landmarks = target.landmarks
             passes = TARGET_PASSES if passes is None else passes
         seqs = self.sample(label, text, keyframes, known, neutral_mesh, neutral_landmarks, frames, num, seed,
@@ -319,9 +323,10 @@ class Pipeline:
         formats = check_export_formats(formats)
         preview = check_preview_formats(preview)
         fps = check_fps(result.fps if fps is None else fps)
+        check_rig_target(result.target, formats, self.head)
         out_dir = check_out_dir(out_dir, overwrite)
         with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-            write_samples(result, tmp, formats, fps, progress)
+            write_samples(result, tmp, formats, fps, progress, self.head)
             if preview:
                 frames = self.render_frames(result, overlay_landmarks=overlay_landmarks, size=size,
                                             progress=progress)

@@ -21,8 +21,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                                                          f"{','.join(DEMO_LABELS)})")
     demo.add_argument("--seed", type=int, default=DEMO_SEED, help=f"random seed (default {DEMO_SEED})")
     demo.add_argument("--frames", type=int, default=40, help="frames per sequence (default 40)")
-    demo.add_argument("--export", help="comma-separated formats of obj,ply,pc2,mdd,usd (default: "
-                                       "pc2,mdd and usd when usd-core is installed)")
+    demo.add_argument("--export", help="comma-separated formats of obj,ply,pc2,mdd,usd,gltf,arkit-csv,weights,"
+                                       "usd-skel (default: pc2,mdd and usd when usd-core is installed)")
     demo.add_argument("--size", type=int, default=256, help="preview tile size in pixels (default 256)")
     demo.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")

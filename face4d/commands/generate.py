@@ -60,8 +60,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args) -> None:
-    from face4d.outputs import check_export_formats, check_out_dir, check_preview_formats
+    from face4d.outputs import check_export_formats, check_out_dir, check_preview_formats, check_rig_target
     from meshops.atomic import atomic_dir
+    from meshops.export import RIG_FORMATS
 
     meshes = any(getattr(args, name) is not None for name in MESH_OPTIONS)
     if not meshes and (args.overlay_landmarks or args.size is not None):
@@ -81,6 +82,10 @@ def run(args) -> None:
         return
     formats, preview = check_export_formats(args.export), check_preview_formats(args.preview)
     check_out_dir(args.out, args.overwrite)
+    if set(formats) & set(RIG_FORMATS):  # refuse a mesh the rig formats cannot animate before sampling
+        mesh = args.mesh if args.mesh is not None or args.identity_seed is not None else args.neutral_mesh
+        check_rig_target(pipe.target(mesh, args.identity_seed, landmark_ids=args.landmark_ids, method=args.method),
+                         formats, pipe.head)
     result = pipe.generate(**condition, mesh=args.mesh, identity_seed=args.identity_seed,
                            landmark_ids=args.landmark_ids, method=args.method, start=args.start or "auto")
     target = result.target

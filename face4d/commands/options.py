@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   face4d demo --out demo/
   face4d generate --label mouth_open --frames 40 --mesh neutral.obj --out out/ --export obj,ply,pc2,mdd,usd --preview mp4
   face4d generate --label high_smile --identity-seed 7 --num 2 --out out/ --preview mp4,gif
+  face4d generate --label high_smile --export gltf,arkit-csv,weights,usd --out out/     # rig curves
   face4d generate --label surprise --mesh character.obj --landmark-ids ids.npy --out out/ --export obj
   face4d generate --keyframes seq.npz --known 0-9,30-39 --label anger --out out/ --export pc2 --preview gif
   face4d render samples/sequence_000.npz --out preview.mp4 --overlay-landmarks
@@ -84,6 +85,8 @@ def training_options(args: argparse.Namespace, *extra: str) -> dict:
 
 def add_mesh_args(parser: argparse.ArgumentParser) -> None:
     """The target mesh options shared by ``generate`` and ``render``."""
+    from face4d.decoder.target import METHODS
+
     group = parser.add_argument_group("target mesh (default: the head model's mean face)")
     target = group.add_mutually_exclusive_group()
     target.add_argument("--mesh", type=Path, help="neutral mesh (.obj/.ply, centimetres, Y up, facing +z) to "
@@ -92,8 +95,10 @@ def add_mesh_args(parser: argparse.ArgumentParser) -> None:
                                                           "(identity weights ~ N(0, I) from this seed)")
     group.add_argument("--landmark-ids", type=Path, help="a mesh in another topology: .npy/.txt with the vertex ids "
                                                          "of its 68 landmarks (iBUG order); uses the RBF fallback")
-    group.add_argument("--method", choices=("learned", "rbf"), help="learned: the mesh decoder (head model "
-                       "topology); rbf: non-learned interpolation, any mesh (default: rbf with --landmark-ids)")
+    group.add_argument("--method", choices=METHODS,
+                       help="blendshape: the head model's expression weights solved from the landmarks (head model "
+                            "topology; the default); learned: the mesh decoder (its topology; the default with "
+                            "--decoder); rbf: non-learned interpolation, any mesh (the default with --landmark-ids)")
     group.add_argument("--decoder", type=Path, help="decoder model directory (default: the shipped one)")
 
 
@@ -101,15 +106,16 @@ def add_output_args(parser: argparse.ArgumentParser) -> None:
     from face4d.pipeline import STARTS
 
     group = parser.add_argument_group("mesh outputs (any of these, or a target mesh option, turns them on)")
-    group.add_argument("--export", help="comma-separated formats of obj,ply,pc2,mdd,usd (default with meshes: "
-                                        "pc2,mdd and usd when usd-core is installed)")
+    group.add_argument("--export", help="comma-separated formats of obj,ply,pc2,mdd,usd and, on the head model's "
+                                        "topology, the rig formats gltf,arkit-csv,weights,usd-skel (default with "
+                                        "meshes: pc2,mdd and usd when usd-core is installed)")
     group.add_argument("--preview", help="mp4, gif or mp4,gif: a captioned grid of the samples, OUT/preview.<fmt>")
     group.add_argument("--overlay-landmarks", action="store_true", help="draw the driving landmarks in the preview")
     group.add_argument("--size", type=int, help="preview tile size in pixels (default 256)")
     group.add_argument("--start", choices=STARTS, help="target: the sequences start from the target mesh's own "
                        "neutral face (1 pass of geometry-adaptive generation unless --passes); free: the model "
                        "picks the first frame too; auto (default): target for a --label or --text on a mesh of "
-                       "the decoder's topology, free otherwise")
+                       "the head model's topology, free otherwise")
 
 
 def add_sampling_args(parser: argparse.ArgumentParser, guidance: bool = True, sampler: bool = True,
@@ -182,6 +188,8 @@ def pipeline(args):
     decoder = getattr(args, "decoder", None)
     if decoder is not None and (args.method == "rbf" or args.landmark_ids is not None):
         raise Face4DError("--decoder only applies to the learned decoder, not to the RBF fallback")
+    if decoder is not None and args.method is None:
+        args.method = "learned"  # a decoder given is a decoder to use
     return Pipeline.from_pretrained(getattr(args, "model", None), decoder, device=args.device)
 
 

@@ -4,7 +4,9 @@ The **target** is, in this order: ``mesh`` (an OBJ/PLY path or a (V, 3) vertex a
 person of the head model (``identity_seed``: identity weights ~ N(0, I) from that seed), else the
 head model's mean face. A mesh in the decoder's topology (the ICT head's) is decoded by the learned
 decoder; any other needs the vertex ids of its 68 landmarks (``landmark_ids``) and goes through the
-non-learned RBF fallback (``face4d.decoder.rbf``). Every check runs here, before any sampling or
+non-learned RBF fallback (``face4d.decoder.rbf``); a mesh in the head model's topology is animated by
+the blendshape path (the head's expression weights solved from the landmarks, the default) or the
+learned decoder. Every check runs here, before any sampling or
 decoding, so a bad mesh fails at once (``face4d.pipeline.Pipeline.target`` and ``face4d retarget``).
 """
 from __future__ import annotations
@@ -16,12 +18,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from face4d.decoder.topology import DecoderTopology
 from face4d.errors import Face4DError
 from face4d.landmarks import check_landmark_ids, check_units, load_landmark_ids
 from meshops.io import load_mesh
 
-METHODS = ("learned", "rbf")
-"""The learned decoder (the head model's topology) or the RBF fallback (any mesh, given its landmark ids)."""
+METHODS = ("blendshape", "learned", "rbf")
+"""The blendshape path or the learned decoder (the head model's topology), or the RBF fallback (any
+mesh, given its landmark ids)."""
+DEFAULT_METHOD = "blendshape"
+"""On the head model's topology; why it beats the learned decoder there: docs/decoder.md."""
 
 if TYPE_CHECKING:
     import torch
@@ -33,7 +39,7 @@ if TYPE_CHECKING:
 class Target:
     """The mesh a landmark sequence animates: ``vertices`` (V, 3) float32 in centimetres, ``faces``
     (M, 3) int64, the vertex ids of its 68 landmarks, the ``method`` that decodes onto it
-    (``learned`` or ``rbf``) and a ``name`` for messages and captions."""
+    (``blendshape``, ``learned`` or ``rbf``) and a ``name`` for messages and captions."""
 
     vertices: np.ndarray
     faces: np.ndarray
@@ -49,21 +55,22 @@ class Target:
 
 def resolve_target(mesh=None, identity_seed: int | None = None, faces: np.ndarray | None = None,
                    landmark_ids=None, method: str | None = None, *, head: HeadModel,
-                   decoder: Callable[[], torch.nn.Module]) -> Target:
+                   decoder: Callable[[], torch.nn.Module], default: str = DEFAULT_METHOD) -> Target:
     """Resolve and check the mesh to animate (see the module docstring).
 
     ``mesh``: an .obj/.ply path or a (V, 3) vertex array (with ``faces``, default the head's
     when V matches); ``identity_seed``: a random person of the head model instead;
     ``landmark_ids``: (68,) vertex ids (or a .npy/.txt file of them) of a mesh in another
-    topology, for the RBF fallback; ``method``: ``learned`` or ``rbf`` (default: ``rbf`` when
-    ``landmark_ids`` are given, else ``learned``). ``head``: the head model; ``decoder``: returns
-    the learned decoder, called only for that method, so the RBF fallback never loads it.
+    topology, for the RBF fallback; ``method``: ``blendshape``, ``learned`` or ``rbf`` (default:
+    ``rbf`` when ``landmark_ids`` are given, else ``default``). ``head``: the head model;
+    ``decoder``: returns the learned decoder, called only for that method, so the other methods
+    never load it.
     """
-    method = method or ("rbf" if landmark_ids is not None else "learned")
+    method = method or ("rbf" if landmark_ids is not None else default)
     if method not in METHODS:
         raise Face4DError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
-    if method == "learned" and landmark_ids is not None:
-        raise Face4DError("landmark ids only apply to the RBF fallback (--method rbf): the learned decoder "
+    if method != "rbf" and landmark_ids is not None:
+        raise Face4DError(f"landmark ids only apply to the RBF fallback (--method rbf): the {method} method "
                           "knows its topology's landmarks")
     if mesh is not None and identity_seed is not None:
         raise Face4DError("give a target mesh or an identity seed, not both")
@@ -89,8 +96,8 @@ def resolve_target(mesh=None, identity_seed: int | None = None, faces: np.ndarra
                                   f"{head.num_vertices}: pass its faces too")
             faces = head.faces
     faces = np.asarray(faces, np.int64)
-    if method == "learned":
-        topology = decoder().topology
+    if method != "rbf":
+        topology = decoder().topology if method == "learned" else DecoderTopology.from_head(head)
         vertices = topology.check_mesh(vertices, faces, name)
         ids = topology.landmark_ids
     elif landmark_ids is None:
