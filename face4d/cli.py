@@ -28,6 +28,7 @@ EXAMPLES = """examples:
   face4d generate --label high_smile --identity-seed 7 --num 2 --out out/ --preview mp4,gif
   face4d generate --label surprise --mesh character.obj --landmark-ids ids.npy --out out/ --export obj
   face4d generate --keyframes seq.npz --known 0-9,30-39 --label anger --out out/ --export pc2 --preview gif
+  face4d generate --label high_smile --flame-model ~/flame --out out/ --export obj,pc2
   face4d render samples/sequence_000.npz --out preview.mp4 --overlay-landmarks
   face4d render samples/sequence_000.npz --reference data.npz --mesh neutral.obj --out compare.gif
   face4d dataset build --out data/face4d --sequences 2000 --seed 0
@@ -147,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--known", help="known frames: 0-based indices and inclusive ranges, e.g. 0-9,30-39")
     keys.add_argument("--sequence-index", type=int, default=0, help="which sequence of a --keyframes batch file")
     _mesh_args(gen)
+    flame = gen.add_argument_group("FLAME (your own model, fitted to every generated sequence; see docs/exports.md)")
+    flame.add_argument("--flame-model", type=Path, help="a FLAME model folder (FLAME_NEUTRAL.npz or "
+                       "generic_model.npz with its landmark embedding) or model file; each sample folder gets "
+                       "flame/: the exports on FLAME's topology and flame_params.npz")
+    flame.add_argument("--trust-pickle", action="store_true", help="also load FLAME's original .pkl/.npy files: "
+                       "a pickle can run arbitrary code when loaded, so only for files from a source you trust "
+                       "(or re-save them as .npz)")
     _output_args(gen)
     _sampling_args(gen)
 
@@ -398,7 +406,8 @@ def _save_each(folder: Path, seqs) -> None:
         save_sequences(folder / f"sequence_{i:03d}.npz", seqs.select(i))
 
 
-MESH_OPTIONS = ("mesh", "identity_seed", "landmark_ids", "method", "decoder", "export", "preview", "start")
+MESH_OPTIONS = ("mesh", "identity_seed", "landmark_ids", "method", "decoder", "export", "preview", "start",
+                "flame_model")
 
 
 def _pipeline(args):
@@ -416,6 +425,8 @@ def _generate(args) -> None:
     meshes = any(getattr(args, name) is not None for name in MESH_OPTIONS)
     if not meshes and (args.overlay_landmarks or args.size is not None):
         raise Face4DError("--overlay-landmarks and --size apply to the preview (--preview mp4)")
+    if args.trust_pickle and args.flame_model is None:
+        raise Face4DError("--trust-pickle applies to the files of --flame-model")
     pipe = _pipeline(args)
     condition = dict(label=args.label, text=args.text, keyframes=args.keyframes, known=args.known,
                      neutral_mesh=args.neutral_mesh, neutral_landmarks=args.neutral_landmarks, frames=args.frames,
@@ -431,11 +442,15 @@ def _generate(args) -> None:
     formats, preview = check_export_formats(args.export), check_preview_formats(args.preview)
     check_out_dir(args.out, args.overwrite)
     result = pipe.generate(**condition, mesh=args.mesh, identity_seed=args.identity_seed,
-                           landmark_ids=args.landmark_ids, method=args.method, start=args.start or "auto")
+                           landmark_ids=args.landmark_ids, method=args.method, start=args.start or "auto",
+                           flame_model=args.flame_model, trust_pickle=args.trust_pickle)
     target = result.target
     pipe.export(result, args.out, formats, overwrite=args.overwrite, preview=preview,
                 overlay_landmarks=args.overlay_landmarks, size=args.size or 256, progress=not args.quiet)
     extra = "".join(f" + preview.{fmt}" for fmt in preview)
+    if result.flame is not None:
+        error = max(float(fit.landmark_error_mm.mean()) for fit in result.flame)
+        extra += f" + flame/ (landmark error of the FLAME fit at most {error:.2f} mm mean per sample)"
     print(f"wrote {len(result)} sample(s) of {len(result.meshes[0])} frames on {target.name} ({target.method}) to "
           f"{args.out}: {', '.join(formats)}{extra}")
 
