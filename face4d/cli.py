@@ -15,8 +15,9 @@ from meshops.io import MeshFileError
 GENERATE_DESCRIPTION = """Generate landmark sequences for a condition: a --label, a --text, --keyframes to fill, or a
 person's --neutral-mesh / --neutral-landmarks. By default it writes the landmark sequences, one
 interchange .npz per sequence. With a target mesh option (--mesh, --identity-seed, --landmark-ids)
-or an output option (--export, --preview) it also animates a mesh with them and writes one folder
-per sample (sample_000/ ...: neutral.obj, the exports, landmarks.npz) and OUT/preview.<fmt>."""
+or an output option (--export, --preview, --flame-model) it also animates a mesh with them and writes
+one folder per sample (sample_000/ ...: neutral.obj, the exports, landmarks.npz, with --flame-model
+also flame/) and OUT/preview.<fmt>."""
 
 DEMO_DESCRIPTION = """A few labels on the default head with the embedded models: one folder per label with its
 exports (pc2, mdd, usd when usd-core is installed; --export for others) and its landmarks, and a

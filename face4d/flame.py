@@ -240,6 +240,24 @@ class FlameModel:
         model.landmarks = embedding
         return model
 
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """One ``.npz`` in FLAME's layout holding the model and its landmark embedding: how a
+        trusted pickle is converted once (``FlameModel.load(..., trust_pickle=True).save(...)``)."""
+        path = Path(path)
+        emb = self.landmarks
+        embedding = ({"lmk_face_idx": emb.face_idx, "lmk_b_coords": emb.b_coords} if emb.dynamic_face_idx is None
+                     else {"static_lmk_faces_idx": emb.face_idx, "static_lmk_bary_coords": emb.b_coords,
+                           "dynamic_lmk_faces_idx": emb.dynamic_face_idx,
+                           "dynamic_lmk_bary_coords": emb.dynamic_b_coords})
+        kintree = np.stack([np.where(self.parents < 0, 2**32 - 1, self.parents), np.arange(NUM_JOINTS)])
+        posedirs = self.posedirs.T.reshape(self.num_vertices, 3, -1)
+        with atomic_file(path, overwrite=overwrite) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, v_template=self.v_template, shapedirs=self.shapedirs, num_shape=np.int64(self.num_shape),
+                         posedirs=posedirs, J_regressor=self.J_regressor, weights=self.weights,
+                         kintree_table=kintree, f=self.faces, **embedding)
+        return path
+
     @classmethod
     def _from_arrays(cls, arrays: dict[str, np.ndarray], path: Path) -> "FlameModel":
         v_template = np.asarray(arrays["v_template"], np.float64)
@@ -356,17 +374,17 @@ class FlameFit:
         return path
 
 
-class _Reduced:
+class ReducedFlame:
     """The model restricted to the landmark triangles' vertices plus the five joints (module
-    docstring), as torch tensors for smplx's ``lbs``; or the whole model (``full=True``)."""
+    docstring), as torch tensors for smplx's ``lbs``. ``columns``: the fitted ``shapedirs`` columns."""
 
-    def __init__(self, model: FlameModel, columns: np.ndarray, full: bool = False):
+    def __init__(self, model: FlameModel, columns: np.ndarray):
         import torch
 
         tensor = lambda a, dtype=torch.float64: torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)  # noqa: E731
         emb = model.landmarks
         count = model.num_vertices
-        keep = np.arange(count) if full else np.unique(model.faces[emb.all_faces()])
+        keep = np.unique(model.faces[emb.all_faces()])
         new_index = np.full(count, -1, np.int64)
         new_index[keep] = np.arange(len(keep))
         shapedirs = model.shapedirs[:, :, columns]
@@ -430,7 +448,7 @@ def fit_flame(model: FlameModel, landmarks: np.ndarray, neutral: int = 0,
     columns = np.r_[np.arange(num_shape), model.num_shape + np.arange(num_expression)]
     start = time.perf_counter()
     with torch.enable_grad():
-        reduced = _Reduced(model, columns)
+        reduced = ReducedFlame(model, columns)
         target = torch.as_tensor(targets / CM_PER_M)
         orient0, transl0 = _rigid_start(model, reduced, targets[neutral] / CM_PER_M)
 
@@ -456,12 +474,9 @@ def fit_flame(model: FlameModel, landmarks: np.ndarray, neutral: int = 0,
         orients = orient.detach().repeat(frames, 1).requires_grad_()
         transls = transl.detach().repeat(frames, 1).requires_grad_()
 
-        def motion(expression, jaw, orients, transls):
-            return reduced.forward(torch.cat([shape, expression], 1), orients * ROTATION_UNIT, jaw * ROTATION_UNIT,
-                                   transls * TRANSLATION_UNIT)
-
         def motion_loss():
-            _, marks = motion(expression, jaw, orients, transls)
+            _, marks = reduced.forward(torch.cat([shape, expression], 1), orients * ROTATION_UNIT,
+                                       jaw * ROTATION_UNIT, transls * TRANSLATION_UNIT)
             prior = (config.expression_prior * expression.square().sum(1)
                      + config.jaw_prior * (jaw * ROTATION_UNIT).square().sum(1))
             smooth = sum(_roughness(p) for p in (expression, jaw, orients, transls))
@@ -498,7 +513,7 @@ def _full_tensors(model: FlameModel, columns: np.ndarray):
             as_tensor(model.J_regressor), as_tensor(model.parents, torch.long), as_tensor(model.weights))
 
 
-def _rigid_start(model: FlameModel, reduced: _Reduced, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _rigid_start(model: FlameModel, reduced: ReducedFlame, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Head rotation (axis-angle about the root joint) and translation that put the template's
     landmarks best onto ``target`` (68, 3) metres: the fit's starting point."""
     import torch

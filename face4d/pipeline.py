@@ -502,9 +502,10 @@ class Pipeline:
 
         model = load_flame(flame_model, trust_pickle)
         fits = []
-        for i in tqdm(range(len(result)), desc="fitting FLAME", unit="sequence", disable=not progress):
-            frames, neutral = sequence_frames(result.landmarks, sequence_index=i)
-            fits.append(fit_flame(model, frames, neutral, config))
+        with torch_threads(1):  # small tensors, as in sampling: one thread is fastest
+            for i in tqdm(range(len(result)), desc="fitting FLAME", unit="sequence", disable=not progress):
+                frames, neutral = sequence_frames(result.landmarks, sequence_index=i)
+                fits.append(fit_flame(model, frames, neutral, config))
         result.flame = fits
         return result
 

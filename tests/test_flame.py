@@ -4,19 +4,21 @@ import pickle
 
 import numpy as np
 import pytest
+import smplx
 import smplx.lbs as smplx_lbs  # the flame extra; the dev extra installs it so that these tests run in CI
 import torch
 
 from face4d.cli import main
 from face4d.errors import Face4DError
-from face4d.flame import CM_PER_M, FlameFitConfig, FlameModel, _Reduced, fit_flame
+from face4d.flame import CM_PER_M, FlameFitConfig, FlameModel, ReducedFlame, fit_flame
 from meshops.pointcache import read_pc2
 
 
 NUM_SHAPE, NUM_EXPRESSION = 8, 6
 
 
-def synthetic_flame(seed: int = 0, n: int = 24, dynamic: bool = False) -> dict[str, np.ndarray]:
+def synthetic_flame(seed: int = 0, n: int = 24, dynamic: bool = False, num_shape: int = NUM_SHAPE,
+                    num_expression: int = NUM_EXPRESSION) -> dict[str, np.ndarray]:
     """A bumpy half-ellipsoid "face" in metres with FLAME's arrays: smooth shape and expression
     fields, small pose correctives, five joints (root, neck, jaw, eyes), the lower part skinned to
     the jaw, and 68 landmarks inside random triangles (or 51 static ones plus a 79-row jaw-line
@@ -28,7 +30,7 @@ def synthetic_flame(seed: int = 0, n: int = 24, dynamic: bool = False) -> dict[s
     idx = np.arange(n * n).reshape(n, n)
     a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
     faces = np.concatenate([np.stack([a, c, b], 1), np.stack([b, c, d], 1)])
-    columns = NUM_SHAPE + NUM_EXPRESSION
+    columns = num_shape + num_expression
     freq, phase = rng.normal(size=(columns, 3, 3)) * 20, rng.uniform(0, 6, size=(columns, 3))
     shapedirs = np.stack([np.sin(verts @ freq[k].T + phase[k]) for k in range(columns)], -1) * 0.004
     jaw = 1 / (1 + np.exp((verts[:, 1] + 0.02) / 0.01))
@@ -43,7 +45,7 @@ def synthetic_flame(seed: int = 0, n: int = 24, dynamic: bool = False) -> dict[s
     lmk_faces, bary = rng.choice(inner, 68, replace=False), rng.dirichlet(np.ones(3), 68)
     model = dict(v_template=verts, shapedirs=shapedirs, posedirs=rng.normal(size=(len(verts), 3, 36)) * 1e-4,
                  J_regressor=regressor, weights=weights, kintree_table=np.array([[2**32 - 1, 0, 1, 1, 1], range(5)]),
-                 f=faces, num_shape=np.int64(NUM_SHAPE))
+                 f=faces, num_shape=np.int64(num_shape))
     if dynamic:
         model.update(static_lmk_faces_idx=lmk_faces[17:], static_lmk_bary_coords=bary[17:],
                      dynamic_lmk_faces_idx=np.stack([lmk_faces[:17]] * 79),
@@ -93,7 +95,7 @@ def test_reduced_model_is_exact(model_file):
     mesh's landmarks."""
     model = FlameModel.load(model_file)
     params = known_motion(frames=5)
-    reduced = _Reduced(model, np.arange(NUM_SHAPE + NUM_EXPRESSION))
+    reduced = ReducedFlame(model, np.arange(NUM_SHAPE + NUM_EXPRESSION))
     t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
     _, marks = reduced.forward(torch.cat([t(params["betas"])[None].expand(5, -1), t(params["expression"])], 1),
                                t(params["global_orient"]), t(params["jaw_pose"]), t(params["transl"]))
@@ -159,7 +161,7 @@ def test_folder_with_flame_static_and_dynamic_embeddings(tmp_path):
     model = FlameModel.load(tmp_path)
     assert model.landmarks.dynamic_face_idx.shape == (79, 17) and len(model.landmarks.face_idx) == 51
     truth = known_motion(frames=12)
-    reduced = _Reduced(model, np.arange(NUM_SHAPE + NUM_EXPRESSION))
+    reduced = ReducedFlame(model, np.arange(NUM_SHAPE + NUM_EXPRESSION))
     t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
     _, marks = reduced.forward(torch.cat([t(truth["betas"])[None].expand(12, -1), t(truth["expression"])], 1),
                                t(truth["global_orient"]), t(truth["jaw_pose"]), t(truth["transl"]))
@@ -167,6 +169,38 @@ def test_folder_with_flame_static_and_dynamic_embeddings(tmp_path):
     np.testing.assert_allclose(target[:, 17:], full_landmarks(model, truth), atol=1e-9)  # iBUG order: jaw first
     fit = fit_flame(model, target, config=FlameFitConfig(shape_prior=1e-4, expression_prior=1e-4))
     assert fit.landmark_error_mm.mean() < 0.5
+
+
+def test_parameters_drive_smplx_flame(tmp_path):
+    """flame_params.npz's arrays, given to smplx's own FLAME class, give the exported meshes: same
+    parameter names, pose order, shape/expression columns and units. smplx's FLAME needs FLAME's full
+    300 + 100 columns and reads a static embedding pickle, both written here."""
+    model = FlameModel.load(_saved(tmp_path / "ours.npz", synthetic_flame(num_shape=300, num_expression=100)))
+    model.save(tmp_path / "FLAME_NEUTRAL.npz")
+    with open(tmp_path / "flame_static_embedding.pkl", "wb") as f:
+        pickle.dump({"lmk_face_idx": model.landmarks.face_idx[17:], "lmk_b_coords": model.landmarks.b_coords[17:]}, f)
+    truth = known_motion(frames=6)
+    truth["betas"] = np.r_[truth["betas"], np.zeros(2)]
+    truth["expression"] = np.c_[truth["expression"], np.zeros((6, 4))]
+    config = FlameFitConfig(num_shape=10, num_expression=10, shape_iterations=20, motion_iterations=20)
+    fit = fit_flame(model, full_landmarks_cols(model, truth, 10, 10), config=config)
+    params = {key: torch.as_tensor(value, dtype=torch.float32) for key, value in fit.params().items()}
+    flame = smplx.FLAME(str(tmp_path), ext="npz", num_betas=10, num_expression_coeffs=10, batch_size=6)
+    output = flame(**{**params, "betas": params["betas"][None].expand(6, -1)})
+    np.testing.assert_allclose(output.vertices.detach().numpy() * CM_PER_M, fit.meshes, atol=2e-4)
+
+
+def _saved(path, arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+def full_landmarks_cols(model: FlameModel, params: dict[str, np.ndarray], num_shape: int, num_expression: int):
+    """``full_landmarks`` of a model whose first ``num_shape`` shape and expression columns are used."""
+    columns = np.r_[np.arange(num_shape), model.num_shape + np.arange(num_expression)]
+    small = FlameModel(model.v_template, model.shapedirs[:, :, columns], num_shape, model.posedirs,
+                       model.J_regressor, model.weights, model.parents, model.faces, model.landmarks)
+    return full_landmarks(small, params)
 
 
 def test_pickles_need_trust(tmp_path, model_file):
