@@ -215,7 +215,7 @@ class FlameModel:
     def load(cls, path: str | os.PathLike, trust_pickle: bool = False) -> "FlameModel":
         """A model file, or a folder holding one, with its landmark embedding (module docstring).
         Every problem is a one-line ``Face4DError``; pickles load only with ``trust_pickle``."""
-        path = Path(path)
+        path = Path(path).expanduser()
         if path.is_dir():
             found = [p for p in (_find(path, name, trust_pickle) for name in MODEL_NAMES) if p is not None]
             if not found:
@@ -241,8 +241,9 @@ class FlameModel:
         return model
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """One ``.npz`` in FLAME's layout holding the model and its landmark embedding: how a
-        trusted pickle is converted once (``FlameModel.load(..., trust_pickle=True).save(...)``)."""
+        """One ``.npz`` in FLAME's layout holding the model and its landmark embedding (folders
+        made as needed): how a trusted pickle is converted once
+        (``FlameModel.load(..., trust_pickle=True).save(...)``)."""
         path = Path(path)
         emb = self.landmarks
         embedding = ({"lmk_face_idx": emb.face_idx, "lmk_b_coords": emb.b_coords} if emb.dynamic_face_idx is None
@@ -251,6 +252,7 @@ class FlameModel:
                            "dynamic_lmk_bary_coords": emb.dynamic_b_coords})
         kintree = np.stack([np.where(self.parents < 0, 2**32 - 1, self.parents), np.arange(NUM_JOINTS)])
         posedirs = self.posedirs.T.reshape(self.num_vertices, 3, -1)
+        path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(path, overwrite=overwrite) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, v_template=self.v_template, shapedirs=self.shapedirs, num_shape=np.int64(self.num_shape),

@@ -212,6 +212,10 @@ def test_pickles_need_trust(tmp_path, model_file):
         FlameModel.load(tmp_path)
     model = FlameModel.load(tmp_path, trust_pickle=True)
     np.testing.assert_array_equal(model.faces, arrays["f"])
+    converted = FlameModel.load(model.save(tmp_path / "npz" / "FLAME_NEUTRAL.npz").parent)  # no pickle needed now
+    for name in ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "parents", "faces"):
+        np.testing.assert_array_equal(getattr(converted, name), getattr(model, name))
+    np.testing.assert_array_equal(converted.landmarks.b_coords, model.landmarks.b_coords)
 
 
 @pytest.mark.parametrize("change,message", [
