@@ -29,6 +29,7 @@ EXAMPLES = """examples:
   face4d demo --out demo/
   face4d generate --label mouth_open --frames 40 --mesh neutral.obj --out out/ --export obj,ply,pc2,mdd,usd --preview mp4
   face4d generate --label high_smile --identity-seed 7 --num 2 --out out/ --preview mp4,gif
+  face4d generate --label high_smile --export gltf,arkit-csv,weights,usd --out out/     # rig curves
   face4d generate --label surprise --mesh character.obj --landmark-ids ids.npy --out out/ --export obj
   face4d generate --keyframes seq.npz --known 0-9,30-39 --label anger --out out/ --export pc2 --preview gif
   face4d generate --label high_smile --flame-model ~/flame --out out/ --export obj,pc2
@@ -189,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                          f"{','.join(DEMO_LABELS)})")
     demo.add_argument("--seed", type=int, default=DEMO_SEED, help=f"random seed (default {DEMO_SEED})")
     demo.add_argument("--frames", type=int, default=40, help="frames per sequence (default 40)")
-    demo.add_argument("--export", help="comma-separated formats of obj,ply,pc2,mdd,usd (default: "
+    demo.add_argument("--export", help="comma-separated formats of obj,ply,pc2,mdd,usd,gltf,arkit-csv,weights,"
+                                       "usd-skel (default: "
                                        "pc2,mdd and usd when usd-core is installed)")
     demo.add_argument("--size", type=int, default=256, help="preview tile size in pixels (default 256)")
     demo.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
@@ -268,22 +270,25 @@ def _mesh_args(parser: argparse.ArgumentParser) -> None:
                                                           "(identity weights ~ N(0, I) from this seed)")
     group.add_argument("--landmark-ids", type=Path, help="a mesh in another topology: .npy/.txt with the vertex ids "
                                                          "of its 68 landmarks (iBUG order); uses the RBF fallback")
-    group.add_argument("--method", choices=("learned", "rbf"), help="learned: the mesh decoder (head model "
-                       "topology); rbf: non-learned interpolation, any mesh (default: rbf with --landmark-ids)")
+    group.add_argument("--method", choices=("blendshape", "learned", "rbf"),
+                       help="blendshape: the head model's expression weights solved from the landmarks (head model "
+                            "topology; the default); learned: the mesh decoder (its topology; the default with "
+                            "--decoder); rbf: non-learned interpolation, any mesh (the default with --landmark-ids)")
     group.add_argument("--decoder", type=Path, help="decoder model directory (default: the shipped one)")
 
 
 def _output_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("mesh outputs (any of these, or a target mesh option, turns them on)")
-    group.add_argument("--export", help="comma-separated formats of obj,ply,pc2,mdd,usd (default with meshes: "
-                                        "pc2,mdd and usd when usd-core is installed)")
+    group.add_argument("--export", help="comma-separated formats of obj,ply,pc2,mdd,usd and, on the head model's "
+                                        "topology, the rig formats gltf,arkit-csv,weights,usd-skel (default with "
+                                        "meshes: pc2,mdd and usd when usd-core is installed)")
     group.add_argument("--preview", help="mp4, gif or mp4,gif: a captioned grid of the samples, OUT/preview.<fmt>")
     group.add_argument("--overlay-landmarks", action="store_true", help="draw the driving landmarks in the preview")
     group.add_argument("--size", type=int, help="preview tile size in pixels (default 256)")
     group.add_argument("--start", choices=STARTS, help="target: the sequences start from the target mesh's own "
                        "neutral face (1 pass of geometry-adaptive generation unless --passes); free: the model "
                        "picks the first frame too; auto (default): target for a --label or --text on a mesh of "
-                       "the decoder's topology, free otherwise")
+                       "the head model's topology, free otherwise")
 
 
 def _sampling_args(parser: argparse.ArgumentParser) -> None:
@@ -443,12 +448,15 @@ def _pipeline(args):
 
     if args.decoder is not None and (args.method == "rbf" or args.landmark_ids is not None):
         raise Face4DError("--decoder only applies to the learned decoder, not to the RBF fallback")
+    if args.decoder is not None and args.method is None:
+        args.method = "learned"  # a decoder given is a decoder to use
     return Pipeline.from_pretrained(getattr(args, "model", None), args.decoder, device=args.device)
 
 
 def _generate(args) -> None:
     from face4d.pipeline import check_export_formats, check_out_dir, check_preview_formats
     from meshops.atomic import atomic_dir
+    from meshops.export import RIG_FORMATS
 
     meshes = any(getattr(args, name) is not None for name in MESH_OPTIONS)
     if not meshes and (args.overlay_landmarks or args.size is not None):
@@ -470,6 +478,10 @@ def _generate(args) -> None:
         return
     formats, preview = check_export_formats(args.export), check_preview_formats(args.preview)
     check_out_dir(args.out, args.overwrite)
+    if set(formats) & set(RIG_FORMATS):  # refuse a mesh the rig formats cannot animate before sampling
+        mesh = args.mesh if args.mesh is not None or args.identity_seed is not None else args.neutral_mesh
+        pipe.check_rig_target(pipe.target(mesh, args.identity_seed, landmark_ids=args.landmark_ids,
+                                          method=args.method), formats)
     result = pipe.generate(**condition, mesh=args.mesh, identity_seed=args.identity_seed,
                            landmark_ids=args.landmark_ids, method=args.method, start=args.start or "auto",
                            flame_model=args.flame_model, trust_pickle=args.trust_pickle)

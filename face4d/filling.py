@@ -62,14 +62,11 @@ from face4d.guidance import compose_hooks
 
 _RANGE = re.compile(r"^(\d+)(?:\s*-\s*(\d+))?$")
 
-RECONSTRUCTION_WEIGHT = 20.0
-"""Default weight ``w`` of reconstruction guidance (``KnownFrameReconstruction``), chosen with
-``scripts/sweep_guidance.py --condition fill`` and ``--condition geometry`` (commands in its
-docstring; fast sampler, 50 steps). For w = 0 / 5 / 20 / 80: FFM filling of the 404 test sequences,
-IC accuracy 85.6 / 88.9 / 89.4 / 82.4 % and FID 0.25 / 0.04 / 0.04 / 1.12; label-guided
-geometry-adaptive generation (one pass) of 96 test sequences, join speed / speed elsewhere 3.62 /
-1.31 / 0.98 / 1.07 and accuracy 92.7 / 93.8 / 91.7 / 76.0 %. Too large a weight over-corrects: the
-step outgrows what the network's linearisation supports."""
+RECONSTRUCTION_WEIGHT = 10.0
+"""Default weight ``w`` of reconstruction guidance (``KnownFrameReconstruction``), on the error
+averaged over the known frames; chosen for the shipped denoiser by the filling and geometry-adaptive
+rows of ``scripts/eval_motion.py`` and Tables 3-4 (docs/results.md). Too large a weight
+over-corrects: the step outgrows what the network's linearisation supports, and the sample trembles."""
 
 
 def check_reconstruction_weight(weight: float) -> float:
@@ -223,7 +220,7 @@ class KnownFrameReconstruction:
 
     Given the model's estimate ``x0_hat(x_t)``, the unknown frames' estimate moves by
     ``-w sqrt(abar_t) / 2`` times the gradient, with respect to ``x_t``, of the squared error of
-    the *known* frames' estimate. Through the network's attention this is the direction that makes
+    the *known* frames' estimate, averaged over the known frames. Through the network's attention this is the direction that makes
     the whole noisy sequence agree with the known frames: identity, pose and where the motion is.
     Known frames' estimates are left alone (the step's replacement overrides them).
     """
@@ -238,7 +235,10 @@ class KnownFrameReconstruction:
     def __call__(self, pred_x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         known = self.known.to(pred_x0.device)
         error = torch.where(known, pred_x0 - self.x0.to(pred_x0), torch.zeros_like(pred_x0))
-        grad, = torch.autograd.grad((error ** 2).sum(), x_t)
+        # Per sequence, the mean over its known frames: a weight then means the same with one known
+        # frame (geometry-adaptive generation) as with thirty (filling).
+        count = known.flatten(1).sum(1).clamp(min=1).to(pred_x0)
+        grad, = torch.autograd.grad(((error ** 2).flatten(1).sum(1) / count).sum(), x_t)
         step = self.weight / 2 * extract(self.diffusion.sqrt_alphas_cumprod, t, x_t) * grad
         return torch.where(known, pred_x0, pred_x0 - step)
 

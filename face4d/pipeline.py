@@ -3,8 +3,9 @@
 ::
 
     condition              ->  landmark sequences  ->  meshes on a target  ->  exports          ->  preview
-    label | text |             (LandmarkGenerator)     (learned decoder,       (meshops.export)     (render)
-    keyframes | neutral face                           or RBF fallback)
+    label | text |             (LandmarkGenerator)     (blendshape path,       (meshops.export)     (render)
+    keyframes | neutral face                           learned decoder or
+                                                       RBF fallback)
 
 From Python::
 
@@ -17,11 +18,13 @@ From Python::
 The **target mesh** the landmark motion is put on is, in this order: ``mesh`` (an OBJ/PLY path or a
 (V, 3) vertex array), a random person of the head model (``identity_seed``: identity weights
 ~ N(0, I) from that seed), the neutral face a geometry-adaptive sequence was generated from
-(``neutral_mesh``), else the head model's mean face. A mesh in the decoder's topology (the ICT
-head's) is decoded by the learned decoder; any other needs the vertex ids of its 68 landmarks
+(``neutral_mesh``), else the head model's mean face. A mesh in the head model's topology (the ICT
+head's) is animated by the blendshape path (the head's expression weights solved from the
+landmarks, ``method="blendshape"``, see docs/decoder.md) or the learned decoder
+(``method="learned"``); any other needs the vertex ids of its 68 landmarks
 (``landmark_ids``) and goes through the non-learned RBF fallback (``face4d.decoder.rbf``).
 Every check of the inputs runs before the slow steps, so a bad mesh or format fails at once.
-With a label on a mesh of the decoder's topology the sequences start from that mesh's own neutral
+With a label on a mesh of the head model's topology the sequences start from that mesh's own neutral
 face (``start``, see ``Pipeline.generate``), so the motion goes from that face at rest to the
 expression.
 
@@ -75,7 +78,7 @@ DEMO_SEED = 3
 class Target:
     """The mesh a landmark sequence animates: ``vertices`` (V, 3) float32 in centimetres, ``faces``
     (M, 3) int64, the vertex ids of its 68 landmarks, the ``method`` that decodes onto it
-    (``learned`` or ``rbf``) and a ``name`` for messages and captions."""
+    (``blendshape``, ``learned`` or ``rbf``) and a ``name`` for messages and captions."""
 
     vertices: np.ndarray
     faces: np.ndarray
@@ -156,7 +159,7 @@ def check_export_formats(formats: str | Sequence[str] | None) -> tuple[str, ...]
         formats = check_formats(formats)
     except ValueError as exc:
         raise Face4DError(str(exc)) from None
-    if "usd" in formats and not usd_available():
+    if ("usd" in formats or "usd-skel" in formats) and not usd_available():
         raise Face4DError("the usd export needs usd-core: pip install 'face4d[usd]' (or leave usd out of the "
                           "export formats)")
     return formats
@@ -257,6 +260,7 @@ class Pipeline:
         self._generator = generator
         self._decoder = decoder if decoder is None or hasattr(decoder, "topology") else None
         self._decoder_dir = None if self._decoder is not None else decoder
+        self._decoder_given = decoder is not None  # a decoder given is the default method, as on the CLI
         self.head = HeadModel.load() if head is None else head
 
     @classmethod
@@ -294,17 +298,20 @@ class Pipeline:
         ``mesh``: an .obj/.ply path or a (V, 3) vertex array (with ``faces``, default the head's
         when V matches); ``identity_seed``: a random person of the head model instead;
         ``landmark_ids``: (68,) vertex ids (or a .npy/.txt file of them) of a mesh in another
-        topology, for the RBF fallback; ``method``: ``learned`` or ``rbf`` (default: ``rbf`` when
-        ``landmark_ids`` are given, else ``learned``).
+        topology, for the RBF fallback; ``method``: ``blendshape``, ``learned`` or ``rbf`` (default:
+        ``rbf`` when ``landmark_ids`` are given, ``learned`` when the pipeline was given a decoder,
+        else ``blendshape``).
         """
         from face4d.decoder.rbf import check_landmark_ids
-        from face4d.decoder.retarget import METHODS, check_units, load_landmark_ids
+        from face4d.decoder.retarget import DEFAULT_METHOD, METHODS, check_units, load_landmark_ids
+        from face4d.decoder.topology import DecoderTopology
 
-        method = method or ("rbf" if landmark_ids is not None else "learned")
+        method = method or ("rbf" if landmark_ids is not None else "learned" if self._decoder_given
+                            else DEFAULT_METHOD)
         if method not in METHODS:
             raise Face4DError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
-        if method == "learned" and landmark_ids is not None:
-            raise Face4DError("landmark ids only apply to the RBF fallback (--method rbf): the learned decoder "
+        if method != "rbf" and landmark_ids is not None:
+            raise Face4DError(f"landmark ids only apply to the RBF fallback (--method rbf): the {method} method "
                               "knows its topology's landmarks")
         if mesh is not None and identity_seed is not None:
             raise Face4DError("give a target mesh or an identity seed, not both")
@@ -333,8 +340,8 @@ class Pipeline:
                                       f"{head.num_vertices}: pass its faces too")
                 faces = head.faces
         faces = np.asarray(faces, np.int64)
-        if method == "learned":
-            topology = self.decoder.topology
+        if method != "rbf":
+            topology = self.decoder.topology if method == "learned" else DecoderTopology.from_head(head)
             vertices = topology.check_mesh(vertices, faces, name)
             ids = topology.landmark_ids
         elif landmark_ids is None:
@@ -488,7 +495,7 @@ class Pipeline:
         if start == "target" and conditioned:
             raise Face4DError("starting from the target mesh (--start target) combines with a label or a text, not "
                               "with keyframes or a neutral face")
-        if start == "target" or (start == "auto" and not conditioned and target.method == "learned"):
+        if start == "target" or (start == "auto" and not conditioned and target.method != "rbf"):
             neutral_landmarks = target.landmarks
             passes = TARGET_PASSES if passes is None else passes
         seqs = self.sample(label, text, keyframes, known, neutral_mesh, neutral_landmarks, frames, num, seed,
@@ -533,15 +540,28 @@ class Pipeline:
         formats = check_export_formats(formats)
         preview = check_preview_formats(preview)
         fps = check_fps(result.fps if fps is None else fps)
+        self.check_rig_target(result.target, formats)
         out_dir = check_out_dir(out_dir, overwrite)
         with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-            write_samples(result, tmp, formats, fps, progress)
+            write_samples(result, tmp, formats, fps, progress, self.head)
             if preview:
                 frames = self.render_frames(result, overlay_landmarks=overlay_landmarks, size=size,
                                             progress=progress)
                 for fmt in preview:
                     save_animation(tmp / f"preview.{fmt}", frames, fps=fps)
         return out_dir
+
+    def check_rig_target(self, target: Target, formats: Sequence[str]) -> None:
+        """The rig formats (glTF, ARKit CSV, weights, UsdSkel) need a target in the head model's
+        topology, whose blendshapes they animate: a one-line error otherwise."""
+        from meshops.export import RIG_FORMATS
+
+        wanted = [f for f in formats if f in RIG_FORMATS]
+        head = self.head
+        if wanted and (len(target.vertices) != head.num_vertices or not np.array_equal(target.faces, head.faces)):
+            raise Face4DError(f"the {', '.join(wanted)} export animates the head model's blendshapes, so it needs a "
+                              f"mesh in its topology ({head.num_vertices} vertices); {target.name} is not: export "
+                              f"its vertex animation instead: use pc2 or mdd")
 
     def render(self, result: PipelineResult, path: str | os.PathLike | Sequence[str | os.PathLike],
                reference: PipelineResult | None = None, overlay_landmarks: bool = False, size: int = 256,
@@ -614,21 +634,41 @@ def face_box(landmarks: np.ndarray) -> np.ndarray:
                      lo[2], hi[2]])
 
 
+def rig_animation(head, meshes: np.ndarray, neutral: np.ndarray):
+    """The blendshape animation of a mesh sequence on the head's topology: weights in [0, 1] and
+    head pose solved from the meshes (``meshops.blendshapes.fit_head``), exact for the blendshape
+    path's meshes, a close fit of the learned decoder's (docs/results.md, section rig)."""
+    from meshops.blendshapes import fit_head
+    from meshops.rig import RigAnimation
+
+    fit = fit_head(head, meshes, neutral)
+    return RigAnimation(head.expression_names, head.expression_basis, fit.weights, fit.head_pose, fit.pivot)
+
+
 def write_samples(result: PipelineResult, out_dir: Path, formats: Sequence[str], fps: float,
-                  progress: bool = False) -> None:
+                  progress: bool = False, head=None) -> None:
     """The per-sample folders and ``samples.json`` of ``export``, into an existing (temporary)
-    directory; the caller makes the whole directory appear at once."""
+    directory; the caller makes the whole directory appear at once. With a rig format (``head``
+    needed), each sample's weights and head pose are solved and also stored in its ``landmarks.npz``
+    (the interchange format's ``expression_weights`` and ``head_pose``)."""
+    from dataclasses import replace
+
     from tqdm.auto import tqdm
 
     from face4d.data.interchange import save_sequences
-    from meshops.export import export_sequence
+    from meshops.export import RIG_FORMATS, export_sequence
 
     seqs, records = result.landmarks, []
     for i in tqdm(range(len(result)), desc="exporting", unit="sample", disable=not progress):
         folder = out_dir / result.names[i]
+        rig = (rig_animation(head, result.meshes[i], result.target.vertices)
+               if any(f in RIG_FORMATS for f in formats) else None)
         export_sequence(folder, result.meshes[i], result.faces, formats=formats, fps=fps,
-                        neutral=result.target.vertices, progress=False)
-        save_sequences(folder / "landmarks.npz", seqs.select(i))
+                        neutral=result.target.vertices, progress=False, rig=rig)
+        sequence = seqs.select(i)
+        if rig is not None:
+            sequence = replace(sequence, expression_weights=rig.weights[None], head_pose=rig.head_pose[None])
+        save_sequences(folder / "landmarks.npz", sequence)
         records.append({"name": result.names[i], "caption": result.captions[i], "label": str(seqs.labels[i]),
                         "text": "" if seqs.texts is None else str(seqs.texts[i]), "type": str(seqs.types[i]),
                         "frames": int(seqs.lengths[i])})

@@ -9,6 +9,10 @@
       animation.pc2            PC2 point cache, sample k = frame k
       animation.mdd            MDD point cache, frame k at time k / fps
       animation.usdc           USD stage, time code k = frame k, timeCodesPerSecond = fps
+      animation.glb            glTF: neutral mesh, morph targets, weight + head pose animation (rig)
+      animation_arkit.csv      ARKit 52 curves in Live Link Face's CSV layout (rig)
+      weights.json             per-frame blendshape weights and head pose (rig)
+      animation_skel.usdc      UsdSkel stage: BlendShape prims + SkelAnimation weights and pose (rig)
       export.json              fps, frame/vertex counts, units, axes and the file list
 
 All files keep the vertex order of the input and our coordinates: Y up, centimetres, no axis
@@ -26,12 +30,18 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from meshops import pointcache, usd
+from meshops import pointcache, rig as rigs, usd
 from meshops.atomic import atomic_dir, atomic_file, check_dir_target
 from meshops.pointcache import check_fps, check_frames
 from meshops.usd import check_faces
 
-FORMATS = ("obj", "ply", "pc2", "mdd", "usd")
+MESH_FORMATS = ("obj", "ply", "pc2", "mdd", "usd")
+"""Vertex animation: any mesh, and ``export_sequence``'s default."""
+RIG_FORMATS = ("gltf", "arkit-csv", "weights", "usd-skel")
+"""Blendshape weight curves: they need a ``RigAnimation`` (``meshops.rig``)."""
+FORMATS = MESH_FORMATS + RIG_FORMATS
+RIG_FILES = {"gltf": "animation.glb", "arkit-csv": "animation_arkit.csv", "weights": "weights.json",
+             "usd-skel": "animation_skel.usdc"}
 EXPORT_FORMAT = "face4d-export"
 EXPORT_VERSION = 1
 PROGRESS_MIN_FRAMES = 100  # below this, per-frame writes take a second or two: no bar
@@ -106,8 +116,9 @@ def frame_name(k: int, num_frames: int, suffix: str) -> str:
 
 
 def export_sequence(out_dir: str | os.PathLike, frames: np.ndarray, faces: np.ndarray,
-                    formats: Iterable[str] = FORMATS, fps: float = 30, neutral: np.ndarray | None = None,
-                    overwrite: bool = False, progress: bool | None = None) -> dict[str, list[Path]]:
+                    formats: Iterable[str] = MESH_FORMATS, fps: float = 30, neutral: np.ndarray | None = None,
+                    overwrite: bool = False, progress: bool | None = None,
+                    rig: rigs.RigAnimation | None = None) -> dict[str, list[Path]]:
     """Export an animation (``frames`` (F, V, 3), centimetres, Y up) into ``out_dir``; the paths by format.
 
     ``neutral`` is the rest shape written to ``neutral.obj`` that the point caches are applied to
@@ -116,6 +127,8 @@ def export_sequence(out_dir: str | os.PathLike, frames: np.ndarray, faces: np.nd
     non-empty ``out_dir`` a ``FileExistsError`` unless ``overwrite`` (which replaces the whole
     directory), an unwritable one an ``OSError`` naming it. ``progress`` shows a bar for the
     per-frame files; ``None`` shows it from ``PROGRESS_MIN_FRAMES`` frames on.
+    ``rig``: the blendshape animation of the frames (``meshops.blendshapes.fit_head``), needed by
+    the ``RIG_FORMATS``, whose morph targets apply to ``neutral``.
     The result maps ``"neutral"``, ``"manifest"`` and each format to its files, frame order.
     """
     out_dir = Path(out_dir)
@@ -126,11 +139,18 @@ def export_sequence(out_dir: str | os.PathLike, frames: np.ndarray, faces: np.nd
     neutral = frames[0] if neutral is None else check_frames(np.asarray(neutral)[None])[0]
     if neutral.shape != frames.shape[1:]:
         raise ValueError(f"neutral has shape {neutral.shape}, but the frames have {frames.shape[1]} vertices")
-    if "usd" in formats:
+    wanted = [f for f in formats if f in RIG_FORMATS]
+    if wanted and rig is None:
+        raise ValueError(f"the {', '.join(wanted)} export needs the blendshape weights of the animation (a rig); "
+                         "for a mesh outside the head model's topology use pc2 or mdd")
+    if rig is not None and (rig.num_frames != len(frames) or rig.basis.shape[1:] != frames.shape[1:]):
+        raise ValueError(f"the rig has {rig.num_frames} frames of a {rig.basis.shape[1]}-vertex basis, the animation "
+                         f"{len(frames)} frames of {frames.shape[1]} vertices")
+    if "usd" in formats or "usd-skel" in formats:
         try:
             usd.require_pxr()
         except ImportError:
-            raise ImportError(f'{usd.INSTALL_HINT} (or leave "usd" out of the export formats)') from None
+            raise ImportError(f'{usd.INSTALL_HINT} (or leave "usd" and "usd-skel" out of the export formats)') from None
     check_dir_target(out_dir, overwrite)
 
     num = len(frames)
@@ -161,12 +181,20 @@ def export_sequence(out_dir: str | os.PathLike, frames: np.ndarray, faces: np.nd
             if "usd" in formats:
                 usd.write_usd(tmp / "animation.usdc", frames, faces, fps)
                 relative["usd"] = ["animation.usdc"]
+            writers = {"gltf": lambda p: rigs.write_gltf(p, neutral, faces, rig, fps),
+                       "arkit-csv": lambda p: rigs.write_arkit_csv(p, rig, fps),
+                       "weights": lambda p: rigs.write_weights_json(p, rig, fps),
+                       "usd-skel": lambda p: usd.write_usd_skel(p, neutral, faces, rig, fps)}
+            for fmt in wanted:
+                writers[fmt](tmp / RIG_FILES[fmt])
+                relative[fmt] = [RIG_FILES[fmt]]
             relative["manifest"] = ["export.json"]
             manifest = {
                 "format": EXPORT_FORMAT, "version": EXPORT_VERSION, "fps": fps, "frames": num,
                 "vertices": int(frames.shape[1]), "faces": int(len(faces)), "units": "centimetres",
                 "up_axis": "Y",
-                "frame_numbering": "0-based: frame k is obj/ply file k, cache sample k, USD time code k",
+                "frame_numbering": ("0-based: frame k is obj/ply file k, cache sample k, USD time code k, "
+                                    "glTF/CSV key at k / fps seconds, weights row k"),
                 "formats": list(formats), "files": {k: v for k, v in relative.items() if k != "manifest"},
             }
             with atomic_file(tmp / "export.json") as path:

@@ -103,6 +103,14 @@ class HeadModel:
     def landmark_expression_basis(self) -> np.ndarray:
         return np.ascontiguousarray(self.expression_basis[:, self.landmark_ids])
 
+    @cached_property
+    def neck_pivot(self) -> np.ndarray:
+        """Point the head turns about under rigid motion: the centre of the neck's lowest vertices
+        (of the mean face), so that a small pose nods the head on its neck."""
+        neck = self.neutral[self.region_ids("head_neck")]
+        low = neck[neck[:, 1] <= np.quantile(neck[:, 1], 0.05)]
+        return low.mean(0).astype(np.float32)
+
     def vertices(self, identity_weights=None, expression_weights=None):
         """Mesh vertices, shape ``(*batch, V, 3)``; missing weights mean zero (the neutral head)."""
         return self._blend(self.neutral, self.identity_basis, self.expression_basis,

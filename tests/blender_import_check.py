@@ -5,8 +5,11 @@ Run headless (Blender's own Python: bpy, no numpy)::
     blender -b --factory-startup --python tests/blender_import_check.py -- EXPORT_DIR EXPECTED.npz [CHECK ...]
 
 ``EXPECTED.npz`` holds ``frames`` float32 (F, V, 3) and ``neutral`` float32 (V, 3), in our
-coordinates (Y up, centimetres). CHECKs (default: all but ``usd`` when this Blender has no USD
-support): ``obj-neutral``, ``obj``, ``ply``, ``pc2``, ``mdd``, ``usd``. Each import is done with
+coordinates (Y up, centimetres), and for the rig formats ``rig_frames`` (F, V, 3), what the
+blendshape weights and head pose rebuild. CHECKs (default: all; the USD ones are skipped when this
+Blender has no USD support): ``obj-neutral``, ``obj``, ``ply``, ``pc2``, ``mdd``, ``usd``,
+``gltf`` (animation.glb: shape keys + object animation), ``usd-skel`` (animation_skel.usdc:
+shape keys + armature). Each import is done with
 the settings ``docs/exports.md`` gives, and compared in two ways: the mesh's own (local) vertex
 coordinates must equal ours, and its world positions must equal ours turned Y-up -> Z-up
 (Blender ``(x, y, z) = (x, -z, y)`` ours, times the unit scale), so that the caches land on
@@ -26,7 +29,8 @@ import bpy
 from mathutils import Matrix
 
 TOLERANCE = 1e-5  # centimetres; float32 in and out, so the errors found are 0
-CHECKS = ("obj-neutral", "obj", "ply", "pc2", "mdd", "usd")
+CHECKS = ("obj-neutral", "obj", "ply", "pc2", "mdd", "usd", "gltf", "usd-skel")
+RIG_TOLERANCE = 1e-4  # centimetres: shape keys sum 53 float32 offsets (and skinning a float32 matrix)
 # Our Y-up axes seen from Blender's Z-up world: x stays, our y is Blender's z, our z is Blender's -y.
 Y_UP_TO_Z_UP = Matrix(((1, 0, 0, 0), (0, 0, -1, 0), (0, 1, 0, 0), (0, 0, 0, 1)))
 IDENTITY = Matrix.Identity(4)
@@ -112,7 +116,8 @@ def max_error(got, want) -> float:
 
 
 def world_error(ob, coords, want, scale: float) -> float:
-    """Largest distance between ``ob``'s world positions and ours turned Z-up and scaled."""
+    """Largest distance between ``ob``'s world positions (at the current frame) and ours turned
+    Z-up and scaled."""
     m = ob.matrix_world
     expected = Y_UP_TO_Z_UP * scale
     worst = 0.0
@@ -135,6 +140,7 @@ class Checker:
         shape, self.flat = expected["frames"]
         self.num_frames, self.num_vertices = shape[0], shape[1]
         self.neutral = expected["neutral"][1]
+        self.rig_flat = expected["rig_frames"][1] if "rig_frames" in expected else None
         self.failures = 0
         # first, middle and last frames: enough to catch an off-by-one or a reversed order
         self.frames = sorted({0, 1, self.num_frames // 2, self.num_frames - 1} & set(range(self.num_frames)))
@@ -143,8 +149,12 @@ class Checker:
         n = 3 * self.num_vertices
         return self.flat[k * n:(k + 1) * n]
 
-    def report(self, name: str, local: float, world: float, detail: str = "") -> None:
-        ok = local <= TOLERANCE and world <= TOLERANCE * 100  # world: float32 matrix products
+    def rig_frame(self, k: int) -> array.array:
+        n = 3 * self.num_vertices
+        return self.rig_flat[k * n:(k + 1) * n]
+
+    def report(self, name: str, local: float, world: float, detail: str = "", tolerance: float = TOLERANCE) -> None:
+        ok = local <= tolerance and world <= tolerance * 100  # world: float32 matrix products
         self.failures += not ok
         print(f"{'OK' if ok else 'FAIL'} {name}: max local error {local:.3g} cm, max world error {world:.3g}"
               f"{' ' + detail if detail else ''}", flush=True)
@@ -229,6 +239,40 @@ class Checker:
         self.failures += not range_ok
         print(f"{'OK' if range_ok else 'FAIL'} usd scene range: {scene.frame_start}..{scene.frame_end}", flush=True)
         self.report("animation.usdc", local, world, f"(frames {self.frames}, object scale {unit:.4g})")
+
+    def check_gltf(self) -> None:
+        """animation.glb with the glTF importer's defaults: the mesh comes in Z up (the importer turns
+        the vertex data), so only world positions are compared; scene frame k = key k (24 fps)."""
+        new_scene()
+        before = {ob.name for ob in bpy.data.objects}
+        bpy.ops.import_scene.gltf(filepath=str(self.dir / "animation.glb"))
+        ob = _single(imported_mesh_objects(before), self.dir / "animation.glb")
+        keys = ob.data.shape_keys
+        world = 0.0
+        for k in self.frames:
+            coords = evaluated_coords(ob, k)
+            world = max(world, world_error(ob, coords, self.rig_frame(k), 0.01))
+        count = len(keys.key_blocks) - 1 if keys else 0
+        self.report("animation.glb", 0.0, world, f"(frames {self.frames}, {count} shape keys)", RIG_TOLERANCE)
+
+    def check_usd_skel(self) -> None:
+        if not bpy.app.build_options.usd:
+            print("SKIP usd-skel: this Blender was built without USD support (bpy.app.build_options.usd is False)")
+            return
+        new_scene()
+        before = {ob.name for ob in bpy.data.objects}
+        path = self.dir / "animation_skel.usdc"
+        bpy.ops.wm.usd_import(filepath=str(path), set_frame_range=True, scale=1.0)
+        ob = _single(imported_mesh_objects(before), path)
+        unit = ob.matrix_world.to_scale()[0]
+        local = world = 0.0
+        for k in self.frames:
+            coords = evaluated_coords(ob, k)  # shape keys and the armature modifier applied
+            local = max(local, max_error(coords, self.rig_frame(k)))
+            world = max(world, world_error(ob, coords, self.rig_frame(k), unit))
+        count = len(ob.data.shape_keys.key_blocks) - 1 if ob.data.shape_keys else 0
+        self.report("animation_skel.usdc", local, world, f"(frames {self.frames}, {count} shape keys, "
+                    f"modifiers {[m.type for m in ob.modifiers]})", RIG_TOLERANCE)
 
 
 def main(argv: list[str]) -> int:

@@ -1,31 +1,42 @@
 """Integration: the exports of the real head imported by headless Blender (tests/blender_import_check.py).
 
-Runs only where a ``blender`` executable is found (Debian: ``apt-get install blender``, 3.4.1), or
-the one that ``FACE4D_BLENDER`` names: a Blender executable, or a Python interpreter that has Blender
-as a module (``pip install bpy``; such a build has USD). Every check compares vertex positions at several frames with
-the exported arrays, in our coordinates: OBJ (both importers), PLY, neutral.obj + Mesh Cache with
-the PC2 and the MDD, and USD where that Blender was built with it (Debian's is not).
+The Blender used is, in this order: the one ``FACE4D_BLENDER`` names (a Blender executable, or a
+Python interpreter that has Blender as a module), Blender as a module in this Python (the
+``blender`` extra: ``pip install "face4d[blender]"``, bpy 4.2 LTS, with USD; what CI runs), or a
+``blender`` executable on the PATH (Debian: ``apt-get install blender``, 3.4.1, no USD). Every
+check compares vertex positions at the first, a middle and the last frame with the exported
+arrays, in our coordinates: OBJ (both importers), PLY, neutral.obj + Mesh Cache with the PC2 and
+the MDD, USD points, USD blendshapes (UsdSkel) and glTF (morph targets + node animation). Under
+``CI=true`` a skipped test here is a failure (``conftest.py``): the checks must run there.
 """
+import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import jaw_smile_animation
 
+from meshops.blendshapes import fit_head
 from meshops.export import export_sequence
+from meshops.pose import apply_head_pose
+from meshops.rig import RigAnimation
 
-BLENDER = os.environ.get("FACE4D_BLENDER") or shutil.which("blender")
+BLENDER = (os.environ.get("FACE4D_BLENDER") or (sys.executable if importlib.util.find_spec("bpy") else None)
+           or shutil.which("blender"))
 SCRIPT = Path(__file__).with_name("blender_import_check.py")
 NUM_FRAMES = 5
 
-pytestmark = pytest.mark.skipif(BLENDER is None, reason="needs Blender (apt-get install blender, or FACE4D_BLENDER)")
+pytestmark = [pytest.mark.blender,
+              pytest.mark.skipif(BLENDER is None, reason='needs Blender (pip install "face4d[blender]", '
+                                                         "apt-get install blender, or FACE4D_BLENDER)")]
 
 
 def run_blender(export_dir: Path, expected: Path, *checks: str) -> subprocess.CompletedProcess:
-    if Path(BLENDER).name.startswith("python"):  # a Python with Blender as a module (pip install bpy)
+    if Path(BLENDER).name.startswith("python") or BLENDER == sys.executable:  # Blender as a module (bpy)
         command = [BLENDER, str(SCRIPT)]
     else:
         command = [BLENDER, "-b", "--factory-startup", "--python-exit-code", "1", "--python", str(SCRIPT)]
@@ -42,13 +53,15 @@ def result_lines(proc: subprocess.CompletedProcess) -> list[str]:
 def export(tmp_path_factory, head):
     root = tmp_path_factory.mktemp("blender")
     frames = jaw_smile_animation(head, NUM_FRAMES, seed=1)
-    try:
-        import pxr  # noqa: F401
-        formats = ("obj", "ply", "pc2", "mdd", "usd")
-    except ImportError:
-        formats = ("obj", "ply", "pc2", "mdd")
-    export_sequence(root / "export", frames, head.faces, formats=formats, fps=24)
-    np.savez(root / "expected.npz", frames=frames, neutral=frames[0])
+    # a few degrees of head motion, so that the rig formats' pose animation is checked too
+    turn = np.linspace(0, 1, NUM_FRAMES)[:, None] * np.array([0.05, -0.08, 0.03, 0.3, -0.2, 0.5], np.float32)
+    frames = apply_head_pose(frames, turn, head.neck_pivot)
+    formats = ("obj", "ply", "pc2", "mdd", "gltf") + (("usd", "usd-skel") if importlib.util.find_spec("pxr") else ())
+    fit = fit_head(head, frames, frames[0])
+    rig = RigAnimation(head.expression_names, head.expression_basis, fit.weights, fit.head_pose, fit.pivot)
+    export_sequence(root / "export", frames, head.faces, formats=formats, fps=24, rig=rig)
+    np.savez(root / "expected.npz", frames=frames, neutral=frames[0],
+             rig_frames=fit.points(frames[0], head.expression_basis))
     return root / "export", root / "expected.npz", frames
 
 
@@ -65,15 +78,24 @@ def test_blender_imports_obj_ply_pc2_mdd_at_the_right_positions(export):
     assert any("legacy" in line for line in lines)
 
 
-def test_blender_imports_usd_at_the_right_positions(export):
+@pytest.mark.parametrize("check", ["usd", "usd-skel"])
+def test_blender_imports_usd_at_the_right_positions(export, check):
     pytest.importorskip("pxr")
     export_dir, expected, _ = export
-    proc = run_blender(export_dir, expected, "usd")
+    proc = run_blender(export_dir, expected, check)
     lines = result_lines(proc)
     if any(line.startswith("SKIP usd") for line in lines):
         pytest.skip(f"{BLENDER} was built without USD support (Debian's Blender is)")
     assert proc.returncode == 0, "\n".join(lines) + proc.stdout[-3000:] + proc.stderr[-3000:]
     assert lines and all(line.startswith("OK") for line in lines), "\n".join(lines)
+
+
+def test_blender_imports_gltf_morph_targets_and_pose_at_the_right_positions(export):
+    export_dir, expected, _ = export
+    proc = run_blender(export_dir, expected, "gltf")
+    lines = result_lines(proc)
+    assert proc.returncode == 0, "\n".join(lines) + proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("OK animation.glb") and "53 shape keys" in lines[0], lines
 
 
 def test_the_check_catches_frames_off_by_one(export, tmp_path):

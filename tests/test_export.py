@@ -9,11 +9,11 @@ import pytest
 from conftest import jaw_smile_animation
 
 from meshops import MeshFileError, load_mesh, pointcache
-from meshops.export import FORMATS, export_sequence, frame_name
+from meshops.export import MESH_FORMATS, export_sequence, frame_name
 from meshops.pointcache import read_mdd, read_pc2, write_mdd, write_pc2
 
 NUM_FRAMES = 6
-NO_USD = tuple(f for f in FORMATS if f != "usd")
+NO_USD = tuple(f for f in MESH_FORMATS if f != "usd")
 
 
 @pytest.fixture(scope="module")

@@ -72,7 +72,7 @@ def test_generate_on_a_user_mesh_starts_from_that_mesh(pipe, head, person_obj):
     meshes = np.stack(result.meshes)
     assert meshes.shape == (2, 6, head.num_vertices, 3) and meshes.dtype == np.float32
     np.testing.assert_array_equal(result.faces, head.faces)
-    assert result.target.method == "learned" and result.target.name == str(person_obj)
+    assert result.target.method == "blendshape" and result.target.name == str(person_obj)
     for i in range(2):
         np.testing.assert_allclose(meshes[i, 0], mesh.vertices, atol=1e-5)  # the neutral frame is the mesh
         motion = np.linalg.norm(meshes[i] - meshes[i, :1], axis=-1).max(1)
@@ -202,7 +202,7 @@ def test_export_and_render(pipe, head, tmp_path):
     np.testing.assert_allclose(load_sequences(sample / "landmarks.npz").landmarks, result.landmarks.landmarks[1:],
                                atol=1e-6)
     manifest = json.loads((out / "samples.json").read_text())
-    assert [s["label"] for s in manifest["samples"]] == ["high_smile"] * 2 and manifest["method"] == "learned"
+    assert [s["label"] for s in manifest["samples"]] == ["high_smile"] * 2 and manifest["method"] == "blendshape"
     gif = iio.imread(out / "preview.gif", index=None)
     assert gif.shape[2] == 2 * 48 and 2 <= gif.shape[0] <= 4
     with pytest.raises(FileExistsError, match="not empty"):
@@ -232,6 +232,8 @@ def test_face_box_frames_the_landmarks(head):
 
 def test_bad_inputs_fail_before_writing_anything(pipe, person_obj, sphere_obj, tmp_path, capsys):
     out = tmp_path / "out"
+    ids = tmp_path / "in" / "ids.npy"
+    np.save(ids, np.arange(68))
     base = ["generate", "--label", "mouth_open", "--frames", "4", "--steps", "2", "--quiet"]
     cases = [
         (["--mesh", tmp_path / "missing.obj", "--out", out], ["missing.obj: no such file"]),
@@ -244,6 +246,8 @@ def test_bad_inputs_fail_before_writing_anything(pipe, person_obj, sphere_obj, t
         (["--mesh", person_obj, "--method", "rbf", "--decoder", tmp_path, "--out", out], ["--decoder only applies"]),
         (["--keyframes", tmp_path / "k.npz", "--known", "0", "--start", "target", "--out", out],
          ["combines with a label or a text"]),
+        (["--mesh", sphere_obj, "--landmark-ids", ids, "--export", "pc2,gltf", "--out", out],
+         ["gltf export animates the head model's blendshapes", "use pc2"]),
     ]
     for extra, fragments in cases:
         code, _, err = _run(capsys, *base, *extra)
@@ -321,7 +325,7 @@ def test_cli_render(pipe, head, tmp_path, capsys):
     save_sequences(tmp_path / "ref.npz", seqs.select(0))
     code, text, _ = _run(capsys, "render", tmp_path / "seq.npz", "--out", tmp_path / "p.gif", "--size", "40",
                          "--reference", tmp_path / "ref.npz", "--overlay-landmarks", "--identity-seed", "4", "--quiet")
-    assert code == 0 and "2 sequence(s) on identity seed 4 (learned)" in text
+    assert code == 0 and "2 sequence(s) on identity seed 4 (blendshape)" in text
     gif = iio.imread(tmp_path / "p.gif", index=None)
     assert gif.shape[2] == 80 and gif.shape[1] > 80
     code, _, err = _run(capsys, "render", tmp_path / "seq.npz", "--out", tmp_path / "p.gif", "--quiet")

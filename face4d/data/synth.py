@@ -204,7 +204,7 @@ class ExpressionSynthesizer:
         ids = np.stack([s["identity_weights"] for s in samples])
         landmarks = self.head.landmarks(ids[:, None], weights)
         if pose is not None:
-            landmarks = apply_head_pose(landmarks, pose, neck_pivot(self.head))
+            landmarks = apply_head_pose(landmarks, pose, self.head.neck_pivot)
         landmarks[np.arange(f)[None] >= lengths[:, None]] = 0.0
         labels = [get_label(s["label"]) for s in samples]
         return LandmarkSequences(
@@ -222,13 +222,6 @@ def recipe_weights(head: HeadModel, recipe: dict[str, float]) -> np.ndarray:
         for name in ACTION_UNITS.get(unit, (unit,)):
             weights[head.blendshape_index(name)] = value
     return weights
-
-
-def neck_pivot(head: HeadModel) -> np.ndarray:
-    """Point the head turns about under rigid motion: the centre of the neck's lowest vertices."""
-    neck = head.neutral[head.region_ids("head_neck")]
-    low = neck[neck[:, 1] <= np.quantile(neck[:, 1], 0.05)]
-    return low.mean(0).astype(np.float32)
 
 
 def split_identities(ids: Iterable, rng: np.random.Generator, val: float = 0.1, test: float = 0.1,
@@ -257,7 +250,7 @@ def sequence_vertices(head: HeadModel, seqs: LandmarkSequences, i: int) -> np.nd
     f = int(seqs.lengths[i])
     verts = head.vertices(seqs.identity_weights[i][None], seqs.expression_weights[i, :f])
     if seqs.head_pose is not None:
-        verts = apply_head_pose(verts, seqs.head_pose[i, :f], neck_pivot(head))
+        verts = apply_head_pose(verts, seqs.head_pose[i, :f], head.neck_pivot)
     return verts
 
 

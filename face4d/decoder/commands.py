@@ -61,8 +61,10 @@ def add_decoder_commands(commands, train_commands) -> None:
                      help="frame whose landmarks are the sequence's neutral (dL_f = L_f - L_neutral); default: "
                           "the first, or the last of an E2N sequence")
     ret.add_argument("--sequence-index", type=int, default=0, help="which sequence of a batch file (default 0)")
-    ret.add_argument("--method", choices=("learned", "rbf"), default="learned",
-                     help="learned: the decoder (meshes in the head model's topology); rbf: interpolation, any mesh")
+    ret.add_argument("--method", choices=("blendshape", "learned", "rbf"),
+                     help="blendshape (default): the head model's expression weights solved from the landmarks; "
+                          "learned (default with --model): the decoder (both: meshes in the head model's topology); "
+                          "rbf (default with --landmark-ids): interpolation, any mesh")
     ret.add_argument("--model", type=Path, help="decoder model directory (default: the shipped one)")
     ret.add_argument("--landmark-ids", type=Path,
                      help="--method rbf on another topology: .npy/.txt with the vertex ids of the mesh's 68 landmarks")
@@ -91,11 +93,11 @@ def train_decoder_command(args) -> None:
 def retarget_command(args) -> None:
     from face4d.decoder.retarget import retarget_files
 
-    out, frames = retarget_files(args.landmarks, args.mesh, args.out, export=args.export,
-                                 neutral_frame=args.neutral_frame, model=args.model, method=args.method,
-                                 landmark_ids_path=args.landmark_ids, sequence_index=args.sequence_index,
-                                 overwrite=args.overwrite, device=args.device)
-    print(f"wrote {frames} frame(s) ({args.method}) to {out}")
+    out, frames, method = retarget_files(args.landmarks, args.mesh, args.out, export=args.export,
+                                         neutral_frame=args.neutral_frame, model=args.model, method=args.method,
+                                         landmark_ids_path=args.landmark_ids, sequence_index=args.sequence_index,
+                                         overwrite=args.overwrite, device=args.device)
+    print(f"wrote {frames} frame(s) ({method}) to {out}")
 
 
 DECODER_HANDLERS = {("train", "decoder"): train_decoder_command, ("retarget", None): retarget_command}

@@ -25,9 +25,15 @@ from face4d.decoder.rbf import check_landmark_ids, rbf_displacements
 from face4d.decoder.topology import DecoderTopology
 from face4d.decoder.training import neutral_frames
 from face4d.errors import Face4DError
+from meshops.blendshapes import fit_head
 from meshops.head import HeadModel
 
-METHODS = ("learned", "rbf")
+METHODS = ("blendshape", "learned", "rbf")
+DEFAULT_METHOD = "blendshape"
+"""On the head model's topology; why it beats the learned decoder there: docs/decoder.md."""
+DECODE_BOUNDS = (-1.0, 1.0)
+"""Weight range of the blendshape path: the data generator's, which the landmark models learned
+(``cheeks_in`` pulls ``cheekPuff`` negative); the rig exports bound theirs to a rig's [0, 1]."""
 EXPORTS = ("ply", "obj")
 
 
@@ -72,6 +78,17 @@ def decode_displacements(model: torch.nn.Module, neutral_vertices: np.ndarray, d
     parts = [model.decode(context, delta[None, start:start + chunk])[0].cpu().numpy()
              for start in range(0, len(delta), chunk)]
     return np.concatenate(parts) if parts else np.zeros((0, *neutral.shape[1:]), np.float32)
+
+
+def blendshape_displacements(head: HeadModel, delta_landmarks: np.ndarray, smoothness: float = 0.0) -> np.ndarray:
+    """``dM`` (F, V, 3) of the blendshape path: the head's expression weights solved from the landmark
+    displacements ``dL`` (F, 68, 3) (``meshops.blendshapes``, within ``DECODE_BOUNDS``, no pose: like the
+    decoder, it reads the sequence as expression only), applied to the full basis. A frame with
+    ``dL = 0`` solves to zero weights, so the neutral frame gives the mesh back exactly."""
+    delta = np.asarray(delta_landmarks, np.float32)
+    fit = fit_head(head, head.landmark_neutral + delta, head.landmark_neutral, smoothness, solve_pose=False,
+                   bounds=DECODE_BOUNDS)
+    return head.vertices(expression_weights=fit.weights) - head.neutral
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -168,8 +185,8 @@ def check_units(sequence_neutral: np.ndarray, mesh_landmarks: np.ndarray) -> Non
 
 def retarget(landmarks: LandmarkSequences | np.ndarray, neutral_mesh_vertices: np.ndarray,
              decoder: torch.nn.Module | str | os.PathLike | None = None, neutral_frame: int | None = None,
-             method: str = "learned", landmark_ids: np.ndarray | None = None, faces: np.ndarray | None = None,
-             sequence_index: int = 0) -> np.ndarray:
+             method: str | None = None, landmark_ids: np.ndarray | None = None, faces: np.ndarray | None = None,
+             sequence_index: int = 0, smoothness: float = 0.0) -> np.ndarray:
     """Animate ``neutral_mesh_vertices`` (V, 3) with a landmark sequence: meshes (F, V, 3), float32.
 
     ``landmarks``: a ``LandmarkSequences`` (its sequence ``sequence_index``) or an array (F, 68, 3),
@@ -177,16 +194,26 @@ def retarget(landmarks: LandmarkSequences | np.ndarray, neutral_mesh_vertices: n
     sequence's own neutral frame (the first, or the last of an ``E2N`` sequence; 0 for an array).
     The sequence's identity need not match the mesh's: the displacements are retargeted.
 
-    ``method="learned"``: ``decoder`` (a loaded decoder, a model directory, or None for the shipped
-    one) on a mesh of its topology; ``faces``, when given, are checked too. ``method="rbf"``: the
+    ``method`` None is ``learned`` when a ``decoder`` is given, else ``blendshape``.
+    ``method="blendshape"``: the head model's expression weights solved from the landmarks,
+    applied to a mesh of the head's topology (``blendshape_displacements``; ``smoothness`` weighs a
+    temporal-smoothness term of that solve). ``method="learned"``: ``decoder`` (a loaded decoder, a
+    model directory, or None for the shipped one) on a mesh of its topology; ``faces``, when given,
+    are checked too (with either method). ``method="rbf"``: the
     non-learned interpolation (``face4d.decoder.rbf``), for any mesh given its ``landmark_ids``
     (default: the ICT head's, for a mesh with its vertex count). Frame ``neutral_frame`` gives
-    back the neutral mesh exactly, with either method.
+    back the neutral mesh exactly, with every method.
     """
+    method = method or ("learned" if decoder is not None else DEFAULT_METHOD)
     if method not in METHODS:
         raise Face4DError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     frames, neutral_index = sequence_frames(landmarks, neutral_frame, sequence_index)
     delta = frames - frames[neutral_index]
+    if method == "blendshape":
+        head = HeadModel.load()
+        vertices = DecoderTopology.from_head(head).check_mesh(neutral_mesh_vertices, faces, "neutral mesh")
+        check_units(frames[neutral_index], vertices[head.landmark_ids])
+        return vertices + blendshape_displacements(head, delta, smoothness)
     if method == "learned":
         model = decoder if isinstance(decoder, torch.nn.Module) else load_decoder(decoder)
         topology: DecoderTopology = model.topology
@@ -209,19 +236,22 @@ def retarget(landmarks: LandmarkSequences | np.ndarray, neutral_mesh_vertices: n
 
 def retarget_files(landmarks_path: str | os.PathLike, mesh_path: str | os.PathLike, out_dir: str | os.PathLike,
                    export: str = "ply", neutral_frame: int | None = None, model: str | os.PathLike | None = None,
-                   method: str = "learned", landmark_ids_path: str | os.PathLike | None = None,
-                   sequence_index: int = 0, overwrite: bool = False, device: str = "cpu") -> tuple[Path, int]:
+                   method: str | None = None, landmark_ids_path: str | os.PathLike | None = None,
+                   sequence_index: int = 0, overwrite: bool = False, device: str = "cpu") -> tuple[Path, int, str]:
     """``retarget`` from files into ``out_dir``: ``frame_0000.<export>``, ... (0-based, one per frame
     of the sequence) and ``neutral.obj`` (the input mesh), written atomically; a non-empty
-    ``out_dir`` is refused unless ``overwrite``. Returns the directory and the number of frames."""
+    ``out_dir`` is refused unless ``overwrite``. ``method`` None: ``learned`` with a ``model``, ``rbf``
+    with landmark ids, else ``blendshape``. Returns the directory, the number of frames and the method."""
     from meshops.atomic import atomic_dir, check_dir_target
     from meshops.io import load_mesh, save_mesh
 
+    method = method or ("learned" if model is not None else "rbf" if landmark_ids_path is not None
+                        else DEFAULT_METHOD)
     if export not in EXPORTS:
         raise Face4DError(f"unknown export format {export!r}; expected one of {', '.join(EXPORTS)}")
     if method != "rbf" and landmark_ids_path is not None:
         raise Face4DError("--landmark-ids only applies to --method rbf (the learned decoder knows its topology)")
-    if method == "rbf" and model is not None:
+    if method != "learned" and model is not None:
         raise Face4DError("--model only applies to --method learned")
     out_dir = check_dir_target(out_dir, overwrite)
     seqs = load_landmark_file(landmarks_path, sequence_index)
@@ -230,7 +260,11 @@ def retarget_files(landmarks_path: str | os.PathLike, mesh_path: str | os.PathLi
     if method == "learned":
         decoder = load_decoder(model, device=device)
         decoder.topology.check_mesh(vertices, faces, str(mesh_path))
-        meshes = retarget(seqs, vertices, decoder, neutral_frame, faces=faces, sequence_index=sequence_index)
+        meshes = retarget(seqs, vertices, decoder, neutral_frame, method=method, faces=faces,
+                          sequence_index=sequence_index)
+    elif method == "blendshape":
+        meshes = retarget(seqs, vertices, None, neutral_frame, method=method, faces=faces,
+                          sequence_index=sequence_index)
     else:
         ids = None if landmark_ids_path is None else load_landmark_ids(landmark_ids_path, len(vertices))
         meshes = retarget(seqs, vertices, None, neutral_frame, method="rbf", landmark_ids=ids,
@@ -239,4 +273,4 @@ def retarget_files(landmarks_path: str | os.PathLike, mesh_path: str | os.PathLi
         save_mesh(tmp / "neutral.obj", vertices, faces)
         for i, frame in enumerate(meshes):
             save_mesh(tmp / f"frame_{i:04d}.{export}", frame, faces)
-    return out_dir, len(meshes)
+    return out_dir, len(meshes), method
