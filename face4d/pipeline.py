@@ -674,7 +674,9 @@ def write_samples(result: PipelineResult, out_dir: Path, formats: Sequence[str],
                         "frames": int(seqs.lengths[i])})
         if result.flame is not None:
             fit = result.flame[i]
-            export_sequence(folder / "flame", fit.meshes, fit.faces, formats=formats, fps=fps, neutral=fit.rest,
+            # the rig formats are the head's blendshapes; FLAME's own rig is flame_params.npz
+            mesh_formats = [f for f in formats if f not in RIG_FORMATS] or ["pc2"]
+            export_sequence(folder / "flame", fit.meshes, fit.faces, formats=mesh_formats, fps=fps, neutral=fit.rest,
                             progress=False)
             fit.save(folder / "flame" / "flame_params.npz", fps)
             records[-1]["flame"] = {"landmark_error_mm": round(float(fit.landmark_error_mm.mean()), 4),
