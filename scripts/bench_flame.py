@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         f"on {kept} of its vertices plus the joints). One {args.frames}-frame sequence per label, generated on the "
         f"default head (seed {args.seed}), fitted with `face4d.flame.FlameFitConfig()`'s defaults: shape on the "
         "neutral frame, then expression, jaw and head pose of all frames jointly. Seconds are one sequence's "
-        "whole fit (both stages and the full-mesh FLAME output), CPU and wall; the landmark error is the mean distance of the "
+        "whole fit (both stages and the full-mesh FLAME output), CPU and wall; the landmark error is the mean "
+        "distance of the "
         "fitted FLAME landmarks to the generated ones, over the 68 landmarks and the frames.", "",
         markdown_table(["label", "fit, CPU (s)", "fit, wall (s)", "landmark error, mean (mm)",
                         "worst frame (mm)", "outside the expression space (mm)"], rows).rstrip(), "",
