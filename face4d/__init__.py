@@ -12,8 +12,9 @@ all of them; ``tests/test_layering.py`` checks the rules that matter most):
 4. ``face4d.checkpoint``: model directories, the registry of model kinds, the default bundle.
 5. ``face4d.guidance``, ``face4d.filling``, ``face4d.generate`` (Alg. 1-4: ``LandmarkGenerator``)
    and ``face4d.training`` (the trainer and every loss).
-6. the rest of ``face4d.decoder``: landmarks -> meshes (retargeting, the RBF fallback, the target
-   mesh, the decoder's training and evaluation).
+6. the rest of ``face4d.decoder``: landmarks -> meshes (retargeting, the blendshape path, the RBF
+   fallback, the target mesh, the decoder's training and evaluation), and ``face4d.flame`` (a
+   user's FLAME model fitted to landmark sequences).
 7. ``face4d.outputs``, ``face4d.pipeline``, ``face4d.demo``: condition -> meshes -> exports -> preview.
 8. ``face4d.commands``, ``face4d.cli``: the command line.
 9. ``face4d.eval``: the paper's evaluation (``scripts/eval_*.py``); no other layer imports it.

@@ -166,6 +166,15 @@ def write_samples(result: PipelineResult, out_dir: Path, formats: Sequence[str],
         records.append({"name": result.names[i], "caption": result.captions[i], "label": str(seqs.labels[i]),
                         "text": "" if seqs.texts is None else str(seqs.texts[i]), "type": str(seqs.types[i]),
                         "frames": int(seqs.lengths[i])})
+        if result.flame is not None:
+            fit = result.flame[i]
+            # the rig formats are the head's blendshapes; FLAME's own rig is flame_params.npz
+            mesh_formats = [f for f in formats if f not in RIG_FORMATS] or ["pc2"]
+            export_sequence(folder / "flame", fit.meshes, fit.faces, formats=mesh_formats, fps=fps, neutral=fit.rest,
+                            progress=False)
+            fit.save(folder / "flame" / "flame_params.npz", fps)
+            records[-1]["flame"] = {"landmark_error_mm": round(float(fit.landmark_error_mm.mean()), 4),
+                                    "fit_seconds": round(fit.seconds, 2)}
     manifest = {"target": result.target.name, "method": result.target.method, "fps": fps,
                 "vertices": int(len(result.target.vertices)), "formats": list(formats), "samples": records}
     (out_dir / "samples.json").write_text(json.dumps(manifest, indent=1) + "\n")

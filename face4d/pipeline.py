@@ -28,8 +28,11 @@ expression.
 ``sample_000/`` ... (or named by the caller, as ``face4d demo`` does by label), each holding
 ``meshops.export.export_sequence``'s files (``neutral.obj``, the asked formats, ``export.json``)
 plus ``landmarks.npz``, the sample's landmark sequence in the interchange format, and
-``samples.json`` at the top, describing every sample. The whole directory is written under a
-temporary sibling name and renamed when complete; a non-empty one is refused without ``overwrite``.
+``samples.json`` at the top, describing every sample. With a FLAME fit (``flame_model``), each
+sample folder also holds ``flame/``: the same exports on FLAME's topology (its ``neutral.obj`` is the
+fitted person at rest) and ``flame_params.npz`` (``face4d.flame``). The whole directory is written
+under a temporary sibling name and renamed when complete; a non-empty one is refused without
+``overwrite``.
 """
 from __future__ import annotations
 
@@ -66,13 +69,15 @@ class PipelineResult:
     face, centimetres); ``meshes``: one (F_i, V, 3) float32 array per sample, the target mesh
     animated by that sequence (``np.stack(result.meshes)`` is (num, F, V, 3) when all lengths are
     equal, which generation guarantees); ``target``: the mesh they animate (its ``faces`` are the
-    meshes' triangles); ``names``: a folder name per sample for ``export``.
+    meshes' triangles); ``names``: a folder name per sample for ``export``; ``flame``: with a FLAME
+    model (``Pipeline.fit_flame``), one ``face4d.flame.FlameFit`` per sample, else None.
     """
 
     landmarks: LandmarkSequences
     meshes: list[np.ndarray]
     target: Target
     names: list[str]
+    flame: list | None = None
 
     def __len__(self) -> int:
         return len(self.meshes)
@@ -105,6 +110,14 @@ class PipelineResult:
 def sample_names(count: int) -> list[str]:
     """``sample_000``, ``sample_001``, ...: the default folder names of ``export``."""
     return [f"sample_{i:03d}" for i in range(count)]
+
+
+def load_flame(flame_model, trust_pickle: bool = False):
+    """A ``face4d.flame.FlameModel`` from a path (checked, one-line errors), or the one given."""
+    from face4d.flame import FlameModel, require_smplx
+
+    require_smplx()
+    return flame_model if isinstance(flame_model, FlameModel) else FlameModel.load(flame_model, trust_pickle)
 
 
 # ------------------------------------------------------------------------------------ pipeline
@@ -275,7 +288,8 @@ class Pipeline:
                  num: int = 1, seed: int = 0, sequence_type: str | None = None, passes: int | None = None,
                  sequence_index: int = 0, mesh=None, identity_seed: int | None = None, faces=None,
                  landmark_ids=None, method: str | None = None, start: str = "auto", sampling=None,
-                 names: Sequence[str] | None = None, progress: bool = False, intensity: float = 1.0) -> PipelineResult:
+                 names: Sequence[str] | None = None, progress: bool = False, intensity: float = 1.0,
+                 flame_model=None, trust_pickle: bool = False) -> PipelineResult:
         """Condition -> landmark sequences (``sample``) -> meshes on the target (``decode``).
 
         The condition's arguments are ``sample``'s, the target's ``target``'s (without ``mesh`` or
@@ -290,12 +304,16 @@ class Pipeline:
         which often already shows part of the expression (the decoded motion is taken from it).
         ``auto`` (default): ``target`` for a label, a text or no condition on a mesh of the decoder's
         topology, ``free`` otherwise (keyframes, a given neutral face, the RBF fallback).
+
+        ``flame_model``: a FLAME model (path, or a loaded ``face4d.flame.FlameModel``) also fitted to
+        every generated sequence (``fit_flame``); it is loaded and checked before sampling.
         """
         if start not in STARTS:
             raise Face4DError(f"unknown start {start!r}; use one of {', '.join(STARTS)}")
         if mesh is None and identity_seed is None and neutral_mesh is not None:
             mesh = neutral_mesh
         target = self.target(mesh, identity_seed, faces, landmark_ids, method)
+        flame = None if flame_model is None else load_flame(flame_model, trust_pickle)
         conditioned = keyframes is not None or neutral_mesh is not None or neutral_landmarks is not None
         if start == "target" and conditioned:
             raise Face4DError("starting from the target mesh (--start target) combines with a label or a text, not "
@@ -305,7 +323,30 @@ class Pipeline:
             passes = TARGET_PASSES if passes is None else passes
         seqs = self.sample(label, text, keyframes, known, neutral_mesh, neutral_landmarks, frames, num, seed,
                            sequence_type, passes, sequence_index, sampling, progress, intensity)
-        return self.decode(seqs, target, names=names, progress=progress)
+        result = self.decode(seqs, target, names=names, progress=progress)
+        return result if flame is None else self.fit_flame(result, flame, progress=progress)
+
+    @staticmethod
+    def fit_flame(result: PipelineResult, flame_model, trust_pickle: bool = False, config=None,
+                  progress: bool = False) -> PipelineResult:
+        """Fit a FLAME model (path or ``FlameModel``) to every landmark sequence of ``result``
+        (``face4d.flame.fit_flame``: shape on the sequence's neutral frame, then the motion), and
+        keep the fits in ``result.flame``; ``export`` then writes them next to the other meshes.
+        ``config``: a ``face4d.flame.FlameFitConfig``."""
+        from tqdm.auto import tqdm
+
+        from face4d.decoder.retarget import sequence_frames
+        from face4d.demo import torch_threads
+        from face4d.flame import fit_flame
+
+        model = load_flame(flame_model, trust_pickle)
+        fits = []
+        with torch_threads(1):  # small tensors, as in sampling: one thread is fastest
+            for i in tqdm(range(len(result)), desc="fitting FLAME", unit="sequence", disable=not progress):
+                frames, neutral = sequence_frames(result.landmarks, sequence_index=i)
+                fits.append(fit_flame(model, frames, neutral, config))
+        result.flame = fits
+        return result
 
     # -- exports and previews ---------------------------------------------------------------------------
     def export(self, result: PipelineResult, out_dir: str | os.PathLike,

@@ -12,11 +12,13 @@ from face4d.errors import Face4DError
 DESCRIPTION = """Generate landmark sequences for a condition: a --label, a --text, --keyframes to fill, or a
 person's --neutral-mesh / --neutral-landmarks. By default it writes the landmark sequences, one
 interchange .npz per sequence. With a target mesh option (--mesh, --identity-seed, --landmark-ids)
-or an output option (--export, --preview) it also animates a mesh with them and writes one folder
-per sample (sample_000/ ...: neutral.obj, the exports, landmarks.npz) and OUT/preview.<fmt>."""
+or an output option (--export, --preview, --flame-model) it also animates a mesh with them and writes
+one folder per sample (sample_000/ ...: neutral.obj, the exports, landmarks.npz, with --flame-model
+also flame/) and OUT/preview.<fmt>."""
 
 
-MESH_OPTIONS = ("mesh", "identity_seed", "landmark_ids", "method", "decoder", "export", "preview", "start")
+MESH_OPTIONS = ("mesh", "identity_seed", "landmark_ids", "method", "decoder", "export", "preview", "start",
+                "flame_model")
 """Any of these turns on meshes (a target, exports, a preview) instead of landmark files only."""
 
 
@@ -54,6 +56,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     keys.add_argument("--known", help="known frames: 0-based indices and inclusive ranges, e.g. 0-9,30-39")
     keys.add_argument("--sequence-index", type=int, default=0, help="which sequence of a --keyframes batch file")
     add_mesh_args(gen)
+    flame = gen.add_argument_group("FLAME (your own model, fitted to every generated sequence; see docs/exports.md)")
+    flame.add_argument("--flame-model", type=Path, help="a FLAME model folder (FLAME_NEUTRAL.npz or "
+                       "generic_model.npz with its landmark embedding) or model file; each sample folder gets "
+                       "flame/: the exports on FLAME's topology and flame_params.npz")
+    flame.add_argument("--trust-pickle", action="store_true", help="also load FLAME's original .pkl/.npy files: "
+                       "a pickle can run arbitrary code when loaded, so only for files from a source you trust "
+                       "(or re-save them as .npz)")
     add_output_args(gen)
     add_sampling_args(gen)
     gen.set_defaults(run=run)
@@ -67,6 +76,8 @@ def run(args) -> None:
     meshes = any(getattr(args, name) is not None for name in MESH_OPTIONS)
     if not meshes and (args.overlay_landmarks or args.size is not None):
         raise Face4DError("--overlay-landmarks and --size apply to the preview (--preview mp4)")
+    if args.trust_pickle and args.flame_model is None:
+        raise Face4DError("--trust-pickle applies to the files of --flame-model")
     pipe = pipeline(args)
     condition = dict(label=args.label, text=args.text, keyframes=args.keyframes, known=args.known,
                      neutral_mesh=args.neutral_mesh, neutral_landmarks=args.neutral_landmarks, frames=args.frames,
@@ -87,10 +98,14 @@ def run(args) -> None:
         check_rig_target(pipe.target(mesh, args.identity_seed, landmark_ids=args.landmark_ids, method=args.method),
                          formats, pipe.head)
     result = pipe.generate(**condition, mesh=args.mesh, identity_seed=args.identity_seed,
-                           landmark_ids=args.landmark_ids, method=args.method, start=args.start or "auto")
+                           landmark_ids=args.landmark_ids, method=args.method, start=args.start or "auto",
+                           flame_model=args.flame_model, trust_pickle=args.trust_pickle)
     target = result.target
     pipe.export(result, args.out, formats, overwrite=args.overwrite, preview=preview,
                 overlay_landmarks=args.overlay_landmarks, size=args.size or 256, progress=not args.quiet)
     extra = "".join(f" + preview.{fmt}" for fmt in preview)
+    if result.flame is not None:
+        error = max(float(fit.landmark_error_mm.mean()) for fit in result.flame)
+        extra += f" + flame/ (landmark error of the FLAME fit at most {error:.2f} mm mean per sample)"
     print(f"wrote {len(result)} sample(s) of {len(result.meshes[0])} frames on {target.name} ({target.method}) to "
           f"{args.out}: {', '.join(formats)}{extra}")

@@ -18,6 +18,7 @@ EXAMPLES = """examples:
   face4d generate --label high_smile --export gltf,arkit-csv,weights,usd --out out/     # rig curves
   face4d generate --label surprise --mesh character.obj --landmark-ids ids.npy --out out/ --export obj
   face4d generate --keyframes seq.npz --known 0-9,30-39 --label anger --out out/ --export pc2 --preview gif
+  face4d generate --label high_smile --flame-model ~/flame --out out/ --export obj,pc2
   face4d render samples/sequence_000.npz --out preview.mp4 --overlay-landmarks
   face4d render samples/sequence_000.npz --reference data.npz --mesh neutral.obj --out compare.gif
   face4d dataset build --out data/face4d --sequences 2000 --seed 0
