@@ -32,12 +32,24 @@ def load_mesh(path: str | os.PathLike) -> trimesh.Trimesh:
         raise MeshFileError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise MeshFileError(f"{path}: file is empty")
+    _check_layout(path, suffix)
     try:
         mesh = trimesh.load(path, file_type=suffix[1:], process=False, maintain_order=True, force="mesh")
     except Exception as exc:  # trimesh raises many types for broken files
+        if "unexpected length" in str(exc):
+            raise MeshFileError(f"{path}: the PLY header's element counts do not match the data size (truncated "
+                                f"file or wrong vertex or face count?)") from None
         raise MeshFileError(f"{path}: cannot read as {suffix[1:].upper()} ({type(exc).__name__}: {exc})") from None
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
-        raise MeshFileError(f"{path}: no faces found (a point cloud is not a mesh)")
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            cut = f.read(1) != b"\n" and suffix == ".obj"
+        raise MeshFileError(f"{path}: no faces found " + ("and the file ends mid-line (truncated?)" if cut else
+                                                          "(a point cloud is not a mesh)"))
+    vertices = _declared_vertex_count(path, suffix)
+    if vertices is not None and vertices != len(mesh.vertices):
+        raise MeshFileError(f"{path}: the file declares {vertices} vertices but {len(mesh.vertices)} were read "
+                            f"(truncated file or wrong vertex count?)")
     declared = _declared_face_count(path, suffix)
     if declared is not None and declared != len(mesh.faces):
         raise MeshFileError(f"{path}: has polygons with more than 3 corners; triangulate it first "
@@ -65,6 +77,57 @@ def save_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray, 
     with atomic_file(path, overwrite=overwrite) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
     return path
+
+
+_BINARY = bytes(range(9)) + bytes(range(14, 32))
+
+
+def _check_layout(path: Path, suffix: str) -> None:
+    """Name what is wrong with a file that is not a mesh of its kind before trimesh misreads it: binary
+    data in an OBJ, an OBJ vertex or face line cut short (a truncated file), a PLY whose header counts
+    do not match its rows."""
+    data = path.read_bytes()
+    if suffix == ".obj":
+        if any(byte in _BINARY for byte in data[:65536]):
+            raise MeshFileError(f"{path}: binary data, not a text OBJ file")
+        for number, line in enumerate(data.splitlines(), 1):
+            fields = line.split()
+            if not fields or fields[0] not in (b"v", b"f"):
+                continue
+            if fields[0] == b"v" and not _numbers(fields[1:4]):
+                raise MeshFileError(f"{path}: line {number}: a vertex needs 3 coordinates, got {line[:60]!r} "
+                                    f"(truncated or malformed file?)")
+            if fields[0] == b"f" and len(fields) < 4:
+                raise MeshFileError(f"{path}: line {number}: a face needs 3 vertices, got {line[:60]!r} "
+                                    f"(truncated or malformed file?)")
+        return
+    header_end = data.find(b"end_header")
+    if not data.startswith(b"ply") or header_end < 0:
+        raise MeshFileError(f"{path}: cannot read as PLY: no 'ply' ... 'end_header' header")
+    counts = [int(n) for n in re.findall(rb"element \w+ (\d+)", data[:header_end])]
+    if b"format ascii" in data[:header_end]:
+        rows = len(data[header_end:].splitlines()) - 1
+        if rows != sum(counts):
+            raise MeshFileError(f"{path}: the header declares {' + '.join(map(str, counts))} rows (vertices, faces) "
+                                f"but the file holds {rows} (truncated file or wrong element counts?)")
+
+
+def _numbers(fields: list[bytes]) -> bool:
+    try:
+        return len([float(f) for f in fields]) == 3
+    except ValueError:
+        return False
+
+
+def _declared_vertex_count(path: Path, suffix: str) -> int | None:
+    """Number of vertices the file itself declares (its ``v`` lines, or the PLY header's count)."""
+    if suffix == ".obj":
+        with open(path, "rb") as f:
+            return sum(1 for line in f if line.startswith(b"v ") or line.startswith(b"v\t"))
+    with open(path, "rb") as f:
+        header = f.read(4096)
+    match = re.search(rb"element vertex (\d+)", header)
+    return int(match.group(1)) if match else None
 
 
 def _declared_face_count(path: Path, suffix: str) -> int | None:
