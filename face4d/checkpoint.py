@@ -7,6 +7,8 @@ Layout of a model directory (the ``--out`` of every ``face4d train`` command)::
     model.safetensors    the weights to run: the EMA weights when written by the trainer
     last.safetensors     training state: raw weights, EMA, optimiser tensors
     last.json            the rest of the training state: step, optimiser skeleton, run fingerprint
+    prev.safetensors     the previous training state, only while a new one is being written
+    prev.json
 
 Nothing is pickled (``torch.save``/``torch.load`` would run arbitrary code from a downloaded
 checkpoint). Every file is written through ``atomic_file``, so a crash leaves either the old or the

@@ -46,11 +46,11 @@ def load_mesh(path: str | os.PathLike) -> trimesh.Trimesh:
             cut = f.read(1) != b"\n" and suffix == ".obj"
         raise MeshFileError(f"{path}: no faces found " + ("and the file ends mid-line (truncated?)" if cut else
                                                           "(a point cloud is not a mesh)"))
-    vertices = _declared_vertex_count(path, suffix)
+    vertices = _declared_count(path, suffix, "vertex")
     if vertices is not None and vertices != len(mesh.vertices):
         raise MeshFileError(f"{path}: the file declares {vertices} vertices but {len(mesh.vertices)} were read "
                             f"(truncated file or wrong vertex count?)")
-    declared = _declared_face_count(path, suffix)
+    declared = _declared_count(path, suffix, "face")
     if declared is not None and declared != len(mesh.faces):
         raise MeshFileError(f"{path}: has polygons with more than 3 corners; triangulate it first "
                             f"({declared} faces in the file, {len(mesh.faces)} triangles after splitting)")
@@ -119,23 +119,14 @@ def _numbers(fields: list[bytes]) -> bool:
         return False
 
 
-def _declared_vertex_count(path: Path, suffix: str) -> int | None:
-    """Number of vertices the file itself declares (its ``v`` lines, or the PLY header's count)."""
+def _declared_count(path: Path, suffix: str, element: str) -> int | None:
+    """Number of ``element``s (``vertex`` or ``face``) the file itself declares (its ``v`` / ``f`` lines,
+    or the PLY header's count), to tell whether trimesh dropped or split any of them."""
     if suffix == ".obj":
+        tag = element[0].encode()
         with open(path, "rb") as f:
-            return sum(1 for line in f if line.startswith(b"v ") or line.startswith(b"v\t"))
+            return sum(1 for line in f if line.startswith(tag + b" ") or line.startswith(tag + b"\t"))
     with open(path, "rb") as f:
         header = f.read(4096)
-    match = re.search(rb"element vertex (\d+)", header)
-    return int(match.group(1)) if match else None
-
-
-def _declared_face_count(path: Path, suffix: str) -> int | None:
-    """Number of polygons the file itself declares, to tell whether trimesh split any of them."""
-    if suffix == ".obj":
-        with open(path, "rb") as f:
-            return sum(1 for line in f if line.startswith(b"f ") or line.startswith(b"f\t"))
-    with open(path, "rb") as f:
-        header = f.read(4096)
-    match = re.search(rb"element face (\d+)", header)
+    match = re.search(rb"element " + element.encode() + rb" (\d+)", header)
     return int(match.group(1)) if match else None

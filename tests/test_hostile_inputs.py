@@ -118,12 +118,18 @@ SWAP_STEPS = [("exchange", "dir-complete", "old"), ("exchange", "dir-swapped", "
               ("aside", "dir-complete", "old"), ("aside", "dir-aside", "old"), ("aside", "dir-swapped", "new")]
 
 
-@pytest.mark.parametrize("mode,step,survivor", SWAP_STEPS)
-def test_sigkill_during_overwrite_leaves_a_whole_output(tmp_path, mode, step, survivor):
+def _paused_overwrite(tmp_path: Path, mode: str, step: str) -> tuple[Path, subprocess.Popen]:
+    """An output ``old``, and a process replacing it by ``new``, paused at ``step``."""
     out = tmp_path / "out"
     _write(out, "old")
     proc, marker = _spawn(["-c", WRITER, str(out), "new", mode], tmp_path, pause=step)
     _wait_paused(proc, marker)
+    return out, proc
+
+
+@pytest.mark.parametrize("mode,step,survivor", SWAP_STEPS)
+def test_sigkill_during_overwrite_leaves_a_whole_output(tmp_path, mode, step, survivor):
+    out, proc = _paused_overwrite(tmp_path, mode, step)
     proc.kill()
     proc.wait()
     if out.exists():
@@ -136,10 +142,7 @@ def test_sigkill_during_overwrite_leaves_a_whole_output(tmp_path, mode, step, su
 
 @pytest.mark.parametrize("mode,step,survivor", SWAP_STEPS)
 def test_sigint_during_overwrite_keeps_one_output_and_cleans_up(tmp_path, mode, step, survivor):
-    out = tmp_path / "out"
-    _write(out, "old")
-    proc, marker = _spawn(["-c", WRITER, str(out), "new", mode], tmp_path, pause=step)
-    _wait_paused(proc, marker)
+    out, proc = _paused_overwrite(tmp_path, mode, step)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(60) != 0
     assert _tag_of(out) == survivor and _leftovers(out) == []
