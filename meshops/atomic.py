@@ -36,7 +36,7 @@ the process creates the file MARKER and waits until it is deleted, so that a tes
 exact moment, or let it go on."""
 LOCK_FILE = ".face4d.lock"
 _RENAME_NOREPLACE, _RENAME_EXCHANGE, _AT_FDCWD = 1, 2, -100
-_TEMP = re.compile(r"\.(\d+)\.[A-Za-z0-9_]{8}\.(tmp|old)")
+_TEMP = r"(\d+)\.[A-Za-z0-9_]{8}\.(tmp|old)"
 _WINDOWS_INVALID = set('<>:"/\\|?*')
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 _pauses: dict[str, int] = {}
@@ -100,16 +100,18 @@ def clean_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     before they could clean up), and put back an old output that such a process had renamed aside
     when ``path`` itself is missing. Returns what was removed or restored."""
     path = Path(path)
-    stem = path.name if path.suffix == "" else path.stem
-    prefixes = {f".{path.name}", f".{stem}"}
+    names = (re.compile(re.escape(f".{path.name}.") + _TEMP),  # atomic_dir's temporary and aside
+             re.compile(re.escape(f".{path.stem}.") + _TEMP + re.escape(path.suffix)))  # atomic_file's
     done = []
     try:
         entries = list(path.parent.iterdir())
     except OSError:
         return done
     for entry in entries:
-        prefix = next((p for p in prefixes if entry.name.startswith(p)), None)
-        match = None if prefix is None else _TEMP.match(entry.name, len(prefix))
+        match = names[0].fullmatch(entry.name)
+        if match is None:  # a file's temporary; never an aside
+            match = names[1].fullmatch(entry.name)
+            match = match if match is not None and match.group(2) == "tmp" else None
         if match is None or _pid_alive(int(match.group(1))):
             continue
         try:
@@ -159,8 +161,10 @@ def _check_target(path: Path, overwrite: bool) -> None:
 
 def check_dir_target(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Refuse what ``atomic_dir`` would refuse, so that a caller can fail before the work that fills
-    the directory: unless ``overwrite``, an existing file or a non-empty directory at ``path``."""
+    the directory: unless ``overwrite``, an existing file or a non-empty directory at ``path``. The
+    stale temporaries of ``path`` are cleaned up first (``clean_stale_temporaries``)."""
     path = Path(path)
+    clean_stale_temporaries(path)
     if path.exists() and not overwrite:
         if not path.is_dir():
             raise FileExistsError(f"{path} already exists and is not a directory; "
@@ -246,7 +250,6 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     """
     path = check_dir_target(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
