@@ -830,7 +830,8 @@ def run_demo(out_dir: str | os.PathLike, labels: Sequence[str] = DEMO_LABELS, se
     if not labels or len(set(labels)) != len(labels):
         raise Face4DError(f"the demo needs distinct labels, got {labels}")
     check_export_formats(formats)
-    check_preview_formats(preview)
+    if check_preview_formats(preview):
+        check_preview_size(len(labels), frames, size)
     check_out_dir(out_dir, overwrite)
     pipe = Pipeline.from_default() if pipeline is None else pipeline
     target = pipe.target()
