@@ -9,6 +9,8 @@ from collections import Counter
 from pathlib import Path
 
 from face4d.cliargs import add_training_args, given, training_options
+from face4d.diffusion import PREDICTIONS, VARIANCES
+from face4d.models.denoiser import SKIPS
 from face4d.decoder.commands import DECODER_HANDLERS, add_decoder_commands
 from face4d.errors import Face4DError
 from face4d.pipeline import DEMO_LABELS, DEMO_SEED, STARTS
@@ -133,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--frames", type=int, default=40, help="frames per sequence (default 40)")
     gen.add_argument("--num", type=int, default=1, help="number of sequences (default 1)")
     gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--intensity", type=float, default=1.0, metavar="S",
+                     help="how far the expression goes from the neutral face, 0 to 1.5 (default 1)")
     neutral = gen.add_argument_group("geometry-adaptive generation (a given person's neutral face)")
     source = neutral.add_mutually_exclusive_group()
     source.add_argument("--neutral-mesh", type=Path,
@@ -221,6 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
         for name in ("--d-model", "--layers", "--heads", "--ff", "--max-frames"):
             group.add_argument(name, type=int)
         group.add_argument("--dropout", type=float)
+        if kind == "denoiser":
+            group.add_argument("--skip", choices=SKIPS, help="skip path from x_t to the output: each frame "
+                               "(frame), the sequence's mean frame (mean) or none (default: mean; frame with "
+                               "--prediction epsilon)")
+            loss = cmd.add_argument_group("loss (defaults: ours; the paper: --prediction epsilon --velocity-weight 0)")
+            loss.add_argument("--prediction", choices=PREDICTIONS,
+                              help="what the network predicts (default: face4d.training.DENOISER_PREDICTION)")
+            loss.add_argument("--velocity-weight", type=float,
+                              help="weight of the loss on the predicted motion's frame-to-frame differences "
+                                   "(default: face4d.training.DENOISER_VELOCITY_WEIGHT; 0 with epsilon)")
+            loss.add_argument("--snr-gamma", type=float, help="weigh noise levels by Min-SNR-gamma, 0 for "
+                              "uniform weights (default: face4d.training.DENOISER_SNR_GAMMA)")
+            loss.add_argument("--snr-floor", type=float, help="lowest weight of a noise level under --snr-gamma "
+                                                              "(default: face4d.training.DENOISER_SNR_FLOOR)")
         if kind == "classifier":
             group.add_argument("--kind", dest="classifier_kind", choices=("I", "S"), default="I",
                                help="I: label only (order-insensitive); S: label x N2E/E2N (order-sensitive)")
@@ -267,6 +285,9 @@ def _sampling_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", choices=("fast", "paper"), default="fast",
                         help="fast: strided DDPM over --steps steps; paper: all T steps (slow)")
     parser.add_argument("--steps", type=int, default=50, help="steps of the fast sampler (default 50)")
+    parser.add_argument("--variance", choices=VARIANCES, help="reverse-step variance of the DDPM samplers: beta "
+                                                              "(the paper) or posterior")
+    parser.add_argument("--eta", type=float, help="sample by DDIM with this eta in [0, 1] instead (0: deterministic)")
     parser.add_argument("--guidance-lambda", type=float, help="weight of log p(x|x_t) in the refinement (0.01; text: 1e-4)")
     parser.add_argument("--guidance-steps", type=int, help="Adagrad steps per reverse step (3)")
     parser.add_argument("--guidance-lr", type=float, help="Adagrad learning rate, in units of sigma_t (0.2)")
@@ -367,7 +388,12 @@ def _train(args) -> None:
     else:
         arch = given(args, "d_model", "layers", "heads", "ff", "dropout", "max_frames")
         if kind == "denoiser":
-            config = DenoiserConfig(**arch)
+            from face4d.training import DENOISER_PREDICTION
+
+            extra.update(given(args, "prediction", "velocity_weight", "snr_gamma", "snr_floor"))
+            # The skip path suits the prediction (Denoiser's docstring): ours by default, the paper's for epsilon.
+            skip = args.skip or ("frame" if extra.get("prediction", DENOISER_PREDICTION) == "epsilon" else "mean")
+            config = DenoiserConfig(**arch, skip=skip)
         elif kind == "classifier":
             config = ClassifierConfig(kind=args.classifier_kind, **arch)
         else:
@@ -389,8 +415,9 @@ def _sampling_config(args):
                                            ("lr", args.guidance_lr)) if value is not None}
     defaults = SamplingConfig()
     reconstruction = defaults.reconstruction if args.reconstruction is None else args.reconstruction
-    return SamplingConfig(sampler=args.sampler, steps=args.steps, guidance=replace(defaults.guidance, **given),
-                          text_guidance=replace(defaults.text_guidance, **given), reconstruction=reconstruction)
+    return replace(defaults, sampler=args.sampler, steps=args.steps, guidance=replace(defaults.guidance, **given),
+                   text_guidance=replace(defaults.text_guidance, **given), reconstruction=reconstruction,
+                   **{key: getattr(args, key) for key in ("variance", "eta") if getattr(args, key) is not None})
 
 
 def _save_each(folder: Path, seqs) -> None:
@@ -422,7 +449,8 @@ def _generate(args) -> None:
     condition = dict(label=args.label, text=args.text, keyframes=args.keyframes, known=args.known,
                      neutral_mesh=args.neutral_mesh, neutral_landmarks=args.neutral_landmarks, frames=args.frames,
                      num=args.num, seed=args.seed, sequence_type=args.sequence_type, passes=args.passes,
-                     sequence_index=args.sequence_index, sampling=_sampling_config(args), progress=not args.quiet)
+                     sequence_index=args.sequence_index, sampling=_sampling_config(args), progress=not args.quiet,
+                     intensity=args.intensity)
     if not meshes:  # landmarks only: one interchange file per sequence, streamed in batches
         frames = pipe.sample_to(args.out, overwrite=args.overwrite, **condition)
         print(f"wrote {args.num} sequence(s) of {frames} frames to {args.out}")

@@ -34,7 +34,14 @@ import torch
 from tqdm.auto import tqdm
 
 NoiseModel = Callable[..., torch.Tensor]
-"""``model(x_t, t, mask=None) -> eps``: ``t`` is a (B,) long tensor of *training* timesteps."""
+"""``model(x_t, t, mask=None) -> output``: ``t`` is a (B,) long tensor of *training* timesteps; the
+output is the noise ``eps``, the clean sample ``x_0`` or the velocity ``v``, as the diffusion's
+``prediction`` says."""
+
+PREDICTIONS = ("epsilon", "sample", "v")
+VARIANCES = ("beta", "posterior")
+"""What a network predicts (diffusers' ``prediction_type``): the noise ``eps`` (the paper, Eq. 8),
+the clean sample ``x_0`` (as MDM) or ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0`` (Salimans & Ho)."""
 
 StepHook = Callable[
     [torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]],
@@ -128,7 +135,9 @@ def _model_device(model: NoiseModel) -> torch.device:
 
 
 class GaussianDiffusion:
-    """A DDPM with fixed variances ``sigma_t^2 = beta_t`` and an epsilon-predicting noise model.
+    """A DDPM with fixed variances ``sigma_t^2 = beta_t``; its network predicts ``eps`` (the paper),
+    ``x_0`` or ``v`` (``prediction``), and every sampler works from the ``(x_0, eps)`` pair that
+    output implies.
 
     Args:
         betas: (T,) variances of the forward steps, each in (0, 1).
@@ -141,15 +150,32 @@ class GaussianDiffusion:
             smallest error by up to ~2e4 early in sampling; a strided sampler's large steps carry that
             into the sample, which drifts out of the data's range and does not come back. Clamping
             to where data can be removes the blow-up without touching accurate predictions.
+        variance: the reverse steps' variance, ``beta`` (the paper: ``sigma_t^2 = beta_t``) or
+            ``posterior`` (the forward posterior's ``beta~_t``, smaller at the last steps, where
+            ``beta`` leaves noise the network must remove in one step).
+        eta: None for ancestral sampling (``sample_loop`` runs ``p_sample_loop``), or DDIM's
+            ``eta`` (``sample_loop`` runs ``ddim_sample_loop``; 0: deterministic).
+        prediction: what the network outputs, one of ``PREDICTIONS``. With ``sample`` (or ``v``)
+            the network's error enters ``x_0`` directly instead of through ``1 / sqrt(abar_t)``, and
+            a loss on ``x_0`` can also see its frame-to-frame differences (``velocity_weight``).
     """
 
     def __init__(self, betas: np.ndarray, timestep_map: np.ndarray | None = None,
-                 x0_range: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                 x0_range: tuple[np.ndarray, np.ndarray] | None = None, prediction: str = "epsilon",
+                 variance: str = "beta", eta: float | None = None) -> None:
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or betas.size == 0:
             raise ValueError(f"betas must be a non-empty 1-D array, got shape {betas.shape}")
         if not np.all((betas > 0) & (betas < 1)):
             raise ValueError("betas must lie in (0, 1)")
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction {prediction!r}; use one of {', '.join(PREDICTIONS)}")
+        self.prediction = prediction
+        if variance not in VARIANCES:
+            raise ValueError(f"unknown variance {variance!r}; use one of {', '.join(VARIANCES)}")
+        if eta is not None and not 0.0 <= eta <= 1.0:
+            raise ValueError(f"DDIM eta must be in [0, 1], got {eta}")
+        self.variance, self.eta = variance, eta
         self.betas = betas
         self.num_timesteps = int(betas.size)
         if timestep_map is None:
@@ -179,8 +205,15 @@ class GaussianDiffusion:
         self.posterior_mean_coef2 = (
             (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
         )
-        # p(x_{t-1} | x_t) has variance sigma_t^2 = beta_t (Sec. 4)
-        self.log_betas = np.log(betas)
+        # p(x_{t-1} | x_t) has variance sigma_t^2 = beta_t (Sec. 4), or the posterior's; its log at
+        # t = 0, where the posterior variance is 0, takes the next step's value (as guided-diffusion)
+        # since that step adds no noise anyway (``_step_noise``).
+        if variance == "beta":
+            self.reverse_variance = betas
+        else:
+            self.reverse_variance = np.append(self.posterior_variance[1], self.posterior_variance[1:]) \
+                if betas.size > 1 else betas
+        self.reverse_log_variance = np.log(self.reverse_variance)
 
     # ----------------------------------------------------------------------------- schedule
 
@@ -200,7 +233,14 @@ class GaussianDiffusion:
         kept = np.floor(np.linspace(self.num_timesteps - 1, 0, num_steps) + 0.5).astype(np.int64)[::-1]
         alphas_cumprod = self.alphas_cumprod[kept]
         betas = 1.0 - alphas_cumprod / np.append(1.0, alphas_cumprod[:-1])
-        return GaussianDiffusion(betas, timestep_map=self.timestep_map[kept], x0_range=self.x0_range)
+        return GaussianDiffusion(betas, timestep_map=self.timestep_map[kept], x0_range=self.x0_range,
+                                 prediction=self.prediction, variance=self.variance, eta=self.eta)
+
+    def with_sampler(self, variance: str = "beta", eta: float | None = None) -> GaussianDiffusion:
+        """This diffusion (same schedule and network interpretation) sampled with another reverse
+        ``variance`` or, with ``eta`` not None, by DDIM."""
+        return GaussianDiffusion(self.betas, timestep_map=self.timestep_map, x0_range=self.x0_range,
+                                 prediction=self.prediction, variance=variance, eta=eta)
 
     def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
         """The training timesteps of indices ``t`` of this schedule: what networks are called with."""
@@ -240,9 +280,28 @@ class GaussianDiffusion:
     def predict_x0_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Invert Eq. 6: ``x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)``, clamped to ``x0_range``
         when this diffusion has one."""
-        x0 = extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - extract(
-            self.sqrt_recipm1_alphas_cumprod, t, x_t
-        ) * eps
+        return self.clamp_x0(self._x0_of_eps(x_t, t, eps))
+
+    def _x0_of_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        return extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - extract(
+            self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps
+
+    def x0_from_output(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The clean sample a network's ``output`` at ``(x_t, t)`` stands for, before any clamping."""
+        if self.prediction == "sample":
+            return output
+        if self.prediction == "v":
+            return extract(self.sqrt_alphas_cumprod, t, x_t) * x_t - extract(
+                self.sqrt_one_minus_alphas_cumprod, t, x_t) * output
+        return self._x0_of_eps(x_t, t, output)
+
+    def eps_from_x0(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The noise that takes ``x0`` to ``x_t`` at ``t`` (Eq. 6 solved for ``eps``)."""
+        return (extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - x0) / extract(
+            self.sqrt_recipm1_alphas_cumprod, t, x_t)
+
+    def clamp_x0(self, x0: torch.Tensor) -> torch.Tensor:
+        """``x0`` clamped to ``x0_range`` when this diffusion has one."""
         if self.x0_range is None:
             return x0
         low, high = (torch.as_tensor(bound, dtype=x0.dtype, device=x0.device) for bound in self.x0_range)
@@ -260,31 +319,31 @@ class GaussianDiffusion:
         ``(x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t)`` unless ``x_0`` was clamped to
         ``x0_range`` or corrected by ``x0_guidance`` (see ``X0Guidance``; the model then runs with
         autograd on, whatever the caller's grad mode). Returns ``mean``, ``variance``,
-        ``log_variance`` (B, 1, ...), ``pred_x0`` (the corrected one) and ``eps`` (the model's).
+        ``log_variance`` (B, 1, ...), ``pred_x0`` (the corrected one) and ``eps`` (the noise that
+        ``pred_x0`` and ``x_t`` imply).
         """
         if x0_guidance is None:
-            eps = self._eps(model, x_t, t, **model_kwargs)
-            pred_x0 = self.predict_x0_from_eps(x_t, t, eps)
+            pred_x0 = self.clamp_x0(self.x0_from_output(self._output(model, x_t, t, **model_kwargs), x_t, t))
         else:
             with torch.enable_grad():
                 x_in = x_t.detach().requires_grad_(True)
-                eps = self._eps(model, x_in, t, **model_kwargs)
-                pred_x0 = x0_guidance(self.predict_x0_from_eps(x_in, t, eps), x_in, t).detach()
-            eps = eps.detach()
+                x0 = self.clamp_x0(self.x0_from_output(self._output(model, x_in, t, **model_kwargs), x_in, t))
+                pred_x0 = x0_guidance(x0, x_in, t).detach()
+        eps = self.eps_from_x0(pred_x0, x_t, t)
         mean, _ = self.q_posterior_mean_variance(pred_x0, x_t, t)
         return {
             "mean": mean,
-            "variance": extract(self.betas, t, x_t),
-            "log_variance": extract(self.log_betas, t, x_t),
+            "variance": extract(self.reverse_variance, t, x_t),
+            "log_variance": extract(self.reverse_log_variance, t, x_t),
             "pred_x0": pred_x0,
             "eps": eps,
         }
 
-    def _eps(self, model: NoiseModel, x_t: torch.Tensor, t: torch.Tensor, **model_kwargs: Any) -> torch.Tensor:
-        eps = model(x_t, self.model_timesteps(t), **model_kwargs)
-        if eps.shape != x_t.shape:
-            raise ValueError(f"model output shape {tuple(eps.shape)} != input shape {tuple(x_t.shape)}")
-        return eps
+    def _output(self, model: NoiseModel, x_t: torch.Tensor, t: torch.Tensor, **model_kwargs: Any) -> torch.Tensor:
+        output = model(x_t, self.model_timesteps(t), **model_kwargs)
+        if output.shape != x_t.shape:
+            raise ValueError(f"model output shape {tuple(output.shape)} != input shape {tuple(x_t.shape)}")
+        return output
 
     @staticmethod
     def log_prob_reverse(
@@ -340,10 +399,8 @@ class GaussianDiffusion:
         ``s^2 = eta^2 (1 - abar_{t-1}) / (1 - abar_t) (1 - abar_t / abar_{t-1})``.
         """
         out = self.p_mean_variance(model, x_t, t, x0_guidance, mask=mask)
-        pred_x0 = out["pred_x0"]
-        # The noise that x_t and the (possibly clamped) x_0 imply, so that the step stays consistent.
-        eps = (extract(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - pred_x0) / extract(
-            self.sqrt_recipm1_alphas_cumprod, t, x_t)
+        # out["eps"] is the noise that x_t and the (possibly clamped) x_0 imply: the step stays consistent.
+        pred_x0, eps = out["pred_x0"], out["eps"]
         alpha_bar = extract(self.alphas_cumprod, t, x_t)
         alpha_bar_prev = extract(self.alphas_cumprod_prev, t, x_t)
         variance = eta**2 * (1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)
@@ -402,6 +459,13 @@ class GaussianDiffusion:
 
         return self._sample_loop(step, model, shape, mask, generator, progress, step_hook, x_T, device)
 
+    def sample_loop(self, model: NoiseModel, shape: tuple[int, ...], **kwargs: Any) -> torch.Tensor:
+        """This diffusion's own sampler: ``p_sample_loop`` when ``eta`` is None, else DDIM with that
+        ``eta``; keyword arguments as ``p_sample_loop``."""
+        if self.eta is None:
+            return self.p_sample_loop(model, shape, **kwargs)
+        return self.ddim_sample_loop(model, shape, eta=self.eta, **kwargs)
+
     def _sample_loop(
         self,
         step: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]],
@@ -448,25 +512,72 @@ class GaussianDiffusion:
         mask: torch.Tensor | None = None,
         t: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
+        velocity_weight: float = 0.0,
+        snr_gamma: float | None = None,
+        snr_floor: float = 0.0,
     ) -> torch.Tensor:
-        """The simple loss of Eq. 8: mean squared error between ``eps`` and ``eps_theta(x_t, t)``.
+        """The simple loss of Eq. 8: mean squared error between the network's output and its target
+        (``eps``, ``x_0`` or ``v`` by ``prediction``), plus ``velocity_weight`` times the mean squared
+        error of the predicted ``x_0``'s frame-to-frame differences (MDM's velocity loss).
+
+        Why a velocity term: the per-element loss weighs a frame's error the same whether it is
+        shared by its neighbours (a slightly different pose, harmless) or not (a tremble), while a
+        sequence's motion is a small part of its variance; the difference term targets exactly the
+        error an animation shows. It needs ``sample`` or ``v`` prediction: with ``epsilon`` the
+        predicted ``x_0`` carries the network's error times ``1 / sqrt(abar_t)`` (up to ~2e4).
+
+        ``snr_gamma`` weighs each sequence's errors by Min-SNR-gamma (Hang et al. 2023): as if the
+        loss were on ``x_0`` with weight ``min(SNR_t, gamma)``, ``SNR_t = abar_t / (1 - abar_t)``. A
+        uniform loss on ``x_0`` spends nearly all its weight on high noise levels, where a sequence's
+        motion cannot be seen and only its mean is learnt; the fine motion is learnt at low noise.
+        ``snr_floor`` raises the ``x_0`` weights to at least that value: Min-SNR alone gives the
+        highest noise levels (``SNR_t`` ~ 1e-3 beyond t = 1200 of 2000) almost no weight, and a
+        network that never learnt them starts every sample off the data and loses the expression.
 
         ``t`` is uniform over this schedule and ``noise`` standard normal (both from torch's global
-        generator) unless given. The error is averaged over the elements of valid frames only, each
-        valid frame of the batch weighing the same, so padding neither dilutes nor leaks into it.
+        generator) unless given. Errors are averaged over the elements of valid frames (and valid
+        pairs of consecutive frames) only, each of the batch weighing the same, so padding neither
+        dilutes nor leaks into it.
         """
+        if velocity_weight < 0:
+            raise ValueError(f"velocity_weight must be >= 0, got {velocity_weight}")
+        if velocity_weight and self.prediction == "epsilon":
+            raise ValueError("a velocity loss needs 'sample' or 'v' prediction")
         batch = x0.shape[0]
         if t is None:
             t = torch.randint(0, self.num_timesteps, (batch,), device=x0.device)
         if noise is None:
             noise = torch.randn_like(x0)
         x_t = self.q_sample(x0, t, noise)
-        eps = model(x_t, self.model_timesteps(t), mask=mask)
-        squared_error = ((eps - noise) ** 2).flatten(2).mean(dim=2)  # (B, F)
-        weights = _frame_mask(mask, squared_error)
-        if weights is None:
-            return squared_error.mean()
-        if not weights.any():
-            raise ValueError("mask has no valid frame")
-        # where(), not a product: whatever the model outputs on padded frames (even NaN) is dropped.
-        return torch.where(weights > 0, squared_error, torch.zeros_like(squared_error)).sum() / weights.sum()
+        output = model(x_t, self.model_timesteps(t), mask=mask)
+        if self.prediction == "epsilon":
+            target = noise
+        elif self.prediction == "sample":
+            target = x0
+        else:
+            target = extract(self.sqrt_alphas_cumprod, t, x0) * noise - extract(
+                self.sqrt_one_minus_alphas_cumprod, t, x0) * x0
+        weights = torch.ones(batch, 1, dtype=x0.dtype, device=x0.device)
+        if snr_gamma is not None:
+            snr = torch.from_numpy(self.alphas_cumprod / (1.0 - self.alphas_cumprod))[t.cpu()]
+            x0_weight = torch.clamp(torch.clamp(snr, max=snr_gamma), min=snr_floor)
+            scale = {"epsilon": snr, "sample": torch.ones_like(snr), "v": snr + 1.0}[self.prediction]
+            weights = (x0_weight / scale).to(weights).view(batch, 1)
+        loss = _masked_mean(weights * ((output - target) ** 2).flatten(2).mean(dim=2), mask)
+        if velocity_weight:
+            velocity_error = torch.diff(self.x0_from_output(output, x_t, t) - x0, dim=1)
+            pairs = None if mask is None else mask[:, 1:] & mask[:, :-1]
+            x0_weights = weights if snr_gamma is None else x0_weight.to(weights).view(batch, 1)
+            loss = loss + velocity_weight * _masked_mean(x0_weights * (velocity_error ** 2).flatten(2).mean(dim=2), pairs)
+        return loss
+
+
+def _masked_mean(errors: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of (B, F) per-frame ``errors`` over the True entries of ``mask`` (all when None)."""
+    weights = _frame_mask(mask, errors)
+    if weights is None:
+        return errors.mean()
+    if not weights.any():
+        raise ValueError("mask has no valid frame")
+    # where(), not a product: whatever the model outputs on padded frames (even NaN) is dropped.
+    return torch.where(weights > 0, errors, torch.zeros_like(errors)).sum() / weights.sum()

@@ -276,7 +276,7 @@ def sample_with_known_frames(
     x = None
     for _ in range(passes):
         x_T = keep.initial_noise() if x is None else initial_noise(diffusion, x, None, generator)
-        x = diffusion.p_sample_loop(model, tuple(x0.shape), mask=mask, generator=generator, progress=progress,
+        x = diffusion.sample_loop(model, tuple(x0.shape), mask=mask, generator=generator, progress=progress,
                                     step_hook=hook, x_T=x_T, device=device, x0_guidance=x0_guidance)
     return x
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ import torch
 from face4d.data.interchange import DEFAULT_FPS, NUM_LANDMARKS, SEQUENCE_TYPES, LandmarkSequences
 from face4d.data.labels import get_label, label_index
 from face4d.data.normalize import LandmarkNormalizer
-from face4d.diffusion import GaussianDiffusion, linear_beta_schedule
+from face4d.diffusion import VARIANCES, GaussianDiffusion, linear_beta_schedule
 from face4d.errors import Face4DError
 from face4d.filling import (RECONSTRUCTION_WEIGHT, check_known, check_reconstruction_weight, check_scale,
                             sample_with_known_frames)
@@ -35,6 +35,8 @@ from face4d.models.text_guide import TextGuide, embed_texts
 from face4d.pretrained import default_bundle, load_pretrained
 
 SAMPLERS = ("fast", "paper")
+INTENSITY_RANGE = (0.0, 1.5)
+"""``intensity`` bounds: 0 holds the neutral face, 1.5 goes half again as far as the model does."""
 
 
 @dataclass
@@ -42,10 +44,15 @@ class SamplingConfig:
     """How to sample: ``sampler`` (``fast`` or ``paper``), ``steps`` of the fast sampler, the
     settings of label guidance and of text guidance (whose lambda is ``TEXT_LAMBDA``), and the
     weight of reconstruction guidance towards known frames in filling and geometry-adaptive
-    generation (``face4d.filling.RECONSTRUCTION_WEIGHT``; 0: the paper's Alg. 3 and 4 as written)."""
+    generation (``face4d.filling.RECONSTRUCTION_WEIGHT``; 0: the paper's Alg. 3 and 4 as written).
+    ``variance`` and ``eta`` choose the reverse step (``face4d.diffusion.GaussianDiffusion``): the
+    DDPM's variance, ``beta`` (the paper) or ``posterior``, or DDIM with ``eta`` when it is not None;
+    both samplers use them."""
 
     sampler: str = "fast"
     steps: int = 50
+    variance: str = "beta"
+    eta: float | None = None
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     text_guidance: GuidanceConfig = field(default_factory=lambda: GuidanceConfig(lam=TEXT_LAMBDA))
     reconstruction: float = RECONSTRUCTION_WEIGHT
@@ -55,6 +62,10 @@ class SamplingConfig:
             raise Face4DError(f"unknown sampler {self.sampler!r}; use one of {', '.join(SAMPLERS)}")
         if self.steps < 1:
             raise Face4DError(f"sampler steps must be >= 1, got {self.steps}")
+        if self.variance not in VARIANCES:
+            raise Face4DError(f"unknown reverse variance {self.variance!r}; use one of {', '.join(VARIANCES)}")
+        if self.eta is not None and not 0.0 <= self.eta <= 1.0:
+            raise Face4DError(f"DDIM eta must be in [0, 1], got {self.eta}")
         check_reconstruction_weight(self.reconstruction)
 
 
@@ -86,7 +97,8 @@ class LandmarkGenerator:
         if normalizer is None:
             raise Face4DError(f"{bundle}/denoiser: config.json has no landmark normaliser")
         diffusion = GaussianDiffusion(linear_beta_schedule(config["diffusion"]["num_timesteps"]),
-                                      x0_range=_x0_range(config))
+                                      x0_range=_x0_range(config),
+                                      prediction=config["diffusion"].get("prediction", "epsilon"))
         classifiers, text_guide = {}, None
         for name, kind in (("classifier_I", "classifier"), ("classifier_S", "classifier"), ("text_guide", "text_guide")):
             path = os.path.join(bundle, name)
@@ -116,9 +128,11 @@ class LandmarkGenerator:
 
     def generate(self, label: str | Sequence[str] | None = None, frames: int = 40, num: int = 1, seed: int = 0,
                  sequence_type: str | Sequence[str] | None = None, sampling: SamplingConfig | None = None,
-                 progress: bool = False, text: str | Sequence[str] | None = None) -> LandmarkSequences:
+                 progress: bool = False, text: str | Sequence[str] | None = None,
+                 intensity: float = 1.0) -> LandmarkSequences:
         """``num`` sequences of ``frames`` frames, in centimetres; label-guided when ``label`` is given,
-        text-guided (Alg. 2) when ``text`` is given (one of the two).
+        text-guided (Alg. 2) when ``text`` is given (one of the two). ``intensity`` scales every
+        frame's displacement from the neutral one (``scale_intensity``).
 
         ``label`` (and ``sequence_type``) may also be a list with one entry per sequence, which is
         how evaluation asks for one sample per test sequence in a single batch; ``num`` is then the
@@ -127,6 +141,7 @@ class LandmarkGenerator:
         The same seed and settings give the same sequences.
         """
         sampling = sampling or SamplingConfig()
+        check_intensity(intensity)
         if num < 1:
             raise Face4DError(f"num must be >= 1, got {num}")
         if text is not None and label is not None:
@@ -158,14 +173,35 @@ class LandmarkGenerator:
         elif text is not None:
             hook = GradientGuidance(diffusion, self._text_objective(texts_in), sampling.text_guidance)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        x = diffusion.p_sample_loop(self.denoiser, (num, frames, NUM_LANDMARKS, 3), generator=generator,
+        x = diffusion.sample_loop(self.denoiser, (num, frames, NUM_LANDMARKS, 3), generator=generator,
                                     progress=progress, step_hook=hook, device=self.device)
         landmarks = self.normalizer.denormalize(x.detach().cpu()).numpy()
         texts = texts_in if text is not None else [get_label(name).text if name else "" for name in labels]
         enriched = [get_label(name).enriched_text(kind) if name and kind else "" for name, kind in zip(labels, types)]
-        return LandmarkSequences(landmarks=landmarks, lengths=np.full(num, frames),
+        seqs = LandmarkSequences(landmarks=landmarks, lengths=np.full(num, frames),
                                  labels=[name or "" for name in labels], types=[kind or "" for kind in types],
                                  fps=self.fps, texts=texts, texts_enriched=enriched)
+        if intensity == 1.0:
+            return seqs
+        neutral_types = list(types) if all(types) else self.infer_types(seqs)
+        return scale_intensity(seqs, intensity, neutral_types)
+
+    def infer_types(self, seqs: LandmarkSequences) -> list[str]:
+        """Each sequence's order (``N2E``/``E2N``) as the type S classifier reads it on the clean
+        sequence: the marginal over labels of its joint label x order classes. Where generation did
+        not fix the order (a label without ``sequence_type``, a text), this says which end is the
+        neutral face."""
+        if "S" not in self.classifiers:
+            raise Face4DError("this model bundle has no type S classifier, needed to find the neutral end of "
+                              "sequences generated without a sequence type; give one (N2E or E2N)")
+        lengths = torch.as_tensor(seqs.lengths)
+        mask = (torch.arange(seqs.num_frames)[None] < lengths[:, None]).to(self.device)
+        x = self.normalizer.normalize(torch.as_tensor(seqs.landmarks, device=self.device))
+        x = torch.where(mask[..., None, None], x, torch.zeros_like(x))
+        with torch.no_grad():
+            logits = self.classifiers["S"](x, torch.zeros(len(seqs), dtype=torch.long, device=self.device), mask=mask)
+        joint = torch.log_softmax(logits, dim=-1).view(len(seqs), -1, len(SEQUENCE_TYPES))
+        return [SEQUENCE_TYPES[i] for i in torch.logsumexp(joint, dim=1).argmax(dim=1).tolist()]
 
     def _text_objective(self, texts: list[str]):
         if self.text_guide is None:
@@ -248,7 +284,7 @@ class LandmarkGenerator:
     def generate_from_neutral(self, neutral: np.ndarray, frames: int = 40, sequence_type: str = "N2E",
                               label: str | None = None, num: int = 1, seed: int = 0, passes: int = 5,
                               sampling: SamplingConfig | None = None, progress: bool = False,
-                              text: str | Sequence[str] | None = None) -> LandmarkSequences:
+                              text: str | Sequence[str] | None = None, intensity: float = 1.0) -> LandmarkSequences:
         """Geometry-adaptive generation (Alg. 4): sequences of a given person, from their neutral face.
 
         ``neutral``: the person's neutral landmarks (68, 3) in centimetres (see
@@ -258,9 +294,11 @@ class LandmarkGenerator:
         the type S classifier towards that label *in that order*; with ``text`` (a string, or one per
         sequence) by the text guide towards that text (Alg. 2; say the order in the text, e.g. "from a
         neutral face to a smile"); without either, the expression is the model's free choice.
-        Output in centimetres, typed ``sequence_type``.
+        Output in centimetres, typed ``sequence_type``; ``intensity`` scales every frame's
+        displacement from the neutral face (``scale_intensity``).
         """
         sampling = sampling or SamplingConfig()
+        check_intensity(intensity)
         neutral = np.asarray(neutral, dtype=np.float32)
         if neutral.shape != (NUM_LANDMARKS, 3):
             raise Face4DError(f"neutral landmarks must have shape ({NUM_LANDMARKS}, 3), got {neutral.shape}")
@@ -280,8 +318,9 @@ class LandmarkGenerator:
         texts = None if text is None else _per_sample(text, num, "text")
         num = num if texts is None else len(texts)
         label = get_label(label).name if label is not None else None
-        return self._from_neutrals(np.broadcast_to(neutral, (num, NUM_LANDMARKS, 3)), frames, [sequence_type] * num,
+        seqs = self._from_neutrals(np.broadcast_to(neutral, (num, NUM_LANDMARKS, 3)), frames, [sequence_type] * num,
                                    [label] * num, seed, passes, sampling, progress, texts)
+        return seqs if intensity == 1.0 else scale_intensity(seqs, intensity, list(seqs.types))
 
     def _from_neutrals(self, neutrals: np.ndarray, frames: int, types: list[str], labels: list[str | None],
                        seed: int, passes: int, sampling: SamplingConfig, progress: bool = False,
@@ -320,7 +359,36 @@ class LandmarkGenerator:
         """The diffusion ``sampling`` runs: the trained one (``paper``) or its ``steps``-step respacing."""
         if sampling.sampler == "fast" and sampling.steps > self.diffusion.num_timesteps:
             raise Face4DError(f"sampler steps must be at most T={self.diffusion.num_timesteps}, got {sampling.steps}")
-        return self.diffusion if sampling.sampler == "paper" else self.diffusion.respaced(sampling.steps)
+        diffusion = self.diffusion.with_sampler(sampling.variance, sampling.eta)
+        return diffusion if sampling.sampler == "paper" else diffusion.respaced(sampling.steps)
+
+
+def check_intensity(intensity: float) -> float:
+    """``intensity`` as a float, or a ``Face4DError`` if it is not a number in ``INTENSITY_RANGE``."""
+    low, high = INTENSITY_RANGE
+    try:
+        value = float(intensity)
+    except (TypeError, ValueError):
+        raise Face4DError(f"intensity must be a number in [{low:g}, {high:g}], got {intensity!r}") from None
+    if not low <= value <= high:
+        raise Face4DError(f"intensity must be in [{low:g}, {high:g}], got {intensity!r}")
+    return value
+
+
+def scale_intensity(seqs: LandmarkSequences, intensity: float, types: Sequence[str]) -> LandmarkSequences:
+    """``seqs`` with every frame moved to ``neutral + intensity * (frame - neutral)``, the neutral
+    frame being the first of an ``N2E`` sequence and the last valid one of an ``E2N`` (``types``, one
+    per sequence). The neutral face stays exactly where it was and the apex goes ``intensity`` times
+    as far; timing is untouched, and jitter scales with the motion, so it is not added to."""
+    intensity = check_intensity(intensity)
+    if len(types) != len(seqs) or any(kind not in SEQUENCE_TYPES for kind in types):
+        raise Face4DError(f"scaling the intensity needs an N2E or E2N type per sequence, got {list(types)}")
+    index = np.where(np.asarray(types) == "N2E", 0, seqs.lengths - 1)
+    neutral = seqs.landmarks[np.arange(len(seqs)), index][:, None].astype(np.float64)
+    landmarks = neutral + intensity * (seqs.landmarks - neutral)
+    valid = np.arange(seqs.num_frames)[None] < seqs.lengths[:, None]
+    landmarks[~valid] = 0.0
+    return replace(seqs, landmarks=landmarks.astype(np.float32))
 
 
 X0_RANGE_MARGIN = 0.1

@@ -449,7 +449,8 @@ class Pipeline:
     def sample(self, label: str | Sequence[str] | None = None, text: str | Sequence[str] | None = None,
                keyframes=None, known=None, neutral_mesh=None, neutral_landmarks=None, frames: int = 40,
                num: int = 1, seed: int = 0, sequence_type: str | None = None, passes: int | None = None,
-               sequence_index: int = 0, sampling=None, progress: bool = False) -> LandmarkSequences:
+               sequence_index: int = 0, sampling=None, progress: bool = False,
+               intensity: float = 1.0) -> LandmarkSequences:
         """The landmark step alone: sequences for one condition.
 
         * ``label`` / ``text``: label- or text-controlled generation (``LandmarkGenerator.generate``);
@@ -461,6 +462,9 @@ class Pipeline:
           ((68, 3), or an interchange/.npy/.txt file): geometry-adaptive generation (Alg. 4) of that
           person, optionally with ``label`` or ``text``; ``sequence_type`` N2E (default) starts from the face,
           E2N ends on it; ``passes`` harmonising runs (default 5).
+
+        ``intensity`` (0 to 1.5) scales how far a generated expression goes from the neutral face
+        (``face4d.generate.scale_intensity``); keyframes are kept as given, so it does not apply there.
         """
         from face4d.data.interchange import LandmarkSequences, load_sequences
         from face4d.filling import parse_known
@@ -472,6 +476,9 @@ class Pipeline:
                 raise Face4DError("keyframes combine with a label only, not with a text or a neutral face")
             if known is None:
                 raise Face4DError("keyframes need the known frames (--known, e.g. 0-9,30-39)")
+            if intensity != 1.0:
+                raise Face4DError("--intensity applies to generation from a label, a text or a neutral face; "
+                                  "keyframes are kept as given")
             seqs = load_sequences(keyframes) if isinstance(keyframes, (str, os.PathLike)) else keyframes
             if isinstance(seqs, LandmarkSequences):
                 if not 0 <= sequence_index < len(seqs):
@@ -489,12 +496,13 @@ class Pipeline:
         if neutral is not None:
             return self.generator.generate_from_neutral(
                 neutral, frames=frames, sequence_type=sequence_type or "N2E", label=label, num=num, seed=seed,
-                passes=5 if passes is None else passes, sampling=sampling, progress=progress, text=text)
+                passes=5 if passes is None else passes, sampling=sampling, progress=progress, text=text,
+                intensity=intensity)
         if passes is not None:
             raise Face4DError("--passes only applies to generation from a neutral face (--neutral-mesh or "
                               "--neutral-landmarks) or from keyframes (--keyframes)")
         return self.generator.generate(label, frames=frames, num=num, seed=seed, sequence_type=sequence_type,
-                                       sampling=sampling, progress=progress, text=text)
+                                       sampling=sampling, progress=progress, text=text, intensity=intensity)
 
     def neutral_landmarks(self, neutral_mesh=None, neutral_landmarks=None) -> np.ndarray | None:
         """The (68, 3) neutral landmarks of a geometry-adaptive request, or None."""
@@ -543,7 +551,7 @@ class Pipeline:
                  num: int = 1, seed: int = 0, sequence_type: str | None = None, passes: int | None = None,
                  sequence_index: int = 0, mesh=None, identity_seed: int | None = None, faces=None,
                  landmark_ids=None, method: str | None = None, start: str = "auto", sampling=None,
-                 names: Sequence[str] | None = None, progress: bool = False) -> PipelineResult:
+                 names: Sequence[str] | None = None, progress: bool = False, intensity: float = 1.0) -> PipelineResult:
         """Condition -> landmark sequences (``sample``) -> meshes on the target (``decode``).
 
         The condition's arguments are ``sample``'s, the target's ``target``'s (without ``mesh`` or
@@ -572,7 +580,7 @@ class Pipeline:
             neutral_landmarks = target.landmarks
             passes = TARGET_PASSES if passes is None else passes
         seqs = self.sample(label, text, keyframes, known, neutral_mesh, neutral_landmarks, frames, num, seed,
-                           sequence_type, passes, sequence_index, sampling, progress)
+                           sequence_type, passes, sequence_index, sampling, progress, intensity)
         return self.decode(seqs, target, names=names, progress=progress)
 
     # -- exports and previews ---------------------------------------------------------------------------

@@ -63,7 +63,7 @@ from face4d.data.dataset import Dataset
 from face4d.data.interchange import SEQUENCE_TYPES, LandmarkSequences
 from face4d.data.labels import label_index
 from face4d.data.normalize import LandmarkNormalizer
-from face4d.diffusion import GaussianDiffusion, linear_beta_schedule
+from face4d.diffusion import PREDICTIONS, GaussianDiffusion, linear_beta_schedule
 from face4d.errors import Face4DError
 from face4d.eval.classifier import ICConfig, ic_loss
 from face4d.models.classifier import ClassifierConfig, classifier_loss
@@ -78,6 +78,16 @@ LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 pass so that gradients are synchronised."""
 
 _DATA_STREAM, _STEP_STREAM, _CHOICE_STREAM = 0, 1, 2
+
+DENOISER_PREDICTION = "sample"
+"""What ``face4d train denoiser`` teaches the network to predict by default; the paper: ``epsilon``.
+Chosen by the ablation in docs/results.md (*Motion quality: ablation*)."""
+DENOISER_VELOCITY_WEIGHT = 1.0
+"""Default weight of the velocity term of the denoiser's loss; the paper: 0 (same ablation)."""
+DENOISER_SNR_GAMMA = 5.0
+"""Default Min-SNR-gamma weighting of the denoiser's loss (0: none, the paper's uniform weights)..."""
+DENOISER_SNR_FLOOR = 0.0
+"""...and the floor of its weights (``GaussianDiffusion.training_loss``)."""
 M = TypeVar("M", bound=nn.Module)
 
 
@@ -438,11 +448,14 @@ class Trainer(CheckpointedRun):
 
 # ---------------------------------------------------------------------------- the four models
 
-def diffusion_loss(diffusion: GaussianDiffusion) -> LossFn:
-    """The denoiser's loss: Eq. 8 of the paper on the batch's valid frames."""
+def diffusion_loss(diffusion: GaussianDiffusion, velocity_weight: float = 0.0,
+                   snr_gamma: float | None = None, snr_floor: float = 0.0) -> LossFn:
+    """The denoiser's loss: Eq. 8 of the paper on the batch's valid frames, plus an optional velocity
+    term (``GaussianDiffusion.training_loss``)."""
 
     def loss(network: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return diffusion.training_loss(network, batch["x0"], batch["mask"])
+        return diffusion.training_loss(network, batch["x0"], batch["mask"], velocity_weight=velocity_weight,
+                                       snr_gamma=snr_gamma, snr_floor=snr_floor)
 
     return loss
 
@@ -457,6 +470,10 @@ def train_model(
     progress: bool = True,
     texts: str = "both",
     text_encoder: str | None = None,
+    prediction: str = DENOISER_PREDICTION,
+    velocity_weight: float | None = None,
+    snr_gamma: float | None = None,
+    snr_floor: float | None = None,
 ) -> Trainer:
     """Train one of the package's models on a built dataset's train split (or resume ``out_dir``)
     and save it as a model directory of that ``kind``:
@@ -472,7 +489,12 @@ def train_model(
       config.json's ``text`` entry the texts mode, and both are part of the run a resume must match.
 
     The diffusion models record ``diffusion.num_timesteps`` of the paper's linear schedule in
-    their config.json. Returns the finished trainer (``step``, ``start_step``, ``model``).
+    their config.json. The denoiser's ``prediction`` (``face4d.diffusion.PREDICTIONS``; the paper:
+    ``epsilon``) is recorded there too, and ``velocity_weight`` (the weight of the loss on the
+    predicted motion's frame-to-frame differences; the paper: 0), ``snr_gamma`` and ``snr_floor``
+    (the weights of noise levels, ``GaussianDiffusion.training_loss``; the paper: uniform, 0) under
+    ``loss``; unset, they are ours (``DENOISER_*``) for ``sample``/``v`` and the paper's for
+    ``epsilon``. Other kinds ignore them. Returns the finished trainer (``step``, ``start_step``, ``model``).
     """
     if kind not in MODEL_KINDS:
         raise Face4DError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
@@ -483,17 +505,37 @@ def train_model(
         raise Face4DError(f"unknown texts mode {texts!r}; use one of {', '.join(TEXT_MODES)}")
     if kind != "text_guide" and text_encoder is not None:
         raise Face4DError("a text encoder is only used to train a text_guide")
+    if kind != "denoiser":  # the guidance models see x_t only; they predict no part of it
+        prediction, velocity_weight, snr_gamma, snr_floor = "epsilon", 0.0, 0.0, 0.0
+    else:  # unset: ours for a sample- or v-predicting network, the paper's for an epsilon-predicting one
+        ours = prediction != "epsilon"
+        velocity_weight = (DENOISER_VELOCITY_WEIGHT if ours else 0.0) if velocity_weight is None else velocity_weight
+        snr_gamma = (DENOISER_SNR_GAMMA if ours else 0.0) if snr_gamma is None else snr_gamma
+        snr_floor = (DENOISER_SNR_FLOOR if ours else 0.0) if snr_floor is None else snr_floor
+    if prediction not in PREDICTIONS:
+        raise Face4DError(f"unknown prediction {prediction!r}; use one of {', '.join(PREDICTIONS)}")
+    if not snr_gamma >= 0:
+        raise Face4DError(f"snr gamma must be >= 0 (0: none), got {snr_gamma}")
+    if snr_gamma and not 0 <= snr_floor <= snr_gamma:
+        raise Face4DError(f"snr floor must be in [0, snr gamma = {snr_gamma:g}], got {snr_floor}")
+    if not velocity_weight >= 0:
+        raise Face4DError(f"velocity weight must be >= 0, got {velocity_weight}")
+    if velocity_weight and prediction == "epsilon":
+        raise Face4DError("a velocity weight needs --prediction sample or v (with epsilon the predicted motion "
+                          "carries the network's error times up to 2e4)")
     train = Dataset.load(data_dir).sequences("train")
     max_frames = getattr(model_config, "max_frames", None)
     if max_frames is not None and train.num_frames > max_frames:
         raise Face4DError(f"the training data has sequences of {train.num_frames} frames, more than the model's "
                           f"max_frames ({max_frames})")
     normalizer = LandmarkNormalizer.fit(train)
-    diffusion = GaussianDiffusion(linear_beta_schedule(num_timesteps))
+    diffusion = GaussianDiffusion(linear_beta_schedule(num_timesteps), prediction=prediction)
     extra: dict[str, Any] = {}
     alternatives = None
     if kind == "denoiser":
-        loss = diffusion_loss(diffusion)
+        loss = diffusion_loss(diffusion, velocity_weight, snr_gamma or None, snr_floor)
+        extra["loss"] = {"velocity_weight": velocity_weight,
+                         **({"snr_gamma": snr_gamma, "snr_floor": snr_floor} if snr_gamma else {})}
         low, high = normalizer.data_range(train)
         extra["x0_range"] = {"low": low.tolist(), "high": high.tolist()}
     elif kind == "classifier":
@@ -509,6 +551,8 @@ def train_model(
         loss = ic_loss
     if kind != "ic":
         extra["diffusion"] = {"schedule": "linear", "num_timesteps": num_timesteps}
+        if kind == "denoiser":
+            extra["diffusion"]["prediction"] = prediction
     model = seeded(train_config.seed, lambda: model_cls(model_config))
     with run_lock(out_dir):
         trainer = Trainer(model, loss, train, normalizer, out_dir, train_config, kind, model_config.to_dict(),

@@ -22,8 +22,8 @@ Writes section ``table3`` of ``docs/results.md``.
 from __future__ import annotations
 
 from face4d.eval.downstream import FILL_SETTINGS, filling
-from face4d.eval.harness import (Evaluation, add_reconstruction_argument, run_script, sampling_from_args,
-                                 timing_note)
+from face4d.eval.harness import (Evaluation, add_reconstruction_argument, jitter_check, run_script,
+                                 sampling_from_args, timing_note)
 from face4d.eval.report import markdown_table
 from face4d.generate import LandmarkGenerator
 
@@ -47,6 +47,7 @@ def evaluate(args) -> tuple[list[str], list]:
         (f"known frames kept, max relative error < {KNOWN_ERROR_LIMIT:.0e}: " +
          ", ".join(f"{name} {error:.1e}" for name, error in errors.items()),
          max(errors.values()) < KNOWN_ERROR_LIMIT),
+        *(jitter_check(ours[name], truth, f"ours, {name}") for name in ours),
     ]
     drawn = ", ".join(f"{s.name} {s.low}-{s.high} (mean {table.values['l'][s.name].mean():.1f})"
                       for s in FILL_SETTINGS)

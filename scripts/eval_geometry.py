@@ -20,8 +20,8 @@ section ``table4`` of ``docs/results.md``.
 from __future__ import annotations
 
 from face4d.eval.downstream import geometry_adaptive
-from face4d.eval.harness import (Evaluation, add_reconstruction_argument, run_script, sampling_from_args,
-                                 timing_note)
+from face4d.eval.harness import (Evaluation, add_reconstruction_argument, jitter_check, run_script,
+                                 sampling_from_args, timing_note)
 from face4d.eval.report import markdown_table
 from face4d.generate import LandmarkGenerator
 
@@ -40,7 +40,8 @@ def evaluate(args) -> tuple[list[str], list]:
     checks = [(f"enforced neutral frame kept, max abs error < {ENFORCED_ERROR_LIMIT:g} cm: {enforced:.1e} cm",
                enforced < ENFORCED_ERROR_LIMIT),
               (f"no jump at the join, speed there / speed elsewhere <= {JOIN_RATIO_LIMIT:g}: {ratio:.2f}",
-               ratio <= JOIN_RATIO_LIMIT)]
+               ratio <= JOIN_RATIO_LIMIT),
+              jitter_check(table.scores["ours", "geometry"], evaluation.ground_truth())]
     return [
         f"{evaluation.description()} Every test sequence gets one generated sequence of its length that keeps "
         "its own neutral frame (the first for N2E, the last for E2N), guided by the order-sensitive (type S) "

@@ -26,11 +26,14 @@ import numpy as np
 import torch
 
 from face4d.eval.baselines import LabelGaussian
-from face4d.eval.harness import (GROUND_TRUTH, Evaluation, add_common_arguments, command_line, print_checks,
-                                 timing_note, write_report)
+from face4d.eval.harness import (GROUND_TRUTH, SCORE_HEADERS, Evaluation, add_common_arguments, command_line,
+                                 jitter_check, print_checks, timing_note, write_report)
 from face4d.eval.protocol import generate_like
 from face4d.eval.report import markdown_table
 from face4d.generate import LandmarkGenerator, SamplingConfig
+
+SECONDS_LIMIT = 1.0
+"""One guided 40-frame sequence with the fast sampler, on this machine (the motion issue's target)."""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def add(name: str, sampler: str, seqs, seconds: float | None) -> None:
         scores = evaluation.score(seqs, seconds)
-        results[name, sampler] = (scores.accuracy, scores.fid)
+        results[name, sampler] = scores
         rows.append([name, sampler, len(seqs), *scores.cells(), scores.per_sequence])
         print(f"{name:28s} {sampler:12s} {scores.summary()}", flush=True)
 
@@ -105,13 +108,16 @@ def main(argv: list[str] | None = None) -> None:
         latency[name] = float(np.median(times))
         print(f"one 40-frame label-guided sequence, {name} sampler: {latency[name]:.2f} s (median of {repeats})")
 
-    ours_acc, ours_fid = results["ours", f"fast ({args.steps})"]
-    paper_acc = results["ours", f"paper ({generator.diffusion.num_timesteps})"][0]
+    ours = results["ours", f"fast ({args.steps})"]
+    ours_acc, ours_fid = ours.accuracy, ours.fid
+    paper_acc = results["ours", f"paper ({generator.diffusion.num_timesteps})"].accuracy
     checks = [
         (f"accuracy (fast) >= ground truth - 2 points: {100 * ours_acc:.1f} vs {100 * gt_acc - 2:.1f}",
          ours_acc >= gt_acc - 0.02),
-        (f"FID (fast) <= 3 x ground truth: {ours_fid:.2f} vs {3 * gt_fid:.2f}", ours_fid <= 3 * gt_fid),
-        (f"one guided 40-frame sequence, fast sampler, <= 2 s: {latency['fast']:.2f} s", latency["fast"] <= 2.0),
+        (f"FID (fast) <= 2 x ground truth: {ours_fid:.2f} vs {2 * gt_fid:.2f}", ours_fid <= 2 * gt_fid),
+        jitter_check(ours, truth),
+        (f"one guided 40-frame sequence, fast sampler, <= {SECONDS_LIMIT:g} s: {latency['fast']:.2f} s",
+         latency["fast"] <= SECONDS_LIMIT),
         (f"fast accuracy within 3 points of paper mode: {100 * ours_acc:.1f} vs {100 * paper_acc:.1f}",
          abs(ours_acc - paper_acc) <= 0.03),
     ]
@@ -124,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     write_report(args.out, "table1", "Table 1: label control", command, [
         f"{evaluation.description()} Every method makes one sequence per test sequence with its label and "
         f"length. {timing_note(args.threads)}{subset_note}",
-        markdown_table(["Method", "Sampler", "Sequences", "Accuracy (%)", "FID", "s / sequence"], rows),
+        markdown_table(["Method", "Sampler", "Sequences", *SCORE_HEADERS, "s / sequence"], rows),
         f"One 40-frame label-guided sequence (`high_smile`, batch of one): fast sampler {latency['fast']:.2f} s, "
         f"paper sampler {latency['paper']:.1f} s.",
     ], checks)

@@ -19,7 +19,7 @@ paper uses an order-sensitive IC there). Writes section ``table2`` of ``docs/res
 from __future__ import annotations
 
 from face4d.eval.downstream import require_text_guide, text_control
-from face4d.eval.harness import Evaluation, run_script, sampling_from_args, timing_note
+from face4d.eval.harness import Evaluation, jitter_check, run_script, sampling_from_args, timing_note
 from face4d.eval.report import markdown_table
 from face4d.generate import LandmarkGenerator
 
@@ -40,7 +40,8 @@ def evaluate(args) -> tuple[list[str], list]:
         "enriched task is scored on the label only (the paper uses an order-sensitive IC there). "
         f"{timing_note(args.threads)}{evaluation.subset_note()}",
         markdown_table(table.headers, table.rows),
-    ], []
+    ], [jitter_check(table.scores["ours", task], evaluation.ground_truth(), f"ours, {task} texts")
+        for task in ("raw", "enriched")]
 
 
 def main(argv: list[str] | None = None) -> None:

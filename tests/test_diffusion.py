@@ -264,7 +264,7 @@ def test_step_hook_contract_and_replacement(diffusion: GaussianDiffusion) -> Non
         assert t_prev is None if int(t[0]) == 0 else torch.equal(t_prev, t - 1)
         out = call["out"]
         assert set(out) == {"mean", "variance", "log_variance", "pred_x0", "eps"}
-        expected_log_variance = torch.from_numpy(spaced.log_betas)[t].float().view(2, 1, 1, 1)
+        expected_log_variance = torch.from_numpy(spaced.reverse_log_variance)[t].float().view(2, 1, 1, 1)
         torch.testing.assert_close(out["log_variance"], expected_log_variance)
         assert torch.all(call["x_prev"][0, 2] == 0)  # padded frames are zero before the hook
     # each replacement (padded frames zeroed) is the next step's x_t, and the last one is returned
@@ -374,7 +374,7 @@ def test_denoiser_config_json_round_trip() -> None:
     config = tiny_config(layers=3)
     assert DenoiserConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert DenoiserConfig().to_dict() == dict(
-        num_landmarks=68, d_model=256, layers=4, heads=4, ff=512, dropout=0.1, max_frames=512
+        num_landmarks=68, d_model=256, layers=4, heads=4, ff=512, dropout=0.1, max_frames=512, skip="frame"
     )
     with pytest.raises(ValueError):
         DenoiserConfig.from_dict({**config.to_dict(), "unexpected": 1})
@@ -405,3 +405,109 @@ def test_x0_range_clamps_predictions_and_survives_respacing():
         np.testing.assert_array_equal(kept, bound)
     with pytest.raises(ValueError, match="low < high"):
         GaussianDiffusion(linear_beta_schedule(10), x0_range=(high, low))
+
+
+# ------------------------------------------------------- predictions, variances, loss weights
+
+
+class SampleOracle(GaussianOracle):
+    """The same optimal model, answering with x_0 (``sample``) or v instead of eps."""
+
+    def __init__(self, base: GaussianDiffusion, mu: float, s: float, prediction: str) -> None:
+        super().__init__(base, mu, s)
+        self.prediction = prediction
+
+    def __call__(self, x_t, t, mask=None):
+        eps = super().__call__(x_t, t, mask)
+        abar = self.alphas_cumprod[t].to(x_t.dtype).view(-1, *([1] * (x_t.ndim - 1)))
+        x0 = (x_t - (1 - abar).sqrt() * eps) / abar.sqrt()
+        return x0 if self.prediction == "sample" else abar.sqrt() * eps - (1 - abar).sqrt() * x0
+
+
+@pytest.mark.parametrize("prediction", ["sample", "v"])
+def test_x0_and_v_predictions_give_the_epsilon_models_steps(diffusion: GaussianDiffusion, prediction: str) -> None:
+    other = GaussianDiffusion(diffusion.betas, prediction=prediction)
+    x_t, t = torch.randn(4, 2, 5, 3, dtype=torch.float64), torch.tensor([0, 30, 900, 1999])
+    want = diffusion.p_mean_variance(GaussianOracle(diffusion, MU, S), x_t, t)
+    got = other.p_mean_variance(SampleOracle(diffusion, MU, S, prediction), x_t, t)
+    for key in ("mean", "pred_x0", "eps"):
+        torch.testing.assert_close(got[key], want[key], rtol=1e-6, atol=1e-6)
+    assert other.respaced(10).prediction == prediction
+
+
+def test_oracle_posterior_variance_narrows_the_law(diffusion: GaussianDiffusion) -> None:
+    """The posterior variance is the lower bound of the reverse step's (Ho et al. 2020, Sec. 3.2):
+    with a strided chain it leaves out the uncertainty of x_0, so samples come out narrower than the
+    data (0.75 for 0.8 at K = 100), where beta, the upper bound, is slightly wide."""
+    spaced = diffusion.with_sampler("posterior").respaced(100)
+    sample = spaced.sample_loop(GaussianOracle(diffusion, MU, S), SHAPE, generator=torch.Generator().manual_seed(4))
+    assert sample.mean().item() == pytest.approx(MU, abs=0.015)
+    assert 0.72 < sample.std().item() < 0.78
+    assert np.all(spaced.reverse_variance <= spaced.betas + 1e-15)
+
+
+def test_sample_loop_dispatches_on_eta(diffusion: GaussianDiffusion) -> None:
+    oracle, shape = GaussianOracle(diffusion, MU, S), (2, 1, 4, 3)
+    ddim = diffusion.with_sampler(eta=0.0).respaced(10)
+    torch.testing.assert_close(ddim.sample_loop(oracle, shape, generator=torch.Generator().manual_seed(1)),
+                               diffusion.respaced(10).ddim_sample_loop(oracle, shape, eta=0.0,
+                                                                       generator=torch.Generator().manual_seed(1)))
+    with pytest.raises(ValueError, match="unknown variance"):
+        diffusion.with_sampler("wide")
+    with pytest.raises(ValueError, match="eta must be in"):
+        diffusion.with_sampler(eta=2.0)
+
+
+def test_velocity_loss_sees_only_frame_to_frame_error(diffusion: GaussianDiffusion) -> None:
+    """A prediction off by a constant has no velocity error; an alternating one has 4x its square."""
+    sample = GaussianDiffusion(diffusion.betas, prediction="sample")
+    x0, noise, t = torch.randn(2, 6, 68, 3), torch.randn(2, 6, 68, 3), torch.tensor([10, 700])
+    shifted = lambda x, t, mask=None: x0 + 0.1  # noqa: E731
+    plain = sample.training_loss(shifted, x0, t=t, noise=noise)
+    torch.testing.assert_close(sample.training_loss(shifted, x0, t=t, noise=noise, velocity_weight=5.0), plain)
+    signs = (-1.0) ** torch.arange(6).view(1, 6, 1, 1)
+    alternating = lambda x, t, mask=None: x0 + 0.1 * signs  # noqa: E731
+    loss = sample.training_loss(alternating, x0, t=t, noise=noise, velocity_weight=1.0)
+    torch.testing.assert_close(loss, torch.tensor(0.01 + 0.04))
+    with pytest.raises(ValueError, match="needs 'sample' or 'v'"):
+        diffusion.training_loss(shifted, x0, velocity_weight=1.0)
+
+
+def test_min_snr_weights_with_a_floor(diffusion: GaussianDiffusion) -> None:
+    sample = GaussianDiffusion(diffusion.betas, prediction="sample")
+    x0, noise = torch.randn(2, 3, 68, 3), torch.randn(2, 3, 68, 3)
+    off = lambda x, t, mask=None: x0 + 0.1  # noqa: E731  error 0.01 per element
+    snr = diffusion.alphas_cumprod / (1 - diffusion.alphas_cumprod)
+    for t, weight in ((0, 5.0), (1999, snr[1999]), (600, min(5.0, snr[600]))):
+        loss = sample.training_loss(off, x0, t=torch.tensor([t, t]), noise=noise, snr_gamma=5.0)
+        assert loss.item() == pytest.approx(0.01 * weight, rel=1e-5)
+    floored = sample.training_loss(off, x0, t=torch.tensor([1999, 1999]), noise=noise, snr_gamma=5.0, snr_floor=1.0)
+    assert floored.item() == pytest.approx(0.01, rel=1e-5)
+
+
+@pytest.mark.parametrize("skip", ["frame", "mean", "none"])
+def test_skip_paths(skip: str) -> None:
+    """With the tokens' head zeroed, what is left is the skip path: each frame's own input (frame),
+    the mean frame, the same for every frame and blind to padding (mean), or nothing (none)."""
+    torch.manual_seed(13)
+    model = Denoiser(tiny_config(skip=skip)).eval()
+    torch.nn.init.zeros_(model.output.weight)
+    torch.nn.init.zeros_(model.output.bias)
+    x, t = torch.randn(1, 5, 68, 3), torch.tensor([3])
+    mask = torch.tensor([[True, True, True, False, False]])
+    with torch.no_grad():
+        out = model(x, t, mask=mask)
+        if skip == "none":
+            assert model.skip_gain is None and torch.all(out == 0)
+            return
+        gain = model.skip_gain(model.time_embedding(sinusoid(t))).view(1, 1, 68, 3)
+    expected = gain * (x if skip == "frame" else x[:, :3].mean(dim=1, keepdim=True))
+    torch.testing.assert_close(out[:, :3], expected.expand(1, 5, 68, 3)[:, :3], rtol=1e-5, atol=1e-6)
+    assert torch.all(out[:, 3:] == 0)
+    with pytest.raises(ValueError, match="unknown skip path"):
+        tiny_config(skip="row")
+
+
+def sinusoid(t: torch.Tensor) -> torch.Tensor:
+    from face4d.models.denoiser import sinusoidal_embedding
+    return sinusoidal_embedding(t, 32)

@@ -225,14 +225,16 @@ def test_text_control_rows(data, ic_dir, text_bundle):
     evaluation = _evaluation(data, ic_dir, limit=4)
     generator = LandmarkGenerator.from_pretrained(text_bundle)
     table = text_control(evaluation, generator, FAST, progress=False)
-    assert table.headers == ["Method", "Sequences", "Accuracy, raw texts (%)", "FID, raw texts",
-                             "Accuracy, enriched texts (%)", "FID, enriched texts", "s / sequence"]
+    assert table.headers == ["Method", "Sequences", "Accuracy (%), raw texts", "FID, raw texts",
+                             "Jitter (cm/frame^2), raw texts", "Amplitude (cm), raw texts",
+                             "Accuracy (%), enriched texts", "FID, enriched texts",
+                             "Jitter (cm/frame^2), enriched texts", "Amplitude (cm), enriched texts", "s / sequence"]
     assert table.column("Method") == [GROUND_TRUTH, "ours (text guide)",
                                       "nearest-text retrieval (random among equally near)",
                                       "nearest-text retrieval (first of equally near)"]
     assert table.column("Sequences") == [4, 4, 4, 4]
     truth = evaluation.ground_truth()
-    assert table.rows[0][2:6] == truth.cells() * 2
+    assert table.rows[0][2:10] == truth.cells() * 2
     assert set(table.scores) == {(m, t) for m in ("ours", "retrieval, random", "retrieval, first")
                                  for t in ("raw", "enriched")}
     # the numbers: retrieval by the enriched texts, first of the equally near, scored by hand
@@ -249,7 +251,7 @@ def test_text_control_rows(data, ic_dir, text_bundle):
     first = table.scores["retrieval, first", "enriched"]
     assert first.accuracy == accuracy(pred, ref.labels)
     assert first.fid == pytest.approx(frechet_distance(features, evaluation.test_features))
-    assert table.rows[3][4:6] == first.cells()
+    assert table.rows[3][6:10] == first.cells()
     # ours is seeded: the same run gives the same numbers
     again = text_control(evaluation, generator, FAST, progress=False)
     assert again.scores["ours", "raw"].fid == table.scores["ours", "raw"].fid
@@ -265,15 +267,16 @@ def test_text_control_without_a_text_guide_says_so(data, ic_dir, gen):
 def test_filling_rows_keep_known_frames(data, ic_dir, gen):
     evaluation = _evaluation(data, ic_dir, limit=4)
     table = filling(evaluation, gen, FAST, progress=False)
-    assert table.headers == ["Method", "Sequences", "Accuracy (%), FFB", "FID, FFB", "Accuracy (%), FFE", "FID, FFE",
-                             "Accuracy (%), FFM", "FID, FFM", "Known frames, max rel. error", "s / sequence"]
+    assert table.headers == ["Method", "Sequences", *[f"{cell}, {name}" for name in ("FFB", "FFE", "FFM") for cell in
+                                                      ("Accuracy (%)", "FID", "Jitter (cm/frame^2)", "Amplitude (cm)")],
+                             "Known frames, max rel. error", "s / sequence"]
     assert table.column("Method") == [GROUND_TRUTH, "mean imputation", "ours (Alg. 3 as written: replacement only)",
                                       "ours (Alg. 3 + reconstruction guidance, w = 20)"]
     for row, key in ((2, "ours, replacement only"), (3, "ours")):
         errors = table.values["known error"][key]
         assert set(errors) == {"FFB", "FFE", "FFM"} and max(errors.values()) < 1e-4
-        assert table.rows[row][8] == f"{max(errors.values()):.1e}"
-        assert table.rows[row][2:8] == [c for n in ("FFB", "FFE", "FFM") for c in table.scores[key, n].cells()]
+        assert table.rows[row][14] == f"{max(errors.values()):.1e}"
+        assert table.rows[row][2:14] == [c for n in ("FFB", "FFE", "FFM") for c in table.scores[key, n].cells()]
     without = filling(evaluation, gen, replace(FAST, reconstruction=0.0), progress=False)
     assert without.column("Method")[2:] == ["ours (Alg. 3)"]  # the paper's algorithm is then the only "ours"
     assert without.scores["ours", "FFM"].fid == table.scores["ours, replacement only", "FFM"].fid
@@ -285,8 +288,8 @@ def test_filling_rows_keep_known_frames(data, ic_dir, gen):
         expected = evaluation.score(mean_imputation(ref, known))
         got = table.scores["mean imputation", setting.name]
         assert (got.accuracy, got.fid) == (expected.accuracy, expected.fid)
-    assert table.rows[1][2:8] == [c for n in ("FFB", "FFE", "FFM") for c in table.scores["mean imputation", n].cells()]
-    assert table.rows[0][2:8] == evaluation.ground_truth().cells() * 3
+    assert table.rows[1][2:14] == [c for n in ("FFB", "FFE", "FFM") for c in table.scores["mean imputation", n].cells()]
+    assert table.rows[0][2:14] == evaluation.ground_truth().cells() * 3
 
 
 # --------------------------------------------------------------------------------- Table 4
@@ -306,7 +309,8 @@ def test_neutral_batch_mixes_types_and_keeps_each_neutral(gen, head):
 def test_geometry_rows_and_join_report(data, ic_dir, gen):
     evaluation = _evaluation(data, ic_dir, limit=4)
     table = geometry_adaptive(evaluation, gen, FAST, passes=2, progress=False)
-    assert table.headers == ["Method", "Sequences", "Accuracy (%)", "FID", "Enforced frame, max abs error (cm)",
+    assert table.headers == ["Method", "Sequences", "Accuracy (%)", "FID", "Jitter (cm/frame^2)", "Amplitude (cm)",
+                             "Enforced frame, max abs error (cm)",
                              "Speed at the join (cm/frame)", "Speed elsewhere (cm/frame)", "Join / elsewhere",
                              "s / sequence"]
     assert table.column("Method") == [GROUND_TRUTH, "ours (Alg. 4 as written: replacement only), 2 passes",
@@ -314,13 +318,13 @@ def test_geometry_rows_and_join_report(data, ic_dir, gen):
     assert max(table.values["enforced error"].values()) < 1e-4
     join, elsewhere = join_speeds(evaluation.reference)
     np.testing.assert_array_equal(table.values["join"]["ground truth"], join)
-    assert table.rows[0][5:8] == [f"{join.mean():.4f}", f"{elsewhere.mean():.4f}",
+    assert table.rows[0][7:10] == [f"{join.mean():.4f}", f"{elsewhere.mean():.4f}",
                                   f"{join.mean() / elsewhere.mean():.2f}"]
     for row, key in ((1, "ours, replacement only"), (2, "ours")):
-        assert table.rows[row][2:4] == table.scores[key, "geometry"].cells()
+        assert table.rows[row][2:6] == table.scores[key, "geometry"].cells()
         assert len(table.values["join"][key]) == 4
         ratio = table.values["join"][key].mean() / table.values["elsewhere"][key].mean()
-        assert table.rows[row][7] == f"{ratio:.2f}"
+        assert table.rows[row][9] == f"{ratio:.2f}"
 
 
 def test_geometry_without_a_type_s_classifier_says_so(data, ic_dir, bundle, tmp_path):
@@ -341,9 +345,9 @@ def _script(name: str):
 
 
 @pytest.mark.parametrize("name,key,extra,targets", [
-    ("eval_text_control", "table2", [], 0),
-    ("eval_filling", "table3", [], 3),
-    ("eval_geometry", "table4", ["--passes", "2"], 2),
+    ("eval_text_control", "table2", [], 2),  # jitter of the raw and the enriched rows
+    ("eval_filling", "table3", [], 6),  # 3 + jitter of FFB, FFE and FFM
+    ("eval_geometry", "table4", ["--passes", "2"], 3),  # 2 + jitter
 ])
 def test_scripts_write_their_section(name, key, extra, targets, data, ic_dir, text_bundle, tmp_path, capsys):
     out = tmp_path / "results.md"
@@ -376,4 +380,4 @@ def test_label_control_script_on_the_shared_harness(data, ic_dir, bundle, tmp_pa
     text = out.read_text()
     assert f"Command: `python scripts/eval_label_control.py {' '.join(argv)}`" in text
     assert f"| {GROUND_TRUTH} |  | 3 |" in text and "random subset of 3 test sequences" in text
-    assert text.count("- pass: ") + text.count("- FAIL: ") == 4
+    assert text.count("- pass: ") + text.count("- FAIL: ") == 5  # accuracy, FID, jitter, time, fast vs paper

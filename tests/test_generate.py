@@ -88,3 +88,62 @@ def test_guidance_config_reaches_the_hook(bundle):
     none = gen.generate(None, frames=6, seed=2, sampling=SamplingConfig(steps=5))
     np.testing.assert_allclose(off.landmarks, none.landmarks, atol=1e-6)
     assert not np.allclose(base.landmarks, none.landmarks)
+
+
+# ------------------------------------------------------------------------------ intensity
+
+def test_scale_intensity_moves_frames_about_the_neutral_one():
+    from face4d.data.interchange import LandmarkSequences
+    from face4d.generate import scale_intensity
+
+    rng = np.random.default_rng(0)
+    marks = rng.standard_normal((2, 6, 68, 3)).astype(np.float32)
+    marks[1, 5:] = 0.0  # padding of a 5-frame sequence
+    seqs = LandmarkSequences(landmarks=marks, lengths=[6, 5], labels=["anger", "anger"], types=["N2E", "E2N"])
+    half = scale_intensity(seqs, 0.5, ["N2E", "E2N"])
+    np.testing.assert_allclose(half.landmarks[0], marks[0, :1] + 0.5 * (marks[0] - marks[0, :1]), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(half.landmarks[1, :5], marks[1, 4:5] + 0.5 * (marks[1, :5] - marks[1, 4:5]),
+                               rtol=1e-6, atol=1e-6)
+    assert np.all(half.landmarks[1, 5:] == 0)  # padding stays padding
+    still = scale_intensity(seqs, 0.0, ["N2E", "E2N"])
+    np.testing.assert_array_equal(still.landmarks[0], np.broadcast_to(marks[0, 0], (6, 68, 3)))
+    with pytest.raises(Face4DError, match="needs an N2E or E2N type per sequence"):
+        scale_intensity(seqs, 0.5, ["N2E", ""])
+
+
+def test_intensity_scales_the_amplitude_and_not_the_jitter_per_cm(bundle):
+    from face4d.eval.motion import landmark_stats
+
+    gen = LandmarkGenerator.from_pretrained(bundle)
+    fast = SamplingConfig(steps=5)
+    stats = {s: landmark_stats(gen.generate("anger", frames=10, num=2, seed=3, sequence_type="N2E", sampling=fast,
+                                            intensity=s)) for s in (0.5, 1.0, 1.5)}
+    for s in (0.5, 1.5):
+        np.testing.assert_allclose(stats[s].apex_amplitude, s * stats[1.0].apex_amplitude, rtol=1e-4)
+        np.testing.assert_allclose(stats[s].jitter / stats[s].apex_amplitude,
+                                   stats[1.0].jitter / stats[1.0].apex_amplitude, rtol=1e-3)
+    # without an order the type S classifier says which end is neutral; that end stays where it was
+    free = gen.generate("anger", frames=10, num=2, seed=3, sampling=fast)
+    scaled = gen.generate("anger", frames=10, num=2, seed=3, sampling=fast, intensity=0.0)
+    for i, kind in enumerate(gen.infer_types(free)):
+        end = 0 if kind == "N2E" else -1
+        np.testing.assert_allclose(scaled.landmarks[i], np.broadcast_to(free.landmarks[i, end], (10, 68, 3)))
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.6, float("nan"), "strong"])
+def test_bad_intensity_is_refused(bundle, value):
+    with pytest.raises(Face4DError, match=r"intensity must be .*\[0, 1.5\]"):
+        LandmarkGenerator.from_pretrained(bundle).generate("anger", frames=5, intensity=value)
+
+
+def test_cli_intensity(bundle, tmp_path, capsys):
+    base = ["generate", "--model", str(bundle), "--label", "anger", "--type", "N2E", "--frames", "6", "--steps", "3"]
+    assert main([*base, "--out", str(tmp_path / "a"), "--intensity", "0.5"]) == 0
+    assert main([*base, "--out", str(tmp_path / "b")]) == 0
+    half, full = (load_sequences(tmp_path / name / "sequence_000.npz").landmarks[0] for name in ("a", "b"))
+    np.testing.assert_allclose(half - half[0], 0.5 * (full - full[0]), rtol=1e-4, atol=1e-5)
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "c"), "--intensity", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "intensity must be in [0, 1.5], got 2.0" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -269,8 +269,11 @@ def test_cli_trains_and_resumes(data, tmp_path, capsys):
     assert main([*argv, "--steps", "5"]) == 0
     assert "denoiser at step 5 (resumed from step 3)" in capsys.readouterr().out
     model, config, _ = load_model(out, BUILDERS)
-    assert config["step"] == 5 and config["diffusion"] == {"schedule": "linear", "num_timesteps": 100}
-    assert config["training"]["batch_size"] == 8 and model.config == TINY
+    assert config["step"] == 5
+    assert config["diffusion"] == {"schedule": "linear", "num_timesteps": 100, "prediction": "sample"}
+    assert config["loss"] == {"velocity_weight": 1.0, "snr_gamma": 5.0, "snr_floor": 0.0}
+    assert model.config.skip == "mean"  # ours, for a sample-predicting network
+    assert config["training"]["batch_size"] == 8 and model.config == replace(TINY, skip="mean")
 
 
 @pytest.mark.parametrize("extra,message", [

@@ -20,7 +20,7 @@ import numpy as np
 from face4d.data.interchange import LandmarkSequences
 from face4d.errors import Face4DError
 from face4d.eval.baselines import NearestText, mean_imputation
-from face4d.eval.harness import GROUND_TRUTH, Evaluation, ResultTable
+from face4d.eval.harness import GROUND_TRUTH, SCORE_HEADERS, Evaluation, ResultTable
 from face4d.eval.metrics import join_speeds, known_frame_error, neutral_frames
 from face4d.eval.protocol import generate_like
 from face4d.generate import LandmarkGenerator, SamplingConfig
@@ -57,8 +57,8 @@ def text_control(evaluation: Evaluation, generator: LandmarkGenerator, sampling:
         if texts is None or any(not str(text).strip() for text in texts):
             raise Face4DError(f"every test sequence needs a {task} text ({name}); rebuild the dataset")
     encoder = encoder or get_text_encoder(generator.text_guide.config.text_encoder)
-    table = ResultTable(["Method", "Sequences", "Accuracy, raw texts (%)", "FID, raw texts",
-                         "Accuracy, enriched texts (%)", "FID, enriched texts", "s / sequence"])
+    table = ResultTable(["Method", "Sequences", *[f"{cell}, {task} texts" for task in TEXT_TASKS
+                                                  for cell in SCORE_HEADERS], "s / sequence"])
     truth = evaluation.ground_truth()
     table.rows.append([GROUND_TRUTH, truth.count, *truth.cells(), *truth.cells(), ""])
     for task, name in TEXT_TASKS.items():
@@ -157,7 +157,7 @@ def filling(evaluation: Evaluation, generator: LandmarkGenerator, sampling: Samp
     reference = evaluation.reference
     names = [setting.name for setting in settings]
     variants = _variants(sampling)
-    table = ResultTable(["Method", "Sequences", *[f"{cell}, {n}" for n in names for cell in ("Accuracy (%)", "FID")],
+    table = ResultTable(["Method", "Sequences", *[f"{cell}, {n}" for n in names for cell in SCORE_HEADERS],
                          "Known frames, max rel. error", "s / sequence"])
     table.values.update({"known error": {key: {} for key in variants}, "l": {}})
     for k, setting in enumerate(settings):
@@ -213,7 +213,7 @@ def geometry_adaptive(evaluation: Evaluation, generator: LandmarkGenerator, samp
     neutral_index = neutral_frames(reference)
     neutrals = reference.landmarks[np.arange(len(reference)), neutral_index]
     variants = _variants(sampling)
-    table = ResultTable(["Method", "Sequences", "Accuracy (%)", "FID", "Enforced frame, max abs error (cm)",
+    table = ResultTable(["Method", "Sequences", *SCORE_HEADERS, "Enforced frame, max abs error (cm)",
                          "Speed at the join (cm/frame)", "Speed elsewhere (cm/frame)", "Join / elsewhere",
                          "s / sequence"])
     truth = evaluation.ground_truth()

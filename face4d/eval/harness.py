@@ -31,6 +31,7 @@ from face4d.data.interchange import LandmarkSequences
 from face4d.errors import Face4DError
 from face4d.eval.classifier import IndependentClassifier
 from face4d.eval.metrics import accuracy, classify, frechet_distance
+from face4d.eval.motion import landmark_stats
 from face4d.eval.report import update_section
 from face4d.filling import RECONSTRUCTION_WEIGHT
 from face4d.generate import SamplingConfig
@@ -43,7 +44,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, sampler: bool = True) 
     """``--data --ic --model --steps --limit --seed --batch-size --out --threads``, and ``--sampler``
     when ``sampler`` (a script that runs one sampler; Table 1 runs both)."""
     parser.add_argument("--data", required=True, type=Path, help="the dataset the models were trained on")
-    parser.add_argument("--ic", required=True, type=Path, help="independent classifier ('face4d train ic')")
+    parser.add_argument("--ic", required=True, type=Path, help="independent classifier ('face4d train ic'), trained "
+                                                               "on a dataset of another seed than --data")
     parser.add_argument("--model", type=Path, help="model bundle (default: the embedded one)")
     if sampler:
         parser.add_argument("--sampler", choices=("fast", "paper"), default="fast",
@@ -63,18 +65,26 @@ def command_line(script: str, argv: Sequence[str]) -> str:
     return f"python scripts/{script} " + shlex.join(list(argv))
 
 
+SCORE_HEADERS = ("Accuracy (%)", "FID", "Jitter (cm/frame^2)", "Amplitude (cm)")
+"""The columns of ``Scores.cells``: a table cannot pass on trembling or under-acting output, which the
+IC and its FID barely see (``face4d.eval.motion``)."""
+
+
 @dataclass
 class Scores:
-    """One row's scores: IC accuracy (0-1), FID, how many sequences, and the seconds they took."""
+    """One row's scores: IC accuracy (0-1), FID, how many sequences, the seconds they took, and
+    the sequences' mean jitter (cm/frame^2) and apex amplitude (cm) (``face4d.eval.motion``)."""
 
     accuracy: float
     fid: float
     count: int
     seconds: float | None = None
+    jitter: float = float("nan")
+    amplitude: float = float("nan")
 
     def cells(self) -> list[str]:
-        """``[accuracy in %, FID]`` as table cells."""
-        return [f"{100 * self.accuracy:.1f}", f"{self.fid:.2f}"]
+        """``[accuracy in %, FID, jitter, amplitude]`` as table cells (``SCORE_HEADERS``)."""
+        return [f"{100 * self.accuracy:.1f}", f"{self.fid:.2f}", f"{self.jitter:.4f}", f"{self.amplitude:.3f}"]
 
     @property
     def per_sequence(self) -> str:
@@ -109,9 +119,10 @@ class Evaluation:
     """
 
     def __init__(self, test: LandmarkSequences, val: LandmarkSequences, train: LandmarkSequences,
-                 ic: IndependentClassifier, limit: int | None = None, seed: int = 0, name: str = "") -> None:
+                 ic: IndependentClassifier, limit: int | None = None, seed: int = 0, name: str = "",
+                 ic_name: str = "") -> None:
         self.test, self.val, self.train, self.ic = test, val, train, ic
-        self.seed, self.name = seed, name
+        self.seed, self.name, self.ic_name = seed, name, ic_name
         self.rng = np.random.default_rng(seed)
         self.reference = test
         if limit is not None and limit < len(test):
@@ -127,20 +138,24 @@ class Evaluation:
         dataset = Dataset.load(data)
         splits = [dataset.sequences(split) for split in ("test", "val", "train")]
         model, _, _ = load_pretrained(ic, "ic")
-        return cls(*splits, model, limit=limit, seed=seed, name=Path(data).name)
+        return cls(*splits, model, limit=limit, seed=seed, name=Path(data).name, ic_name=Path(ic).name)
 
     def score(self, seqs: LandmarkSequences, seconds: float | None = None) -> Scores:
         """Accuracy of the IC w.r.t. ``seqs.labels`` and FID of ``seqs`` against the test split."""
         pred, features = classify(self.ic, seqs)
-        return Scores(accuracy(pred, seqs.labels), frechet_distance(features, self.test_features), len(seqs), seconds)
+        motion = landmark_stats(seqs)
+        return Scores(accuracy(pred, seqs.labels), frechet_distance(features, self.test_features), len(seqs), seconds,
+                      motion.mean("jitter"), motion.mean("apex_amplitude"))
 
     def ground_truth(self) -> Scores:
-        """The IC's accuracy on the whole test split, and the FID of ``val`` against it; ``count``
-        is the number of val sequences."""
+        """The IC's accuracy on the whole test split, the FID of ``val`` against it, and the test
+        split's jitter and amplitude; ``count`` is the number of val sequences."""
         if self._ground_truth is None:
             _, val_features = classify(self.ic, self.val)
+            motion = landmark_stats(self.test)
             self._ground_truth = Scores(accuracy(self.test_pred, self.test.labels),
-                                        frechet_distance(val_features, self.test_features), len(self.val))
+                                        frechet_distance(val_features, self.test_features), len(self.val),
+                                        jitter=motion.mean("jitter"), amplitude=motion.mean("apex_amplitude"))
         return self._ground_truth
 
     def timed(self, make: Callable[[], LandmarkSequences]) -> tuple[LandmarkSequences, Scores]:
@@ -152,7 +167,11 @@ class Evaluation:
     def description(self) -> str:
         """The sentence that says what every row is scored against."""
         return (f"Scored against the test split ({len(self.test)} sequences) of `{self.name}` by the independent "
-                "classifier (one LSTM layer + a linear layer, trained on the train split).")
+                f"classifier `{self.ic_name}` (one LSTM layer + a linear layer, trained on the train split of a dataset "
+                "built from another seed than the models' training data, so that no model was tuned against it). "
+                "Jitter: mean |x_{f+1} - 2 x_f + x_{f-1}| over frames and landmarks; amplitude: the largest mean "
+                "landmark displacement from the neutral frame (either end when the order is free); both means over "
+                "sequences (`face4d.eval.motion`; the ground-truth row gives the test split's).")
 
     def subset_note(self) -> str:
         """What a ``--limit`` run changed (empty without one), to append to the description."""
@@ -164,6 +183,16 @@ class Evaluation:
 
 
 Check = tuple[str, bool]
+
+JITTER_RATIO_LIMIT = 2.0
+"""A table's own check that its rows do not tremble: jitter at most this times the ground truth's."""
+
+
+def jitter_check(ours: Scores, truth: Scores, name: str = "ours") -> Check:
+    """``ours``' jitter at most ``JITTER_RATIO_LIMIT`` times the ground truth's."""
+    ratio = ours.jitter / truth.jitter
+    return (f"jitter of {name} <= {JITTER_RATIO_LIMIT:g} x ground truth: {ours.jitter:.4f} vs {truth.jitter:.4f} "
+            f"({ratio:.2f}x)", ratio <= JITTER_RATIO_LIMIT)
 Run = Callable[[argparse.Namespace], tuple[list[str], list[Check]]]
 
 

@@ -49,6 +49,10 @@ def check_transformer_config(config: Any, extra_positive: tuple[str, ...] = ()) 
         raise Face4DError(f"dropout must be in [0, 1), got {config.dropout}")
 
 
+SKIPS = ("frame", "mean", "none")
+"""The denoiser's skip paths from ``x_t`` to its output (``Denoiser``)."""
+
+
 @dataclass
 class DenoiserConfig(JSONConfig):
     """Hyper-parameters of ``Denoiser``; round-trips through JSON with ``to_dict``/``from_dict``.
@@ -65,9 +69,12 @@ class DenoiserConfig(JSONConfig):
     ff: int = 512
     dropout: float = 0.1
     max_frames: int = 512
+    skip: str = "frame"
 
     def __post_init__(self) -> None:
         check_transformer_config(self, ("num_landmarks",))
+        if self.skip not in SKIPS:
+            raise Face4DError(f"unknown skip path {self.skip!r}; use one of {', '.join(SKIPS)}")
 
 
 def sinusoidal_embedding(positions: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -177,19 +184,26 @@ class ClassTokenBiT(nn.Module):
 
 
 class Denoiser(nn.Module):
-    """``eps_theta``: (B, F, N, 3) noisy landmarks, (B,) timesteps, (B, F) validity -> (B, F, N, 3).
+    """The network of the DDPM: (B, F, N, 3) noisy landmarks, (B,) timesteps, (B, F) validity ->
+    (B, F, N, 3), the noise, the clean sequence or ``v`` as the diffusion's ``prediction`` says.
 
     Padded frames are excluded as attention keys (``src_key_padding_mask``), so they cannot
     influence valid frames, and their outputs are set to zero.
 
-    A per-coordinate skip path adds ``g(t) * x_t`` to the transformer's output, with the gains
-    ``g`` a linear map of the timestep embedding (an EDM-style ``c_skip``, Karras et al. 2022).
-    Why: a frame's noise has ``3N`` = 204 independent coordinates, and a token narrower than that
-    (``d_model`` < 204) cannot carry them all. Without the skip such a model's error has a floor
-    (~(204 - d_model) / 204 of the noise's variance at every t), which the sampler amplifies by
-    ``1 / sqrt(alpha_bar_t)`` -- over 10^4 at T = 2000 -- into exploding samples. With it the
-    full-rank, mostly linear part of the noise goes around the bottleneck and the tokens only
-    model the structured part.
+    A frame's token (``d_model`` wide) is narrower than the frame (``3N`` = 204 coordinates), so
+    the output, a linear map of the tokens, cannot carry a whole frame. ``config.skip`` adds a path
+    around that bottleneck, with per-coordinate gains ``g(t)`` that are a linear map of the timestep
+    embedding (an EDM-style ``c_skip``, Karras et al. 2022):
+
+    * ``frame``: ``g(t) * x_t`` per frame. What an epsilon-predicting network needs: without it its
+      error has a floor (~(204 - d_model) / 204 of the noise's variance), which the sampler
+      amplifies by ``1 / sqrt(alpha_bar_t)`` -- over 10^4 at T = 2000 -- into exploding samples.
+      But it also hands every frame's own noise to the output, where it stays as a tremble.
+    * ``mean``: ``g(t)`` times the sequence's mean frame. For a network predicting the clean
+      sequence: the mean carries the person (most of a frame's 204 coordinates) with its noise
+      averaged over the frames and, being the same for every frame, no frame-to-frame noise; the
+      tokens only model the motion, which is low-dimensional.
+    * ``none``: the tokens alone; the person's shape is then limited by their width.
     """
 
     def __init__(self, config: DenoiserConfig | None = None) -> None:
@@ -197,7 +211,7 @@ class Denoiser(nn.Module):
         self.config = config if config is not None else DenoiserConfig()
         d_model, frame_size = self.config.d_model, self.config.num_landmarks * 3
         self.time_embedding = timestep_mlp(d_model)
-        self.skip_gain = nn.Linear(d_model, frame_size)
+        self.skip_gain = nn.Linear(d_model, frame_size) if self.config.skip != "none" else None
         self.feature_embedding = nn.Linear(frame_size, d_model)
         self.encoder = transformer_encoder(
             d_model, self.config.heads, self.config.ff, self.config.dropout, self.config.layers
@@ -219,7 +233,14 @@ class Denoiser(nn.Module):
             + time[:, None]
         )
         hidden = self.encoder(tokens, src_key_padding_mask=None if mask is None else ~mask)
-        eps = (self.output(hidden) + self.skip_gain(time)[:, None] * frames_flat).view_as(x)
+        output = self.output(hidden)
+        if self.config.skip == "frame":
+            output = output + self.skip_gain(time)[:, None] * frames_flat
+        elif self.config.skip == "mean":
+            weights = torch.ones(batch, frames, 1, device=x.device) if mask is None else mask[..., None].to(x.dtype)
+            mean = (frames_flat * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True)
+            output = output + self.skip_gain(time)[:, None] * mean
+        output = output.view_as(x)
         if mask is not None:
-            eps = torch.where(mask[:, :, None, None], eps, torch.zeros_like(eps))
-        return eps
+            output = torch.where(mask[:, :, None, None], output, torch.zeros_like(output))
+        return output
