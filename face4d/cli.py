@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -328,6 +330,7 @@ def _dataset_info(args) -> None:
     from face4d.data.dataset import SPLITS, Dataset
 
     data = Dataset.load(args.data)
+    data.check_shards()
     m = data.manifest
     print(f"{data.root}: {len(data)} sequences, seed {m['seed']}, {len(m['shards'])} shard(s)")
     if data.source is not None:
@@ -454,9 +457,7 @@ def _pipeline(args):
 
 
 def _generate(args) -> None:
-    from face4d.pipeline import check_export_formats, check_out_dir, check_preview_formats
-    from meshops.atomic import atomic_dir
-    from meshops.export import RIG_FORMATS
+    from face4d.pipeline import check_export_formats, check_preview_formats
 
     meshes = any(getattr(args, name) is not None for name in MESH_OPTIONS)
     if not meshes and (args.overlay_landmarks or args.size is not None):
@@ -469,39 +470,32 @@ def _generate(args) -> None:
                      num=args.num, seed=args.seed, sequence_type=args.sequence_type, passes=args.passes,
                      sequence_index=args.sequence_index, sampling=_sampling_config(args), progress=not args.quiet,
                      intensity=args.intensity)
-    if not meshes:  # landmarks only: one interchange file per sequence
-        check_out_dir(args.out, args.overwrite)
-        seqs = pipe.sample(**condition)
-        with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
-            _save_each(tmp, seqs)
-        print(f"wrote {len(seqs)} sequence(s) of {seqs.num_frames} frames to {args.out}")
+    if not meshes:  # landmarks only: one interchange file per sequence, streamed in batches
+        frames = pipe.sample_to(args.out, overwrite=args.overwrite, **condition)
+        print(f"wrote {args.num} sequence(s) of {frames} frames to {args.out}")
         return
     formats, preview = check_export_formats(args.export), check_preview_formats(args.preview)
-    check_out_dir(args.out, args.overwrite)
-    if set(formats) & set(RIG_FORMATS):  # refuse a mesh the rig formats cannot animate before sampling
-        mesh = args.mesh if args.mesh is not None or args.identity_seed is not None else args.neutral_mesh
-        pipe.check_rig_target(pipe.target(mesh, args.identity_seed, landmark_ids=args.landmark_ids,
-                                          method=args.method), formats)
-    result = pipe.generate(**condition, mesh=args.mesh, identity_seed=args.identity_seed,
-                           landmark_ids=args.landmark_ids, method=args.method, start=args.start or "auto",
-                           flame_model=args.flame_model, trust_pickle=args.trust_pickle)
-    target = result.target
-    pipe.export(result, args.out, formats, overwrite=args.overwrite, preview=preview,
-                overlay_landmarks=args.overlay_landmarks, size=args.size or 256, progress=not args.quiet)
+    target, frames = pipe.generate_to(args.out, formats, preview, overwrite=args.overwrite, mesh=args.mesh,
+                                      identity_seed=args.identity_seed, landmark_ids=args.landmark_ids,
+                                      method=args.method, start=args.start or "auto",
+                                      overlay_landmarks=args.overlay_landmarks, size=args.size or 256,
+                                      flame_model=args.flame_model, trust_pickle=args.trust_pickle, **condition)
     extra = "".join(f" + preview.{fmt}" for fmt in preview)
-    if result.flame is not None:
-        error = max(float(fit.landmark_error_mm.mean()) for fit in result.flame)
-        extra += f" + flame/ (landmark error of the FLAME fit at most {error:.2f} mm mean per sample)"
-    print(f"wrote {len(result)} sample(s) of {len(result.meshes[0])} frames on {target.name} ({target.method}) to "
+    if args.flame_model is not None:
+        extra += " + flame/ (the fits' landmark errors are in samples.json)"
+    print(f"wrote {args.num} sample(s) of {frames} frames on {target.name} ({target.method}) to "
           f"{args.out}: {', '.join(formats)}{extra}")
 
 
 def _render(args) -> None:
     from face4d.decoder.retarget import load_landmark_file
-    from face4d.pipeline import check_out_file, require_render
+    from face4d.pipeline import check_out_file, check_preview_fps, check_preview_size, require_render
 
     require_render()
     check_out_file(args.out, (".mp4", ".gif"), args.overwrite)
+    check_preview_size(1, 1, args.size)  # before the slow steps, as the rest
+    if args.fps is not None:
+        check_preview_fps([args.out.suffix], args.fps)
     seqs = load_landmark_file(args.landmarks)
     reference = None if args.reference is None else load_landmark_file(args.reference)
     pipe = _pipeline(args)
@@ -532,6 +526,8 @@ def _fill(args) -> None:
     from face4d.data.interchange import load_sequences
     from face4d.filling import parse_known
     from face4d.generate import LandmarkGenerator
+    from face4d.pipeline import check_seed
+    from face4d.training import resolve_device
     from meshops.atomic import atomic_dir
 
     seqs = load_sequences(args.input)
@@ -542,9 +538,10 @@ def _fill(args) -> None:
     frames = int(seq.lengths[0])
     known = parse_known(args.known, frames)
     sampling = _sampling_config(args)
-    generator = LandmarkGenerator.from_pretrained(args.model, device=args.device)
+    seed = check_seed(args.seed)
+    generator = LandmarkGenerator.from_pretrained(args.model, device=resolve_device(args.device))
     with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
-        filled = generator.fill(seq, known, num=args.num, seed=args.seed, label=args.label, sampling=sampling,
+        filled = generator.fill(seq, known, num=args.num, seed=seed, label=args.label, sampling=sampling,
                                 progress=not args.quiet, passes=args.passes)
         _save_each(tmp, filled)
     print(f"filled {frames - int(known.sum())} of {frames} frames: wrote {len(filled)} sequence(s) to {args.out}")
@@ -559,17 +556,49 @@ HANDLERS = {("dataset", "build"): _dataset_build, ("dataset", "info"): _dataset_
 HANDLERS.update(DECODER_HANDLERS)
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, handled as SIGINT is: every writer's temporary is removed on the way out."""
+
+    signum = signal.SIGTERM
+
+
+def _terminate(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the cleanup finish
+    raise Interrupted()
+
+
+def _check_lists(args: argparse.Namespace) -> None:
+    """An empty comma-separated list (``--labels ""``, ``--labels ,,``) is refused, not taken as the default."""
+    for name in ("labels", "held_out_labels"):
+        if getattr(args, name, None) == ():
+            raise Face4DError(f"--{name.replace('_', '-')} is empty; give comma-separated label names")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Bad input is one line on stderr and exit code 2; SIGINT and SIGTERM remove the
+    temporaries, print one line and exit with 130 / 143 (128 + the signal's number)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = HANDLERS[(args.command, getattr(args, f"{args.command}_command", None))]
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
+        _check_lists(args)
         handler(args)
+    except KeyboardInterrupt as exc:
+        if args.debug:
+            raise
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"face4d: interrupted ({signal.Signals(signum).name}); unfinished outputs were removed", file=sys.stderr)
+        return 128 + signum
     except (Face4DError, MeshFileError, OSError) as exc:
         if args.debug:
             raise
         print(f"face4d: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

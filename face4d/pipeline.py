@@ -70,6 +70,20 @@ over several seeds it gave motions as clear as the paper's five passes or cleare
 harmonising passes pull the sequence back towards the neutral face), at a fifth of the cost."""
 DEMO_LABELS = ("high_smile", "mouth_open", "sadness", "bareteeth")
 DEMO_SEED = 3
+MAX_SEED = 2**64 - 1
+"""Seeds are 64-bit unsigned integers (what ``torch.Generator.manual_seed`` takes)."""
+MAX_TILE = 2048
+"""Largest preview tile, in pixels; with ``MAX_PREVIEW_BYTES`` it keeps a request like ``--size 100000``
+from asking for tens of GiB."""
+MAX_PREVIEW_BYTES = 4 * 2**30
+"""Largest preview, as its frames held in memory (frames x tiles x size^2 x 3 bytes)."""
+MAX_PREVIEW_SAMPLES = 64
+"""Most samples a preview grid shows; a larger ``num`` with a preview is refused before any work."""
+BATCH_FRAMES = 64 * 40
+"""Sequence-frames sampled at once when ``generate_to`` / ``sample_to`` stream a large ``num`` to
+disk: memory stays bounded whatever the request (64 sequences of 40 frames per batch)."""
+BATCH_BYTES = 2**30
+"""Most bytes of decoded meshes held at once while streaming."""
 
 
 # ------------------------------------------------------------------------------------ results
@@ -138,9 +152,9 @@ class PipelineResult:
         return self.target.landmarks[None] + (frames - frames[neutral])
 
 
-def sample_names(count: int) -> list[str]:
-    """``sample_000``, ``sample_001``, ...: the default folder names of ``export``."""
-    return [f"sample_{i:03d}" for i in range(count)]
+def sample_names(count: int, start: int = 0) -> list[str]:
+    """``sample_000``, ``sample_001``, ...: the default folder names of ``export`` (from ``start``)."""
+    return [f"sample_{i:03d}" for i in range(start, start + count)]
 
 
 # ------------------------------------------------------------------------------ input checks
@@ -199,6 +213,92 @@ def check_fps(fps: float) -> float:
     return float(fps)
 
 
+def check_preview_fps(formats: Sequence[str], fps: float) -> float:
+    """``fps`` if every preview format can play at it (GIF: 100 fps at most, ``render.preview.gif_delays``)."""
+    from render.preview import check_animation_fps
+
+    fps = check_fps(fps)
+    try:
+        for fmt in formats:
+            check_animation_fps(f".{fmt.lstrip('.')}", fps)
+    except ValueError as exc:
+        raise Face4DError(str(exc)) from None
+    return fps
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """``seed`` as an int in [0, 2^64 - 1], else a one-line error giving that range."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise Face4DError(f"{name} must be an integer from 0 to 2^64 - 1 ({MAX_SEED}), got {seed!r}")
+    return int(seed)
+
+
+def check_names(names: Sequence[str], count: int) -> list[str]:
+    """``count`` distinct sample names, each a plain folder name (``meshops.atomic.check_name``), so
+    that ``export`` can never write outside its output directory."""
+    from meshops.atomic import check_name
+
+    names = [str(n) for n in names]
+    if len(names) != count or len(set(names)) != len(names):
+        raise Face4DError(f"need {count} distinct sample names, got {names}")
+    try:
+        return [check_name(n, "sample name") for n in names]
+    except ValueError as exc:
+        raise Face4DError(str(exc)) from None
+
+
+def batch_seed(seed: int, index: int) -> int:
+    """The seed of batch ``index`` of a streamed request: ``seed`` itself for the first, so that a
+    request that fits in one batch gives what ``generate`` gives; independent seeds after it."""
+    return seed if index == 0 else int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0])
+
+
+def batches(num: int, per_batch: int) -> list[tuple[int, int]]:
+    """``(start, count)`` of each batch of ``num`` items, ``per_batch`` at most."""
+    per_batch = max(1, per_batch)
+    return [(start, min(per_batch, num - start)) for start in range(0, num, per_batch)]
+
+
+# bytes per vertex and frame of each export, and per vertex / triangle of an OBJ or PLY mesh
+_FRAME_BYTES = {"pc2": 12, "mdd": 12, "usd": 12}
+_OBJ_BYTES, _PLY_BYTES = (30, 20), (12, 13)
+_LANDMARK_FILE_BYTES = 68 * 3 * 4, 2048  # per frame, per file
+
+
+def estimate_output_bytes(num: int, frames: int, formats: Sequence[str] = (), vertices: int = 0,
+                          triangles: int = 0) -> int:
+    """A lower estimate of what ``num`` samples of ``frames`` frames take on disk: their landmark
+    files, and with ``formats`` their sample folders (``neutral.obj`` and the exports)."""
+    per_sample = frames * _LANDMARK_FILE_BYTES[0] + _LANDMARK_FILE_BYTES[1]
+    if formats:
+        obj = _OBJ_BYTES[0] * vertices + _OBJ_BYTES[1] * triangles
+        per_sample += obj + frames * sum(_FRAME_BYTES.get(f, 0) * vertices for f in formats)
+        per_sample += frames * (obj * ("obj" in formats) + (_PLY_BYTES[0] * vertices + _PLY_BYTES[1] * triangles)
+                                * ("ply" in formats))
+    return num * per_sample
+
+
+def check_disk_space(path: str | os.PathLike, needed: int) -> None:
+    """Refuse, before any work, an output of ``needed`` bytes that the disk holding ``path`` cannot take."""
+    import shutil
+
+    parent = Path(path).absolute()
+    while not parent.exists():
+        parent = parent.parent
+    free = shutil.disk_usage(parent).free
+    if needed > free:
+        raise Face4DError(f"the output would take about {_size(needed)}, but {parent} has only {_size(free)} free; "
+                          f"ask for fewer samples or frames")
+
+
+def _size(count: float) -> str:
+    units = ("bytes", "KiB", "MiB", "GiB", "TiB")
+    k = 0
+    while count >= 1024 and k < len(units) - 1:
+        count, k = count / 1024, k + 1
+    return f"{count:.0f} bytes" if k == 0 else f"{count:.1f} {units[k]}"
+
+
 def require_render() -> None:
     if importlib.util.find_spec("pyvista") is None:
         raise Face4DError("previews need pyvista: pip install 'face4d[render]'")
@@ -253,10 +353,11 @@ class Pipeline:
 
     def __init__(self, model: str | os.PathLike | None = None, decoder=None, device: str = "cpu",
                  generator=None, head=None):
+        from face4d.training import resolve_device
         from meshops.head import HeadModel
 
         self.model = model
-        self.device = device
+        self.device = str(resolve_device(device))
         self._generator = generator
         self._decoder = decoder if decoder is None or hasattr(decoder, "topology") else None
         self._decoder_dir = None if self._decoder is not None else decoder
@@ -300,12 +401,18 @@ class Pipeline:
         ``landmark_ids``: (68,) vertex ids (or a .npy/.txt file of them) of a mesh in another
         topology, for the RBF fallback; ``method``: ``blendshape``, ``learned`` or ``rbf`` (default:
         ``rbf`` when ``landmark_ids`` are given, ``learned`` when the pipeline was given a decoder,
-        else ``blendshape``).
+        else ``blendshape``). A ``Target`` given as ``mesh`` is returned as is.
         """
         from face4d.decoder.rbf import check_landmark_ids
         from face4d.decoder.retarget import DEFAULT_METHOD, METHODS, check_units, load_landmark_ids
         from face4d.decoder.topology import DecoderTopology
 
+        if isinstance(mesh, Target):
+            if identity_seed is not None or faces is not None or landmark_ids is not None:
+                raise Face4DError("give a Target or the target options, not both")
+            return mesh
+        if identity_seed is not None:
+            identity_seed = check_seed(identity_seed, "the identity seed")
         method = method or ("rbf" if landmark_ids is not None else "learned" if self._decoder_given
                             else DEFAULT_METHOD)
         if method not in METHODS:
@@ -339,7 +446,7 @@ class Pipeline:
                     raise Face4DError(f"the target mesh has {len(vertices)} vertices, not the head model's "
                                       f"{head.num_vertices}: pass its faces too")
                 faces = head.faces
-        faces = np.asarray(faces, np.int64)
+        faces = _integer_faces(faces, name)
         if method != "rbf":
             topology = self.decoder.topology if method == "learned" else DecoderTopology.from_head(head)
             vertices = topology.check_mesh(vertices, faces, name)
@@ -382,6 +489,7 @@ class Pipeline:
         from face4d.data.interchange import LandmarkSequences, load_sequences
         from face4d.filling import parse_known
 
+        seed = check_seed(seed)
         neutral = self.neutral_landmarks(neutral_mesh, neutral_landmarks)
         if keyframes is not None:
             if neutral is not None or text is not None:
@@ -450,9 +558,7 @@ class Pipeline:
             target = self.target(**target_options)
         elif target_options:
             raise Face4DError("give a Target or the target options, not both")
-        names = sample_names(len(seqs)) if names is None else [str(n) for n in names]
-        if len(names) != len(seqs) or len(set(names)) != len(names):
-            raise Face4DError(f"need {len(seqs)} distinct sample names, got {names}")
+        names = check_names(sample_names(len(seqs)) if names is None else names, len(seqs))
         decoder = self.decoder if target.method == "learned" else None
         meshes = [retarget(seqs, target.vertices, decoder, method=target.method, landmark_ids=target.landmark_ids,
                            faces=target.faces, sequence_index=i)
@@ -535,20 +641,14 @@ class Pipeline:
         (default ``DEFAULT_EXPORTS``); ``fps``: default the sequences'. Every option is checked
         before anything is written."""
         from meshops.atomic import atomic_dir
-        from render import save_animation
-
         formats = check_export_formats(formats)
         preview = check_preview_formats(preview)
-        fps = check_fps(result.fps if fps is None else fps)
+        fps = check_preview_fps(preview, result.fps if fps is None else fps)
         self.check_rig_target(result.target, formats)
         out_dir = check_out_dir(out_dir, overwrite)
         with atomic_dir(out_dir, overwrite=overwrite) as tmp:
             write_samples(result, tmp, formats, fps, progress, self.head)
-            if preview:
-                frames = self.render_frames(result, overlay_landmarks=overlay_landmarks, size=size,
-                                            progress=progress)
-                for fmt in preview:
-                    save_animation(tmp / f"preview.{fmt}", frames, fps=fps)
+            self._write_previews(result, tmp, preview, fps, overlay_landmarks, size, progress)
         return out_dir
 
     def check_rig_target(self, target: Target, formats: Sequence[str]) -> None:
@@ -563,6 +663,84 @@ class Pipeline:
                               f"mesh in its topology ({head.num_vertices} vertices); {target.name} is not: export "
                               f"its vertex animation instead: use pc2 or mdd")
 
+    def _write_previews(self, result: PipelineResult, out_dir: Path, preview: Sequence[str], fps: float,
+                        overlay_landmarks: bool, size: int, progress: bool) -> None:
+        """``out_dir/preview.<fmt>`` for each format of ``preview``, from one rendering."""
+        from render import save_animation
+
+        if preview:
+            frames = self.render_frames(result, overlay_landmarks=overlay_landmarks, size=size, progress=progress)
+            for fmt in preview:
+                save_animation(out_dir / f"preview.{fmt}", frames, fps=fps)
+
+    def sample_to(self, out_dir: str | os.PathLike, num: int = 1, seed: int = 0, frames: int = 40,
+                  overwrite: bool = False, progress: bool = False, **condition) -> int:
+        """``sample`` streamed to disk, for any ``num``: ``out_dir/sequence_000.npz``, ... (one interchange
+        file per sequence), sampled ``BATCH_FRAMES`` sequence-frames at a time (batch k > 0 with
+        ``batch_seed(seed, k)``), after checking that the disk can take them. Returns the frame count."""
+        from tqdm.auto import tqdm
+
+        from face4d.data.interchange import save_sequences
+        from meshops.atomic import atomic_dir
+
+        num, seed = _check_num(num), check_seed(seed)
+        out_dir = check_out_dir(out_dir, overwrite)
+        check_disk_space(out_dir, estimate_output_bytes(num, frames))
+        plan = batches(num, BATCH_FRAMES // max(frames, 1))
+        with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+            for k, (start, count) in enumerate(tqdm(plan, desc="sampling", unit="batch",
+                                                    disable=not progress or len(plan) < 2)):
+                seqs = self.sample(num=count, seed=batch_seed(seed, k), frames=frames,
+                                   progress=progress and len(plan) == 1, **condition)
+                for i in range(len(seqs)):
+                    save_sequences(tmp / f"sequence_{start + i:03d}.npz", seqs.select(i))
+        return seqs.num_frames
+
+    def generate_to(self, out_dir: str | os.PathLike, formats: str | Sequence[str] | None = None,
+                    preview: str | Sequence[str] | None = None, overwrite: bool = False, num: int = 1,
+                    seed: int = 0, frames: int = 40, overlay_landmarks: bool = False, size: int = 256,
+                    progress: bool = False, mesh=None, identity_seed: int | None = None, faces=None,
+                    landmark_ids=None, method: str | None = None, **condition) -> tuple[Target, int]:
+        """``generate`` then ``export``, streamed for any ``num``: the samples are generated and written
+        in batches (``BATCH_FRAMES`` sequence-frames and ``BATCH_BYTES`` of meshes at most; batch k > 0
+        with ``batch_seed(seed, k)``), so memory stays bounded, after checking that the disk can take
+        the whole output. Same layout and options as ``export``; a preview shows at most
+        ``MAX_PREVIEW_SAMPLES`` samples. Returns the target mesh and the frame count."""
+        from tqdm.auto import tqdm
+
+        from face4d.data.interchange import LandmarkSequences
+        from meshops.atomic import atomic_dir
+
+        formats, preview = check_export_formats(formats), check_preview_formats(preview)
+        num, seed = _check_num(num), check_seed(seed)
+        if preview:
+            check_preview_size(num, frames, size)
+        out_dir = check_out_dir(out_dir, overwrite)
+        if mesh is None and identity_seed is None:
+            mesh = condition.get("neutral_mesh")  # what generate does
+        target = self.target(mesh, identity_seed, faces, landmark_ids, method)
+        self.check_rig_target(target, formats)  # before sampling
+        vertices = len(target.vertices)
+        check_disk_space(out_dir, estimate_output_bytes(num, frames, formats, vertices, len(target.faces)))
+        plan = batches(num, min(BATCH_FRAMES // max(frames, 1), BATCH_BYTES // (12 * vertices * max(frames, 1))))
+        records, kept, fps = [], [], None
+        with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+            for k, (start, count) in enumerate(tqdm(plan, desc="generating", unit="batch",
+                                                    disable=not progress or len(plan) < 2)):
+                single = progress and len(plan) == 1
+                result = self.generate(num=count, seed=batch_seed(seed, k), frames=frames, mesh=target,
+                                       names=sample_names(count, start), progress=single, **condition)
+                fps = check_preview_fps(preview, result.fps)
+                records += write_sample_folders(result, tmp, formats, fps, single, self.head)
+                if preview:
+                    kept.append(result)
+            write_samples_manifest(target, tmp, formats, fps, records)
+            if preview:
+                whole = PipelineResult(LandmarkSequences.concatenate([r.landmarks for r in kept]),
+                                       [m for r in kept for m in r.meshes], target, [n for r in kept for n in r.names])
+                self._write_previews(whole, tmp, preview, fps, overlay_landmarks, size, progress)
+        return target, len(result.meshes[0])
+
     def render(self, result: PipelineResult, path: str | os.PathLike | Sequence[str | os.PathLike],
                reference: PipelineResult | None = None, overlay_landmarks: bool = False, size: int = 256,
                columns: int | None = None, view: str = "front", fps: float | None = None,
@@ -573,7 +751,7 @@ class Pipeline:
 
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
         paths = [check_out_file(p, (".mp4", ".gif"), overwrite) for p in paths]
-        fps = check_fps(result.fps if fps is None else fps)
+        fps = check_preview_fps([p.suffix for p in paths], result.fps if fps is None else fps)
         frames = self.render_frames(result, reference, overlay_landmarks, size, columns, view, progress)
         return [save_animation(p, frames, fps=fps, overwrite=overwrite) for p in paths]
 
@@ -588,8 +766,7 @@ class Pipeline:
         from render import render_grid
 
         require_render()
-        if size < 32:
-            raise Face4DError(f"the preview tile size must be at least 32 pixels, got {size}")
+        check_preview_size(len(result) * (1 if reference is None else 2), max(len(m) for m in result.meshes), size)
         sequences, captions = list(result.meshes), result.captions
         marks = [result.driving_landmarks(i) for i in range(len(result))]
         if reference is not None:
@@ -645,12 +822,57 @@ def rig_animation(head, meshes: np.ndarray, neutral: np.ndarray):
     return RigAnimation(head.expression_names, head.expression_basis, fit.weights, fit.head_pose, fit.pivot)
 
 
+def _check_num(num) -> int:
+    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
+        raise Face4DError(f"num must be a positive integer, got {num!r}")
+    return int(num)
+
+
+def check_preview_size(tiles: int, frames: int, size: int) -> None:
+    """Refuse a preview that would be too large to hold: tile ``size`` out of [32, MAX_TILE], more than
+    ``MAX_PREVIEW_SAMPLES`` tiles, or frames over ``MAX_PREVIEW_BYTES``."""
+    if not 32 <= size <= MAX_TILE:
+        raise Face4DError(f"the preview tile size must be from 32 to {MAX_TILE} pixels, got {size}")
+    if tiles > MAX_PREVIEW_SAMPLES:
+        raise Face4DError(f"a preview shows at most {MAX_PREVIEW_SAMPLES} samples, got {tiles}; leave the preview out "
+                          f"or ask for fewer samples")
+    held = frames * tiles * size * size * 3
+    if held > MAX_PREVIEW_BYTES:
+        raise Face4DError(f"a preview of {tiles} tile(s) of {size} pixels would take {_size(held)} of memory, "
+                          f"more than {_size(MAX_PREVIEW_BYTES)}; use a smaller size or fewer samples")
+
+
+def _integer_faces(faces, name: str) -> np.ndarray:
+    """Triangles as int64; float values that are not whole numbers are refused instead of truncated."""
+    faces = np.asarray(faces)
+    if faces.dtype.kind not in "iu":
+        if faces.dtype.kind != "f" or not np.isfinite(faces).all() or (faces != np.round(faces)).any():
+            raise Face4DError(f"{name}: faces must be integer vertex indices, got {faces.dtype} values")
+    return faces.astype(np.int64)
+
+
 def write_samples(result: PipelineResult, out_dir: Path, formats: Sequence[str], fps: float,
                   progress: bool = False, head=None) -> None:
     """The per-sample folders and ``samples.json`` of ``export``, into an existing (temporary)
     directory; the caller makes the whole directory appear at once. With a rig format (``head``
     needed), each sample's weights and head pose are solved and also stored in its ``landmarks.npz``
     (the interchange format's ``expression_weights`` and ``head_pose``)."""
+    records = write_sample_folders(result, out_dir, formats, fps, progress, head)
+    write_samples_manifest(result.target, out_dir, formats, fps, records)
+
+
+def write_samples_manifest(target: Target, out_dir: Path, formats: Sequence[str], fps: float,
+                           records: list[dict]) -> None:
+    """``samples.json``: the target, the formats and one record per sample folder."""
+    manifest = {"target": target.name, "method": target.method, "fps": fps,
+                "vertices": int(len(target.vertices)), "formats": list(formats), "samples": records}
+    (out_dir / "samples.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def write_sample_folders(result: PipelineResult, out_dir: Path, formats: Sequence[str], fps: float,
+                         progress: bool = False, head=None) -> list[dict]:
+    """One folder per sample of ``result`` in ``out_dir`` (``head``: for the rig formats); returns their
+    ``samples.json`` records."""
     from dataclasses import replace
 
     from tqdm.auto import tqdm
@@ -658,6 +880,7 @@ def write_samples(result: PipelineResult, out_dir: Path, formats: Sequence[str],
     from face4d.data.interchange import save_sequences
     from meshops.export import RIG_FORMATS, export_sequence
 
+    check_names(result.names, len(result))
     seqs, records = result.landmarks, []
     for i in tqdm(range(len(result)), desc="exporting", unit="sample", disable=not progress):
         folder = out_dir / result.names[i]
@@ -681,9 +904,7 @@ def write_samples(result: PipelineResult, out_dir: Path, formats: Sequence[str],
             fit.save(folder / "flame" / "flame_params.npz", fps)
             records[-1]["flame"] = {"landmark_error_mm": round(float(fit.landmark_error_mm.mean()), 4),
                                     "fit_seconds": round(fit.seconds, 2)}
-    manifest = {"target": result.target.name, "method": result.target.method, "fps": fps,
-                "vertices": int(len(result.target.vertices)), "formats": list(formats), "samples": records}
-    (out_dir / "samples.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return records
 
 
 
@@ -708,7 +929,8 @@ def run_demo(out_dir: str | os.PathLike, labels: Sequence[str] = DEMO_LABELS, se
     if not labels or len(set(labels)) != len(labels):
         raise Face4DError(f"the demo needs distinct labels, got {labels}")
     check_export_formats(formats)
-    check_preview_formats(preview)
+    if check_preview_formats(preview):
+        check_preview_size(len(labels), frames, size)
     check_out_dir(out_dir, overwrite)
     pipe = Pipeline.from_default() if pipeline is None else pipeline
     target = pipe.target()
