@@ -7,11 +7,15 @@ Layout of a model directory (the ``--out`` of every ``face4d train`` command)::
     model.safetensors    the weights to run: the EMA weights when written by the trainer
     last.safetensors     training state: raw weights, EMA, optimiser tensors
     last.json            the rest of the training state: step, optimiser skeleton, run fingerprint
+    prev.safetensors     the previous training state, only while a new one is being written
+    prev.json
 
 Nothing is pickled (``torch.save``/``torch.load`` would run arbitrary code from a downloaded
 checkpoint). Every file is written through ``atomic_file``, so a crash leaves either the old or the
-new file, never half of one. The two files of a pair are written one after the other; a training
-state records its step in both, so a pair torn by a crash between the two writes is detected.
+new file, never half of one. The two files of a training state are written one after the other and
+record its step in both, so a pair torn by a crash between the two writes is detected; the previous
+pair is kept (hard-linked as ``prev.safetensors`` / ``prev.json``) until the new one is complete, and
+resuming falls back to it, so a crash at any moment loses at most the steps since that checkpoint.
 A model is rebuilt from its config by a *builder*, ``(ConfigCls, ModelCls)`` with
 ``ConfigCls.from_dict(dict)`` and ``ModelCls(config)``, chosen by the kind stored in config.json.
 ``MODEL_KINDS`` is the one registry of the kinds face4d writes, the mesh decoders included (they
@@ -23,7 +27,12 @@ the mesh decoder in ``decoder/``), so generation works offline right after insta
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
+import sys
+import types
+import typing
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -39,7 +48,7 @@ from face4d.errors import Face4DError
 from face4d.jsonfile import read_json, write_json
 from face4d.models import (Classifier, ClassifierConfig, Denoiser, DenoiserConfig, ICConfig, IndependentClassifier,
                            TextGuide, TextGuideConfig)
-from meshops.atomic import atomic_file
+from meshops.atomic import atomic_file, pause_point
 
 FORMAT = "face4d-model"
 FORMAT_VERSION = 1
@@ -48,6 +57,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 STATE_TENSORS_FILE = "last.safetensors"
 STATE_FILE = "last.json"
+PREVIOUS_STATE = ("prev.safetensors", "prev.json")
 _RESERVED = ("format", "version", "kind", "model_config", "normalizer")
 
 Builders = Mapping[str, tuple[type, type]]
@@ -101,6 +111,32 @@ def check_state_dict(expected: Mapping[str, torch.Tensor], found: Mapping[str, t
         raise Face4DError(f"{source}: weights do not match the model config; " + "; ".join(problems))
 
 
+_JSON_TYPES = {int: (int,), float: (int, float), bool: (bool,), str: (str,)}
+
+
+def check_field_types(config_cls: type, data: Any, source: str) -> None:
+    """Fail, naming the field, when a config read from JSON has a value of the wrong type for one of
+    ``config_cls``'s plain fields (int, float, bool, str, or one of them or None), e.g. ``"d_model": "32"``,
+    instead of failing later with a comparison error that names nothing."""
+    if not isinstance(data, dict):
+        raise Face4DError(f"{source}: expected a JSON object, got {type(data).__name__}")
+    hints = typing.get_type_hints(config_cls)
+    for field in dataclasses.fields(config_cls):
+        if field.name not in data:
+            continue
+        hint, value = hints[field.name], data[field.name]
+        options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        if not all(option in _JSON_TYPES or option is type(None) for option in options):
+            continue  # nested or structured: checked by the config itself
+        allowed = tuple(t for option in options if option in _JSON_TYPES for t in _JSON_TYPES[option])
+        ok = (value is None and type(None) in options) or (
+            isinstance(value, allowed) and (bool not in options or isinstance(value, bool))
+            and (isinstance(value, bool) <= (bool in options)))
+        if not ok:
+            names = " or ".join("null" if option is type(None) else option.__name__ for option in options)
+            raise Face4DError(f"{source}.{field.name} must be {names}, got {value!r}")
+
+
 def _abbreviate(items: list[str], limit: int = 5) -> list[str]:
     return items if len(items) <= limit else items[:limit] + [f"... ({len(items) - limit} more)"]
 
@@ -146,6 +182,9 @@ def read_model_config(directory: str | os.PathLike) -> dict[str, Any]:
     for key in ("kind", "model_config"):
         if key not in config:
             raise Face4DError(f"{path}: no {key!r} entry")
+    steps = config.get("diffusion", {}).get("num_timesteps", 1) if isinstance(config.get("diffusion"), dict) else None
+    if "diffusion" in config and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+        raise Face4DError(f"{path}: diffusion.num_timesteps must be a positive integer, got {steps!r}")
     return config
 
 
@@ -167,6 +206,7 @@ def load_model(
     is an error listing them."""
     directory = Path(directory)
     config, config_cls, model_cls = read_builder(directory, builders)
+    check_field_types(config_cls, config["model_config"], f"{directory / CONFIG_FILE}: model_config")
     try:
         model = model_cls(config_cls.from_dict(config["model_config"]))
         normalizer = None if config.get("normalizer") is None else LandmarkNormalizer.from_dict(config["normalizer"])
@@ -200,6 +240,10 @@ def load_weights(model: torch.nn.Module, directory: str | os.PathLike,
     path = Path(directory) / WEIGHTS_FILE
     weights, _ = read_tensors(path)
     check_state_dict(model.state_dict(), weights, str(path))
+    broken = [name for name, value in weights.items() if value.is_floating_point() and not value.isfinite().all()]
+    if broken:
+        raise Face4DError(f"{path}: weights contain NaN or infinity ({', '.join(_abbreviate(broken))}); the model "
+                          f"is broken (a diverged training run?)")
     model.load_state_dict(weights)
     return model.to(device).eval()
 
@@ -250,27 +294,65 @@ def save_training_state(
     directory: str | os.PathLike, tensors: Mapping[str, torch.Tensor], state: dict[str, Any]
 ) -> None:
     """Write last.safetensors then last.json; ``state["step"]`` goes into both so that
-    ``load_training_state`` can tell a matching pair from one torn by a crash."""
+    ``load_training_state`` can tell a matching pair from one torn by a crash. The pair found there,
+    if whole, is kept as ``prev.*`` until both new files are written."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     step = int(state["step"])
-    write_tensors(directory / STATE_TENSORS_FILE, tensors, metadata={"step": str(step)})
-    write_json(directory / STATE_FILE, {"format": STATE_FORMAT, "version": FORMAT_VERSION, **state})
+    last = (directory / STATE_TENSORS_FILE, directory / STATE_FILE)
+    previous = tuple(directory / name for name in PREVIOUS_STATE)
+    if _pair_step(*last) is not None:
+        for source, kept in zip(last, previous):
+            _keep_copy(source, kept)
+    write_tensors(last[0], tensors, metadata={"step": str(step)})
+    pause_point("checkpoint-pair")
+    write_json(last[1], {"format": STATE_FORMAT, "version": FORMAT_VERSION, **state})
+    for kept in previous:
+        kept.unlink(missing_ok=True)
+
+
+def _keep_copy(source: Path, kept: Path) -> None:
+    """``kept`` becomes a copy of ``source`` (a hard link where the file system has them), atomically."""
+    with atomic_file(kept, overwrite=True) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copy2(source, tmp)
+
+
+def _pair_step(tensors_path: Path, state_path: Path) -> int | None:
+    """The step of a whole training state pair; None if a file is missing or unreadable or the two disagree."""
+    try:
+        state = read_json(state_path)
+        with safe_open(tensors_path, framework="pt") as fh:
+            stored = (fh.metadata() or {}).get("step")
+    except (Face4DError, SafetensorError, OSError):
+        return None
+    return int(state["step"]) if isinstance(state.get("step"), int) and stored == str(state["step"]) else None
 
 
 def has_training_state(directory: str | os.PathLike) -> bool:
-    return (Path(directory) / STATE_FILE).is_file()
+    return any((Path(directory) / name).is_file() for name in (STATE_FILE, PREVIOUS_STATE[1]))
 
 
 def load_training_state(directory: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The tensors and JSON state written by ``save_training_state``, checked to be one pair."""
+    """The tensors and JSON state written by ``save_training_state``, checked to be one pair. When
+    the last pair was torn by a crash between its two writes, the previous pair is used (a note on
+    stderr says so)."""
     directory = Path(directory)
-    state = read_json(directory / STATE_FILE)
+    last = (directory / STATE_TENSORS_FILE, directory / STATE_FILE)
+    previous = tuple(directory / name for name in PREVIOUS_STATE)
+    if _pair_step(*last) is None and _pair_step(*previous) is not None:
+        print(f"face4d: note: {directory}: the last checkpoint was interrupted while being written; resuming from "
+              f"the previous one (step {_pair_step(*previous)})", file=sys.stderr)
+        last = previous
+    state = read_json(last[1])
     if state.get("format") != STATE_FORMAT or state.get("version") != FORMAT_VERSION or "step" not in state:
-        raise Face4DError(f"{directory / STATE_FILE}: not a {STATE_FORMAT} v{FORMAT_VERSION} file")
-    tensors, metadata = read_tensors(directory / STATE_TENSORS_FILE)
+        raise Face4DError(f"{last[1]}: not a {STATE_FORMAT} v{FORMAT_VERSION} file")
+    tensors, metadata = read_tensors(last[0])
     if metadata.get("step") != str(state["step"]):
-        raise Face4DError(f"{directory}: {STATE_TENSORS_FILE} (step {metadata.get('step')}) and {STATE_FILE} "
-                          f"(step {state['step']}) do not belong together (interrupted write?); "
-                          f"remove both to restart the run")
+        raise Face4DError(f"{directory}: {last[0].name} (step {metadata.get('step')}) and {last[1].name} "
+                          f"(step {state['step']}) do not belong together (interrupted write?) and no whole "
+                          f"previous checkpoint is left; remove both to restart the run")
     return tensors, state

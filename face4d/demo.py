@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 
 from face4d.errors import Face4DError
-from face4d.outputs import PREVIEW_FORMATS, check_export_formats, check_out_dir, check_preview_formats
+from face4d.outputs import (PREVIEW_FORMATS, check_export_formats, check_out_dir, check_preview_formats,
+                            check_preview_size)
 from face4d.pipeline import TARGET_PASSES, Pipeline, PipelineResult
 
 DEMO_LABELS = ("high_smile", "mouth_open", "sadness", "bareteeth")
@@ -54,7 +55,8 @@ def run_demo(out_dir: str | os.PathLike, labels: Sequence[str] = DEMO_LABELS, se
     if not labels or len(set(labels)) != len(labels):
         raise Face4DError(f"the demo needs distinct labels, got {labels}")
     check_export_formats(formats)
-    check_preview_formats(preview)
+    if check_preview_formats(preview):
+        check_preview_size(len(labels), frames, size)
     check_out_dir(out_dir, overwrite)
     pipe = Pipeline.from_default() if pipeline is None else pipeline
     target = pipe.target()

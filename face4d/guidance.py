@@ -17,6 +17,7 @@ chains hooks, e.g. a guidance hook followed by one that re-imposes known frames 
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -69,12 +70,12 @@ class GuidanceConfig:
     lr: float = 0.2
 
     def __post_init__(self) -> None:
-        if not self.lam >= 0.0:
-            raise Face4DError(f"GuidanceConfig.lam must be >= 0, got {self.lam}")
+        if not 0.0 <= self.lam < math.inf:
+            raise Face4DError(f"the guidance lambda must be a finite number >= 0, got {self.lam}")
         if self.steps < 0:
-            raise Face4DError(f"GuidanceConfig.steps must be >= 0, got {self.steps}")
-        if not self.lr > 0.0:
-            raise Face4DError(f"GuidanceConfig.lr must be > 0, got {self.lr}")
+            raise Face4DError(f"the guidance steps must be >= 0, got {self.steps}")
+        if not 0.0 < self.lr < math.inf:
+            raise Face4DError(f"the guidance learning rate (--guidance-lr) must be a finite number > 0, got {self.lr}")
 
 
 class GradientGuidance:

@@ -30,6 +30,13 @@ DEFAULT_EXPORTS = ("pc2", "mdd", "usd")
 sample) plus ``neutral.obj``, which every sample folder holds. ``usd`` is left out of the default
 when ``usd-core`` is not installed (asked for explicitly, it is an error that names the extra)."""
 PREVIEW_FORMATS = ("mp4", "gif")
+MAX_TILE = 2048
+"""Largest preview tile, in pixels; with ``MAX_PREVIEW_BYTES`` it keeps a request like ``--size 100000``
+from asking for tens of GiB."""
+MAX_PREVIEW_BYTES = 4 * 2**30
+"""Largest preview, as its frames held in memory (frames x tiles x size^2 x 3 bytes)."""
+MAX_PREVIEW_SAMPLES = 64
+"""Most samples a preview grid shows; a larger ``num`` with a preview is refused before any work."""
 def check_export_formats(formats: str | Sequence[str] | None) -> tuple[str, ...]:
     """Export formats as a tuple: a comma-separated string or a list; None gives ``DEFAULT_EXPORTS``
     (without ``usd`` when usd-core is missing). An unknown format, or ``usd`` without usd-core, is a
@@ -74,6 +81,87 @@ def check_fps(fps: float) -> float:
     if not (isinstance(fps, (int, float)) and np.isfinite(fps) and fps > 0):
         raise Face4DError(f"fps must be a positive number, got {fps}")
     return float(fps)
+
+
+def check_preview_fps(formats: Sequence[str], fps: float) -> float:
+    """``fps`` if every preview format can play at it (GIF: 100 fps at most, ``render.preview.gif_delays``)."""
+    from render.preview import check_animation_fps
+
+    fps = check_fps(fps)
+    try:
+        for fmt in formats:
+            check_animation_fps(f".{fmt.lstrip('.')}", fps)
+    except ValueError as exc:
+        raise Face4DError(str(exc)) from None
+    return fps
+
+
+def check_names(names: Sequence[str], count: int) -> list[str]:
+    """``count`` distinct sample names, each a plain folder name (``meshops.atomic.check_name``), so
+    that ``export`` can never write outside its output directory."""
+    from meshops.atomic import check_name
+
+    names = [str(n) for n in names]
+    if len(names) != count or len(set(names)) != len(names):
+        raise Face4DError(f"need {count} distinct sample names, got {names}")
+    try:
+        return [check_name(n, "sample name") for n in names]
+    except ValueError as exc:
+        raise Face4DError(str(exc)) from None
+
+
+# bytes per vertex and frame of each export, and per vertex / triangle of an OBJ or PLY mesh
+_FRAME_BYTES = {"pc2": 12, "mdd": 12, "usd": 12}
+_OBJ_BYTES, _PLY_BYTES = (30, 20), (12, 13)
+_LANDMARK_FILE_BYTES = 68 * 3 * 4, 2048  # per frame, per file
+
+
+def estimate_output_bytes(num: int, frames: int, formats: Sequence[str] = (), vertices: int = 0,
+                          triangles: int = 0) -> int:
+    """A lower estimate of what ``num`` samples of ``frames`` frames take on disk: their landmark
+    files, and with ``formats`` their sample folders (``neutral.obj`` and the exports)."""
+    per_sample = frames * _LANDMARK_FILE_BYTES[0] + _LANDMARK_FILE_BYTES[1]
+    if formats:
+        obj = _OBJ_BYTES[0] * vertices + _OBJ_BYTES[1] * triangles
+        per_sample += obj + frames * sum(_FRAME_BYTES.get(f, 0) * vertices for f in formats)
+        per_sample += frames * (obj * ("obj" in formats) + (_PLY_BYTES[0] * vertices + _PLY_BYTES[1] * triangles)
+                                * ("ply" in formats))
+    return num * per_sample
+
+
+def check_disk_space(path: str | os.PathLike, needed: int) -> None:
+    """Refuse, before any work, an output of ``needed`` bytes that the disk holding ``path`` cannot take."""
+    import shutil
+
+    parent = Path(path).absolute()
+    while not parent.exists():
+        parent = parent.parent
+    free = shutil.disk_usage(parent).free
+    if needed > free:
+        raise Face4DError(f"the output would take about {_size(needed)}, but {parent} has only {_size(free)} free; "
+                          f"ask for fewer samples or frames")
+
+
+def _size(count: float) -> str:
+    units = ("bytes", "KiB", "MiB", "GiB", "TiB")
+    k = 0
+    while count >= 1024 and k < len(units) - 1:
+        count, k = count / 1024, k + 1
+    return f"{count:.0f} bytes" if k == 0 else f"{count:.1f} {units[k]}"
+
+
+def check_preview_size(tiles: int, frames: int, size: int) -> None:
+    """Refuse a preview that would be too large to hold: tile ``size`` out of [32, MAX_TILE], more than
+    ``MAX_PREVIEW_SAMPLES`` tiles, or frames over ``MAX_PREVIEW_BYTES``."""
+    if not 32 <= size <= MAX_TILE:
+        raise Face4DError(f"the preview tile size must be from 32 to {MAX_TILE} pixels, got {size}")
+    if tiles > MAX_PREVIEW_SAMPLES:
+        raise Face4DError(f"a preview shows at most {MAX_PREVIEW_SAMPLES} samples, got {tiles}; leave the preview out "
+                          f"or ask for fewer samples")
+    held = frames * tiles * size * size * 3
+    if held > MAX_PREVIEW_BYTES:
+        raise Face4DError(f"a preview of {tiles} tile(s) of {size} pixels would take {_size(held)} of memory, "
+                          f"more than {_size(MAX_PREVIEW_BYTES)}; use a smaller size or fewer samples")
 
 
 def require_render() -> None:
@@ -145,6 +233,22 @@ def write_samples(result: PipelineResult, out_dir: Path, formats: Sequence[str],
     directory; the caller makes the whole directory appear at once. With a rig format (``head``
     needed), each sample's weights and head pose are solved and also stored in its ``landmarks.npz``
     (the interchange format's ``expression_weights`` and ``head_pose``)."""
+    records = write_sample_folders(result, out_dir, formats, fps, progress, head)
+    write_samples_manifest(result.target, out_dir, formats, fps, records)
+
+
+def write_samples_manifest(target: Target, out_dir: Path, formats: Sequence[str], fps: float,
+                           records: list[dict]) -> None:
+    """``samples.json``: the target, the formats and one record per sample folder."""
+    manifest = {"target": target.name, "method": target.method, "fps": fps,
+                "vertices": int(len(target.vertices)), "formats": list(formats), "samples": records}
+    (out_dir / "samples.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def write_sample_folders(result: PipelineResult, out_dir: Path, formats: Sequence[str], fps: float,
+                         progress: bool = False, head=None) -> list[dict]:
+    """One folder per sample of ``result`` in ``out_dir`` (``head``: for the rig formats); returns their
+    ``samples.json`` records."""
     from dataclasses import replace
 
     from tqdm.auto import tqdm
@@ -152,6 +256,7 @@ def write_samples(result: PipelineResult, out_dir: Path, formats: Sequence[str],
     from face4d.data.interchange import save_sequences
     from meshops.export import RIG_FORMATS, export_sequence
 
+    check_names(result.names, len(result))
     seqs, records = result.landmarks, []
     for i in tqdm(range(len(result)), desc="exporting", unit="sample", disable=not progress):
         folder = out_dir / result.names[i]
@@ -175,6 +280,4 @@ def write_samples(result: PipelineResult, out_dir: Path, formats: Sequence[str],
             fit.save(folder / "flame" / "flame_params.npz", fps)
             records[-1]["flame"] = {"landmark_error_mm": round(float(fit.landmark_error_mm.mean()), 4),
                                     "fit_seconds": round(fit.seconds, 2)}
-    manifest = {"target": result.target.name, "method": result.target.method, "fps": fps,
-                "vertices": int(len(result.target.vertices)), "formats": list(formats), "samples": records}
-    (out_dir / "samples.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    return records

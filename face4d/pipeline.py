@@ -46,13 +46,22 @@ import numpy as np
 
 from face4d.decoder.target import DEFAULT_METHOD, Target, resolve_target
 from face4d.errors import Face4DError
-from face4d.outputs import (check_export_formats, check_fps, check_out_dir, check_out_file, check_preview_formats,
-                            check_rig_target, require_render, write_samples)
+from face4d.outputs import (check_disk_space, check_export_formats, check_names, check_out_dir, check_out_file,
+                            check_preview_formats, check_preview_fps, check_preview_size, check_rig_target,
+                            estimate_output_bytes, require_render, write_sample_folders, write_samples,
+                            write_samples_manifest)
 
 if TYPE_CHECKING:
     from face4d.data.interchange import LandmarkSequences
 
 STARTS = ("auto", "target", "free")
+MAX_SEED = 2**64 - 1
+"""Seeds are 64-bit unsigned integers (what ``torch.Generator.manual_seed`` takes)."""
+BATCH_FRAMES = 64 * 40
+"""Sequence-frames sampled at once when ``generate_to`` / ``sample_to`` stream a large ``num`` to
+disk: memory stays bounded whatever the request (64 sequences of 40 frames per batch)."""
+BATCH_BYTES = 2**30
+"""Most bytes of decoded meshes held at once while streaming."""
 TARGET_PASSES = 1
 """Sampling passes when a sequence starts from the target mesh's neutral face (``start="target"``,
 and ``face4d demo``): one pass is Alg. 3's filling from that known frame; the later harmonising
@@ -107,9 +116,34 @@ class PipelineResult:
         return self.target.landmarks[None] + (frames - frames[neutral])
 
 
-def sample_names(count: int) -> list[str]:
-    """``sample_000``, ``sample_001``, ...: the default folder names of ``export``."""
-    return [f"sample_{i:03d}" for i in range(count)]
+def sample_names(count: int, start: int = 0) -> list[str]:
+    """``sample_000``, ``sample_001``, ...: the default folder names of ``export`` (from ``start``)."""
+    return [f"sample_{i:03d}" for i in range(start, start + count)]
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """``seed`` as an int in [0, 2^64 - 1], else a one-line error giving that range."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise Face4DError(f"{name} must be an integer from 0 to 2^64 - 1 ({MAX_SEED}), got {seed!r}")
+    return int(seed)
+
+
+def _check_num(num) -> int:
+    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
+        raise Face4DError(f"num must be a positive integer, got {num!r}")
+    return int(num)
+
+
+def batch_seed(seed: int, index: int) -> int:
+    """The seed of batch ``index`` of a streamed request: ``seed`` itself for the first, so that a
+    request that fits in one batch gives what ``generate`` gives; independent seeds after it."""
+    return seed if index == 0 else int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0])
+
+
+def batches(num: int, per_batch: int) -> list[tuple[int, int]]:
+    """``(start, count)`` of each batch of ``num`` items, ``per_batch`` at most."""
+    per_batch = max(1, per_batch)
+    return [(start, min(per_batch, num - start)) for start in range(0, num, per_batch)]
 
 
 def load_flame(flame_model, trust_pickle: bool = False):
@@ -134,10 +168,11 @@ class Pipeline:
 
     def __init__(self, model: str | os.PathLike | None = None, decoder=None, device: str = "cpu",
                  generator=None, head=None):
+        from face4d.training import resolve_device
         from meshops.head import HeadModel
 
         self.model = model
-        self.device = device
+        self.device = str(resolve_device(device))
         self._generator = generator
         self._decoder = decoder if decoder is None or hasattr(decoder, "topology") else None
         self._decoder_dir = None if self._decoder is not None else decoder
@@ -176,7 +211,14 @@ class Pipeline:
                landmark_ids=None, method: str | None = None) -> Target:
         """The checked mesh to animate: ``face4d.decoder.target.resolve_target`` on this pipeline's
         head, loading the decoder only for the learned method, which is the default when the
-        pipeline was given a decoder (else ``blendshape``; ``rbf`` with ``landmark_ids``)."""
+        pipeline was given a decoder (else ``blendshape``; ``rbf`` with ``landmark_ids``). A ``Target``
+        given as ``mesh`` is returned as is."""
+        if isinstance(mesh, Target):
+            if identity_seed is not None or faces is not None or landmark_ids is not None:
+                raise Face4DError("give a Target or the target options, not both")
+            return mesh
+        if identity_seed is not None:
+            identity_seed = check_seed(identity_seed, "the identity seed")
         return resolve_target(mesh, identity_seed, faces, landmark_ids, method, head=self.head,
                               decoder=lambda: self.decoder,
                               default="learned" if self._decoder_given else DEFAULT_METHOD)
@@ -205,6 +247,7 @@ class Pipeline:
         from face4d.data.interchange import LandmarkSequences, load_sequences
         from face4d.filling import parse_known
 
+        seed = check_seed(seed)
         neutral = self.neutral_landmarks(neutral_mesh, neutral_landmarks)
         if keyframes is not None:
             if neutral is not None or text is not None:
@@ -273,9 +316,7 @@ class Pipeline:
             target = self.target(**target_options)
         elif target_options:
             raise Face4DError("give a Target or the target options, not both")
-        names = sample_names(len(seqs)) if names is None else [str(n) for n in names]
-        if len(names) != len(seqs) or len(set(names)) != len(names):
-            raise Face4DError(f"need {len(seqs)} distinct sample names, got {names}")
+        names = check_names(sample_names(len(seqs)) if names is None else names, len(seqs))
         decoder = self.decoder if target.method == "learned" else None
         meshes = [retarget(seqs, target.vertices, decoder, method=target.method, landmark_ids=target.landmark_ids,
                            faces=target.faces, sequence_index=i)
@@ -359,21 +400,94 @@ class Pipeline:
         (default ``DEFAULT_EXPORTS``); ``fps``: default the sequences'. Every option is checked
         before anything is written."""
         from meshops.atomic import atomic_dir
-        from render import save_animation
 
         formats = check_export_formats(formats)
         preview = check_preview_formats(preview)
-        fps = check_fps(result.fps if fps is None else fps)
+        fps = check_preview_fps(preview, result.fps if fps is None else fps)
         check_rig_target(result.target, formats, self.head)
         out_dir = check_out_dir(out_dir, overwrite)
         with atomic_dir(out_dir, overwrite=overwrite) as tmp:
             write_samples(result, tmp, formats, fps, progress, self.head)
-            if preview:
-                frames = self.render_frames(result, overlay_landmarks=overlay_landmarks, size=size,
-                                            progress=progress)
-                for fmt in preview:
-                    save_animation(tmp / f"preview.{fmt}", frames, fps=fps)
+            self._write_previews(result, tmp, preview, fps, overlay_landmarks, size, progress)
         return out_dir
+
+    def _write_previews(self, result: PipelineResult, out_dir: Path, preview: Sequence[str], fps: float,
+                        overlay_landmarks: bool, size: int, progress: bool) -> None:
+        """``out_dir/preview.<fmt>`` for each format of ``preview``, from one rendering."""
+        from render import save_animation
+
+        if preview:
+            frames = self.render_frames(result, overlay_landmarks=overlay_landmarks, size=size, progress=progress)
+            for fmt in preview:
+                save_animation(out_dir / f"preview.{fmt}", frames, fps=fps)
+
+    def sample_to(self, out_dir: str | os.PathLike, num: int = 1, seed: int = 0, frames: int = 40,
+                  overwrite: bool = False, progress: bool = False, **condition) -> int:
+        """``sample`` streamed to disk, for any ``num``: ``out_dir/sequence_000.npz``, ... (one interchange
+        file per sequence), sampled ``BATCH_FRAMES`` sequence-frames at a time (batch k > 0 with
+        ``batch_seed(seed, k)``), after checking that the disk can take them. Returns the frame count."""
+        from tqdm.auto import tqdm
+
+        from face4d.data.interchange import save_sequences
+        from meshops.atomic import atomic_dir
+
+        num, seed = _check_num(num), check_seed(seed)
+        out_dir = check_out_dir(out_dir, overwrite)
+        check_disk_space(out_dir, estimate_output_bytes(num, frames))
+        plan = batches(num, BATCH_FRAMES // max(frames, 1))
+        with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+            for k, (start, count) in enumerate(tqdm(plan, desc="sampling", unit="batch",
+                                                    disable=not progress or len(plan) < 2)):
+                seqs = self.sample(num=count, seed=batch_seed(seed, k), frames=frames,
+                                   progress=progress and len(plan) == 1, **condition)
+                for i in range(len(seqs)):
+                    save_sequences(tmp / f"sequence_{start + i:03d}.npz", seqs.select(i))
+        return seqs.num_frames
+
+    def generate_to(self, out_dir: str | os.PathLike, formats: str | Sequence[str] | None = None,
+                    preview: str | Sequence[str] | None = None, overwrite: bool = False, num: int = 1,
+                    seed: int = 0, frames: int = 40, overlay_landmarks: bool = False, size: int = 256,
+                    progress: bool = False, mesh=None, identity_seed: int | None = None, faces=None,
+                    landmark_ids=None, method: str | None = None, **condition) -> tuple[Target, int]:
+        """``generate`` then ``export``, streamed for any ``num``: the samples are generated and written
+        in batches (``BATCH_FRAMES`` sequence-frames and ``BATCH_BYTES`` of meshes at most; batch k > 0
+        with ``batch_seed(seed, k)``), so memory stays bounded, after checking that the disk can take
+        the whole output. Same layout and options as ``export``; a preview shows at most
+        ``MAX_PREVIEW_SAMPLES`` samples. Returns the target mesh and the frame count."""
+        from tqdm.auto import tqdm
+
+        from face4d.data.interchange import LandmarkSequences
+        from meshops.atomic import atomic_dir
+
+        formats, preview = check_export_formats(formats), check_preview_formats(preview)
+        num, seed = _check_num(num), check_seed(seed)
+        if preview:
+            check_preview_size(num, frames, size)
+        out_dir = check_out_dir(out_dir, overwrite)
+        if mesh is None and identity_seed is None:
+            mesh = condition.get("neutral_mesh")  # what generate does
+        target = self.target(mesh, identity_seed, faces, landmark_ids, method)
+        check_rig_target(target, formats, self.head)  # before sampling
+        vertices = len(target.vertices)
+        check_disk_space(out_dir, estimate_output_bytes(num, frames, formats, vertices, len(target.faces)))
+        plan = batches(num, min(BATCH_FRAMES // max(frames, 1), BATCH_BYTES // (12 * vertices * max(frames, 1))))
+        records, kept, fps = [], [], None
+        with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+            for k, (start, count) in enumerate(tqdm(plan, desc="generating", unit="batch",
+                                                    disable=not progress or len(plan) < 2)):
+                single = progress and len(plan) == 1
+                result = self.generate(num=count, seed=batch_seed(seed, k), frames=frames, mesh=target,
+                                       names=sample_names(count, start), progress=single, **condition)
+                fps = check_preview_fps(preview, result.fps)
+                records += write_sample_folders(result, tmp, formats, fps, single, self.head)
+                if preview:
+                    kept.append(result)
+            write_samples_manifest(target, tmp, formats, fps, records)
+            if preview:
+                whole = PipelineResult(LandmarkSequences.concatenate([r.landmarks for r in kept]),
+                                       [m for r in kept for m in r.meshes], target, [n for r in kept for n in r.names])
+                self._write_previews(whole, tmp, preview, fps, overlay_landmarks, size, progress)
+        return target, len(result.meshes[0])
 
     def render(self, result: PipelineResult, path: str | os.PathLike | Sequence[str | os.PathLike],
                reference: PipelineResult | None = None, overlay_landmarks: bool = False, size: int = 256,
@@ -385,7 +499,7 @@ class Pipeline:
 
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
         paths = [check_out_file(p, (".mp4", ".gif"), overwrite) for p in paths]
-        fps = check_fps(result.fps if fps is None else fps)
+        fps = check_preview_fps([p.suffix for p in paths], result.fps if fps is None else fps)
         frames = self.render_frames(result, reference, overlay_landmarks, size, columns, view, progress)
         return [save_animation(p, frames, fps=fps, overwrite=overwrite) for p in paths]
 
@@ -400,8 +514,7 @@ class Pipeline:
         from render import face_box, render_grid
 
         require_render()
-        if size < 32:
-            raise Face4DError(f"the preview tile size must be at least 32 pixels, got {size}")
+        check_preview_size(len(result) * (1 if reference is None else 2), max(len(m) for m in result.meshes), size)
         sequences, captions = list(result.meshes), result.captions
         marks = [result.driving_landmarks(i) for i in range(len(result))]
         if reference is not None:

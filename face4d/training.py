@@ -36,6 +36,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -70,6 +71,7 @@ from face4d.models.denoiser import DenoiserConfig
 from face4d.models.ic import ICConfig, IndependentClassifier
 from face4d.models.text_guide import TextGuideConfig, text_similarity
 from face4d.text import TEXT_MODES, get_text_encoder, sequence_text_embeddings
+from meshops.atomic import LOCK_FILE, locked_dir
 
 LossFn = Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]
 """``loss_fn(network, batch) -> scalar``; call ``network`` (it may be a DDP wrapper) for the forward
@@ -127,10 +129,7 @@ class TrainConfig:
         if self.seed < 0:
             raise Face4DError(f"seed must be >= 0, got {self.seed}")
         if self.device != "auto":
-            try:
-                torch.device(self.device)
-            except RuntimeError:
-                raise Face4DError(f"unknown device {self.device!r}; use auto, cpu, cuda or cuda:N") from None
+            parse_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,17 +147,36 @@ class TrainConfig:
         return {key: value for key, value in self.to_dict().items() if key not in resumable}
 
 
+def parse_device(name: str) -> torch.device:
+    """The device ``name`` stands for; a name torch does not know is a one-line error."""
+    try:
+        return torch.device(name)
+    except (RuntimeError, TypeError):
+        raise Face4DError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+
+
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` is CUDA when available, else the CPU; a bare ``cuda`` is the rank's own GPU."""
+    """``auto`` is CUDA when available, else the CPU; a bare ``cuda`` is the rank's own GPU. An unknown
+    name, a device type other than the CPU and CUDA, or CUDA on a build or machine without it is a
+    one-line error."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    device = parse_device(name)
+    if device.type not in ("cpu", "cuda"):
+        raise Face4DError(f"unsupported device {name!r}; use auto, cpu, cuda or cuda:N")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise Face4DError(f"device {name!r} requested but CUDA is not available; use --device cpu")
         if device.index is None:
             device = torch.device("cuda", local_rank)
     return device
+
+
+def run_lock(out_dir: str | os.PathLike) -> AbstractContextManager:
+    """The lock a training run holds on its ``out_dir`` (``meshops.atomic.locked_dir``), so that a
+    second run into the same directory is refused instead of silently replacing the first one's
+    checkpoints. Taken by rank 0 only, the one process of a data-parallel run that writes there."""
+    return locked_dir(out_dir) if int(os.environ.get("RANK", "0")) == 0 else nullcontext()
 
 
 def seeded(seed: int, build: Callable[[], M]) -> M:
@@ -237,7 +255,8 @@ class CheckpointedRun:
     def _resume(self) -> None:
         """Load ``out_dir``'s training state, if any, after checking that it is this run's."""
         if not has_training_state(self.out_dir):
-            if self.out_dir.exists() and (not self.out_dir.is_dir() or any(self.out_dir.iterdir())):
+            if self.out_dir.exists() and (not self.out_dir.is_dir()
+                                          or any(p.name != LOCK_FILE for p in self.out_dir.iterdir())):
                 raise Face4DError(f"{self.out_dir}: exists and holds no training state ({STATE_FILE}) to resume; "
                                   f"choose another output directory")
             return
@@ -597,7 +616,8 @@ def train_model(
         if kind == "denoiser":
             extra["diffusion"]["prediction"] = prediction
     model = seeded(train_config.seed, lambda: model_cls(model_config))
-    trainer = Trainer(model, loss, train, normalizer, out_dir, train_config, kind, model_config.to_dict(),
-                      extra=extra, progress=progress, alternatives=alternatives)
-    trainer.fit()
+    with run_lock(out_dir):
+        trainer = Trainer(model, loss, train, normalizer, out_dir, train_config, kind, model_config.to_dict(),
+                          extra=extra, progress=progress, alternatives=alternatives)
+        trainer.fit()
     return trainer

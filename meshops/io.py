@@ -32,13 +32,25 @@ def load_mesh(path: str | os.PathLike) -> trimesh.Trimesh:
         raise MeshFileError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise MeshFileError(f"{path}: file is empty")
+    _check_layout(path, suffix)
     try:
         mesh = trimesh.load(path, file_type=suffix[1:], process=False, maintain_order=True, force="mesh")
     except Exception as exc:  # trimesh raises many types for broken files
+        if "unexpected length" in str(exc):
+            raise MeshFileError(f"{path}: the PLY header's element counts do not match the data size (truncated "
+                                f"file or wrong vertex or face count?)") from None
         raise MeshFileError(f"{path}: cannot read as {suffix[1:].upper()} ({type(exc).__name__}: {exc})") from None
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
-        raise MeshFileError(f"{path}: no faces found (a point cloud is not a mesh)")
-    declared = _declared_face_count(path, suffix)
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            cut = f.read(1) != b"\n" and suffix == ".obj"
+        raise MeshFileError(f"{path}: no faces found " + ("and the file ends mid-line (truncated?)" if cut else
+                                                          "(a point cloud is not a mesh)"))
+    vertices = _declared_count(path, suffix, "vertex")
+    if vertices is not None and vertices != len(mesh.vertices):
+        raise MeshFileError(f"{path}: the file declares {vertices} vertices but {len(mesh.vertices)} were read "
+                            f"(truncated file or wrong vertex count?)")
+    declared = _declared_count(path, suffix, "face")
     if declared is not None and declared != len(mesh.faces):
         raise MeshFileError(f"{path}: has polygons with more than 3 corners; triangulate it first "
                             f"({declared} faces in the file, {len(mesh.faces)} triangles after splitting)")
@@ -67,12 +79,54 @@ def save_mesh(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray, 
     return path
 
 
-def _declared_face_count(path: Path, suffix: str) -> int | None:
-    """Number of polygons the file itself declares, to tell whether trimesh split any of them."""
+_BINARY = bytes(range(9)) + bytes(range(14, 32))
+
+
+def _check_layout(path: Path, suffix: str) -> None:
+    """Name what is wrong with a file that is not a mesh of its kind before trimesh misreads it: binary
+    data in an OBJ, an OBJ vertex or face line cut short (a truncated file), a PLY whose header counts
+    do not match its rows."""
+    data = path.read_bytes()
     if suffix == ".obj":
+        if any(byte in _BINARY for byte in data[:65536]):
+            raise MeshFileError(f"{path}: binary data, not a text OBJ file")
+        for number, line in enumerate(data.splitlines(), 1):
+            fields = line.split()
+            if not fields or fields[0] not in (b"v", b"f"):
+                continue
+            if fields[0] == b"v" and not _numbers(fields[1:4]):
+                raise MeshFileError(f"{path}: line {number}: a vertex needs 3 coordinates, got {line[:60]!r} "
+                                    f"(truncated or malformed file?)")
+            if fields[0] == b"f" and len(fields) < 4:
+                raise MeshFileError(f"{path}: line {number}: a face needs 3 vertices, got {line[:60]!r} "
+                                    f"(truncated or malformed file?)")
+        return
+    header_end = data.find(b"end_header")
+    if not data.startswith(b"ply") or header_end < 0:
+        raise MeshFileError(f"{path}: cannot read as PLY: no 'ply' ... 'end_header' header")
+    counts = [int(n) for n in re.findall(rb"element \w+ (\d+)", data[:header_end])]
+    if b"format ascii" in data[:header_end]:
+        rows = len(data[header_end:].splitlines()) - 1
+        if rows != sum(counts):
+            raise MeshFileError(f"{path}: the header declares {' + '.join(map(str, counts))} rows (vertices, faces) "
+                                f"but the file holds {rows} (truncated file or wrong element counts?)")
+
+
+def _numbers(fields: list[bytes]) -> bool:
+    try:
+        return len([float(f) for f in fields]) == 3
+    except ValueError:
+        return False
+
+
+def _declared_count(path: Path, suffix: str, element: str) -> int | None:
+    """Number of ``element``s (``vertex`` or ``face``) the file itself declares (its ``v`` / ``f`` lines,
+    or the PLY header's count), to tell whether trimesh dropped or split any of them."""
+    if suffix == ".obj":
+        tag = element[0].encode()
         with open(path, "rb") as f:
-            return sum(1 for line in f if line.startswith(b"f ") or line.startswith(b"f\t"))
+            return sum(1 for line in f if line.startswith(tag + b" ") or line.startswith(tag + b"\t"))
     with open(path, "rb") as f:
         header = f.read(4096)
-    match = re.search(rb"element face (\d+)", header)
+    match = re.search(rb"element " + element.encode() + rb" (\d+)", header)
     return int(match.group(1)) if match else None

@@ -70,6 +70,7 @@ class MeshRenderer:
         scale = SUPERSAMPLE if antialias == "ssaa" else 1.0
         self._window = (round(self.size[0] * scale), round(self.size[1] * scale))
         self._framed = False
+        _quiet_vtk()
         self._plotter = pv.Plotter(off_screen=True, window_size=self._window, lighting="none")
         self._plotter.set_background(background)
         # pyvista's own "ssaa" renders at 4x the pixels and FXAA is unsupported on EGL: supersampling is done
@@ -363,6 +364,39 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
+def _quiet_vtk() -> None:
+    """Keep VTK's logger to errors: off screen, the X11 window class warns "bad X server connection"
+    on every headless render before falling back to off-screen rendering, which is what we want."""
+    from vtkmodules.vtkCommonCore import vtkLogger
+
+    vtkLogger.SetStderrVerbosity(vtkLogger.VERBOSITY_ERROR)
+
+
+def gif_delays(count: int, fps: float) -> list[int]:
+    """Frame delays in milliseconds for ``count`` GIF frames at ``fps``. GIF stores delays in whole
+    centiseconds, so each delay is rounded such that the running total stays on the exact timeline:
+    60 fps alternates 20, 20 and 10 ms (average 16.7 ms), where one rounded delay for every frame
+    would play at 50 or 100 fps. Above 100 fps a delay would be 0, which players show as "as fast as
+    possible" or 100 ms: a ``ValueError``. (Web browsers also slow delays under 20 ms down to 100 ms;
+    for them, 50 fps or less, or MP4.)"""
+    check_animation_fps(".gif", fps)
+    ticks = [round(k * 100 / fps) for k in range(count + 1)]
+    return [10 * (b - a) for a, b in zip(ticks, ticks[1:])]
+
+
+MAX_FPS = {".gif": 100.0, ".mp4": 1000.0}
+
+
+def check_animation_fps(suffix: str, fps: float) -> float:
+    """``fps`` if an animation file of ``suffix`` can play at it: GIF up to 100 fps (10 ms, its smallest
+    frame delay), MP4 up to 1000; otherwise a ``ValueError`` saying so."""
+    limit = MAX_FPS.get(suffix.lower(), MAX_FPS[".mp4"])
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and 0 < fps <= limit):
+        raise ValueError(f"{suffix.lstrip('.').upper()} animations play at more than 0 and at most {limit:g} fps"
+                         f"{' (a GIF frame lasts at least 10 ms)' if suffix.lower() == '.gif' else ''}, got {fps:g}")
+    return float(fps)
+
+
 def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
     """Shorten ``text`` with an ellipsis until it fits ``width`` pixels, so captions never overlap."""
     if draw.textlength(text, font=font) <= width:
@@ -389,6 +423,8 @@ def save_animation(path: str | os.PathLike, frames: np.ndarray, fps: float = 30,
                    overwrite: bool = False) -> Path:
     """Write ``(F, H, W, 3)`` uint8 frames as a looping GIF or an H.264 MP4 (by suffix), atomically.
 
+    GIF timing follows ``gif_delays``; ``check_animation_fps`` gives the highest fps of each format.
+
     MP4 frames are padded by one edge row/column where needed, because yuv420p needs even sizes.
     """
     import imageio.v2 as imageio
@@ -403,11 +439,10 @@ def save_animation(path: str | os.PathLike, frames: np.ndarray, fps: float = 30,
     if frames.ndim != 4 or len(frames) == 0:
         raise ValueError(f"frames must have shape (F, H, W, 3) with F >= 1, got {frames.shape}")
     _check_image(frames[0], "frames[0]")
-    if not fps > 0:
-        raise ValueError(f"fps must be positive, got {fps}")
+    check_animation_fps(suffix, fps)
     with atomic_file(path, overwrite) as tmp:
         if suffix == ".gif":
-            iio.imwrite(tmp, frames, extension=".gif", duration=1000 / fps, loop=0)
+            iio.imwrite(tmp, frames, extension=".gif", duration=gif_delays(len(frames), fps), loop=0)
         else:
             h, w = frames.shape[1:3]
             frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")

@@ -89,6 +89,7 @@ def _info(args) -> None:
     from face4d.data.dataset import SPLITS, Dataset
 
     data = Dataset.load(args.data)
+    data.check_shards()
     m = data.manifest
     print(f"{data.root}: {len(data)} sequences, seed {m['seed']}, {len(m['shards'])} shard(s)")
     if data.source is not None:

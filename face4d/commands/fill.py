@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from face4d.commands.options import EXAMPLES, add_sampling_args, pipeline, sampling_config, save_each
+from face4d.commands.options import EXAMPLES, add_sampling_args, pipeline, sampling_config
 from face4d.errors import Face4DError
 
 
@@ -29,7 +29,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run(args) -> None:
     from face4d.data.interchange import load_sequences
     from face4d.filling import parse_known
-    from meshops.atomic import atomic_dir
 
     seqs = load_sequences(args.input)
     if not 0 <= args.sequence_index < len(seqs):
@@ -38,9 +37,7 @@ def run(args) -> None:
     seq = seqs.select(args.sequence_index)
     frames = int(seq.lengths[0])
     known = parse_known(args.known, frames)
-    pipe = pipeline(args)
-    with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
-        filled = pipe.sample(keyframes=seq, known=known, label=args.label, num=args.num, seed=args.seed,
-                             passes=args.passes, sampling=sampling_config(args), progress=not args.quiet)
-        save_each(tmp, filled)
-    print(f"filled {frames - int(known.sum())} of {frames} frames: wrote {len(filled)} sequence(s) to {args.out}")
+    pipeline(args).sample_to(args.out, num=args.num, seed=args.seed, overwrite=args.overwrite, progress=not args.quiet,
+                             keyframes=seq, known=known, label=args.label, passes=args.passes,
+                             sampling=sampling_config(args))
+    print(f"filled {frames - int(known.sum())} of {frames} frames: wrote {args.num} sequence(s) to {args.out}")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from face4d.commands.options import (EXAMPLES, add_mesh_args, add_output_args, add_sampling_args, pipeline,
-                                    sampling_config, save_each)
+                                    sampling_config)
 from face4d.errors import Face4DError
 
 DESCRIPTION = """Generate landmark sequences for a condition: a --label, a --text, --keyframes to fill, or a
@@ -69,9 +69,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args) -> None:
-    from face4d.outputs import check_export_formats, check_out_dir, check_preview_formats, check_rig_target
-    from meshops.atomic import atomic_dir
-    from meshops.export import RIG_FORMATS
+    from face4d.outputs import check_export_formats, check_preview_formats
 
     meshes = any(getattr(args, name) is not None for name in MESH_OPTIONS)
     if not meshes and (args.overlay_landmarks or args.size is not None):
@@ -84,28 +82,18 @@ def run(args) -> None:
                      num=args.num, seed=args.seed, sequence_type=args.sequence_type, passes=args.passes,
                      sequence_index=args.sequence_index, sampling=sampling_config(args), progress=not args.quiet,
                      intensity=args.intensity)
-    if not meshes:  # landmarks only: one interchange file per sequence
-        check_out_dir(args.out, args.overwrite)
-        seqs = pipe.sample(**condition)
-        with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
-            save_each(tmp, seqs)
-        print(f"wrote {len(seqs)} sequence(s) of {seqs.num_frames} frames to {args.out}")
+    if not meshes:  # landmarks only: one interchange file per sequence, streamed in batches
+        frames = pipe.sample_to(args.out, overwrite=args.overwrite, **condition)
+        print(f"wrote {args.num} sequence(s) of {frames} frames to {args.out}")
         return
     formats, preview = check_export_formats(args.export), check_preview_formats(args.preview)
-    check_out_dir(args.out, args.overwrite)
-    if set(formats) & set(RIG_FORMATS):  # refuse a mesh the rig formats cannot animate before sampling
-        mesh = args.mesh if args.mesh is not None or args.identity_seed is not None else args.neutral_mesh
-        check_rig_target(pipe.target(mesh, args.identity_seed, landmark_ids=args.landmark_ids, method=args.method),
-                         formats, pipe.head)
-    result = pipe.generate(**condition, mesh=args.mesh, identity_seed=args.identity_seed,
-                           landmark_ids=args.landmark_ids, method=args.method, start=args.start or "auto",
-                           flame_model=args.flame_model, trust_pickle=args.trust_pickle)
-    target = result.target
-    pipe.export(result, args.out, formats, overwrite=args.overwrite, preview=preview,
-                overlay_landmarks=args.overlay_landmarks, size=args.size or 256, progress=not args.quiet)
+    target, frames = pipe.generate_to(args.out, formats, preview, overwrite=args.overwrite, mesh=args.mesh,
+                                      identity_seed=args.identity_seed, landmark_ids=args.landmark_ids,
+                                      method=args.method, start=args.start or "auto",
+                                      overlay_landmarks=args.overlay_landmarks, size=args.size or 256,
+                                      flame_model=args.flame_model, trust_pickle=args.trust_pickle, **condition)
     extra = "".join(f" + preview.{fmt}" for fmt in preview)
-    if result.flame is not None:
-        error = max(float(fit.landmark_error_mm.mean()) for fit in result.flame)
-        extra += f" + flame/ (landmark error of the FLAME fit at most {error:.2f} mm mean per sample)"
-    print(f"wrote {len(result)} sample(s) of {len(result.meshes[0])} frames on {target.name} ({target.method}) to "
+    if args.flame_model is not None:
+        extra += " + flame/ (the fits' landmark errors are in samples.json)"
+    print(f"wrote {args.num} sample(s) of {frames} frames on {target.name} ({target.method}) to "
           f"{args.out}: {', '.join(formats)}{extra}")

@@ -192,11 +192,3 @@ def pipeline(args):
     if decoder is not None and args.method is None:
         args.method = "learned"  # a decoder given is a decoder to use
     return Pipeline.from_pretrained(getattr(args, "model", None), decoder, device=args.device)
-
-
-def save_each(folder: Path, seqs) -> None:
-    """``folder/sequence_000.npz``, ...: one file per sequence."""
-    from face4d.data.interchange import save_sequences
-
-    for i in range(len(seqs)):
-        save_sequences(folder / f"sequence_{i:03d}.npz", seqs.select(i))

@@ -30,10 +30,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args) -> None:
     from face4d.landmarks import load_landmark_file
-    from face4d.outputs import check_out_file, require_render
+    from face4d.outputs import check_out_file, check_preview_fps, check_preview_size, require_render
 
     require_render()
     check_out_file(args.out, (".mp4", ".gif"), args.overwrite)
+    check_preview_size(1, 1, args.size)  # before the slow steps, as the rest
+    if args.fps is not None:
+        check_preview_fps([args.out.suffix], args.fps)
     seqs = load_landmark_file(args.landmarks)
     reference = None if args.reference is None else load_landmark_file(args.reference)
     pipe = pipeline(args)

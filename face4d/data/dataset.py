@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +149,55 @@ def _expression_split(labels: Sequence[str], held_out_labels: Sequence[str]) -> 
             "test_labels": [n for n in labels if n in held_out_labels]}
 
 
+def _check_manifest(m: dict, path: Path) -> None:
+    """Refuse a manifest whose fields have the wrong types or whose counts disagree, naming the field,
+    before anything trusts it (``dataset info``, ``train``)."""
+    def fail(what: str) -> None:
+        raise Face4DError(f"{path}: {what}")
+
+    def is_int(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    def str_list(value) -> bool:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+    if not is_int(m.get("seed")):
+        fail(f"'seed' must be an integer, got {m.get('seed')!r}")
+    if not str_list(m.get("labels")):
+        fail("'labels' must be a list of label names")
+    shards = m.get("shards")
+    if not isinstance(shards, list) or not all(isinstance(e, dict) and isinstance(e.get("file"), str)
+                                               and "/" not in e["file"] and is_int(e.get("count"))
+                                               and e["count"] >= 0 for e in shards):
+        fail("'shards' must be a list of {'file': name, 'count': integer}")
+    splits = m.get("splits")
+    if not isinstance(splits, dict) or not isinstance(splits.get("identity"), dict) \
+            or not all(isinstance(splits["identity"].get(name), list) for name in SPLITS):
+        fail(f"'splits.identity' must map each of {', '.join(SPLITS)} to a list of identities")
+    expression = splits.get("expression")
+    if not isinstance(expression, dict) or not all(str_list(expression.get(k)) for k in ("train_labels", "test_labels")):
+        fail("'splits.expression' must hold the lists 'train_labels' and 'test_labels'")
+    records = m.get("sequences")
+    if not isinstance(records, list):
+        fail("'sequences' must be a list of records")
+    fields = {"shard": is_int, "row": is_int, "frames": is_int, "label": lambda v: isinstance(v, str),
+              "type": lambda v: isinstance(v, str), "split": lambda v: v in SPLITS}
+    per_shard = [0] * len(shards)
+    for i, record in enumerate(records):
+        bad = [key for key, ok in fields.items() if not isinstance(record, dict) or not ok(record.get(key))]
+        if bad:
+            fail(f"sequence record {i}: bad or missing {', '.join(bad)} (split must be one of {', '.join(SPLITS)})")
+        if not 0 <= record["shard"] < len(shards):
+            fail(f"sequence record {i}: shard {record['shard']} is not one of the {len(shards)} listed")
+        per_shard[record["shard"]] += 1
+    for entry, count in zip(shards, per_shard):
+        if count != entry["count"]:
+            fail(f"shard {entry['file']} is listed with {entry['count']} sequence(s), but {count} record(s) point into it")
+    for i, record in enumerate(records):
+        if not 0 <= record["row"] < shards[record["shard"]]["count"]:
+            fail(f"sequence record {i}: row {record['row']} is not in shard {shards[record['shard']]['file']}")
+
+
 @dataclass
 class Dataset:
     """A built dataset on disk: its manifest, and its sequences by split."""
@@ -167,7 +217,28 @@ class Dataset:
             raise Face4DError(f"{path}: not a {FORMAT} v{FORMAT_VERSION} manifest")
         if ("config" in manifest) == ("source" in manifest):
             raise Face4DError(f"{path}: a manifest needs either 'config' (generated data) or 'source' (imported)")
+        _check_manifest(manifest, path)
         return cls(root, manifest)
+
+    def check_shards(self) -> None:
+        """Open every shard's header: each must exist, be a whole .npz archive and hold as many
+        sequences as the manifest says (``face4d dataset info`` runs this; reading the data is not needed)."""
+        for entry in self.manifest["shards"]:
+            path = self.root / entry["file"]
+            if not path.is_file():
+                raise Face4DError(f"{self.root}: shard {entry['file']} is missing")
+            try:
+                with zipfile.ZipFile(path) as archive, archive.open("landmarks.npy") as member:
+                    major, _ = np.lib.format.read_magic(member)
+                    read_header = np.lib.format.read_array_header_1_0 if major == 1 else \
+                        np.lib.format.read_array_header_2_0
+                    shape = read_header(member)[0]
+            except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+                raise Face4DError(f"{path}: truncated or corrupt shard ({type(exc).__name__}: {exc})") from None
+            count = 1 if len(shape) == 3 else shape[0]
+            if len(shape) not in (3, 4) or count != entry["count"]:
+                raise Face4DError(f"{path}: holds landmarks of shape {shape}, but the manifest lists "
+                                  f"{entry['count']} sequence(s) in it")
 
     @property
     def config(self) -> SynthConfig | None:

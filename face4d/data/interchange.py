@@ -26,6 +26,7 @@ Files are read with ``allow_pickle=False``: strings are stored as numpy unicode 
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -180,6 +181,9 @@ def load_sequences(path: str | os.PathLike) -> LandmarkSequences:
     path = Path(path)
     if not path.is_file():
         raise Face4DError(f"{path}: no such file")
+    if not zipfile.is_zipfile(path):  # np.load would take any other bytes for a pickle or a bare .npy
+        raise Face4DError(f"{path}: not a readable .npz file: not a zip archive of arrays (as face4d and "
+                          f"numpy.savez write); truncated, or another kind of file named .npz?")
     try:
         with np.load(path, allow_pickle=False) as d:
             data = {k: d[k] for k in d.files}
@@ -193,6 +197,9 @@ def load_sequences(path: str | os.PathLike) -> LandmarkSequences:
                           f"got {lm.dtype} {lm.shape}")
     single = lm.ndim == 3
     n, f = (1, lm.shape[0]) if single else lm.shape[:2]
+    if n == 0 or f == 0:
+        raise Face4DError(f"{path}: holds {'no sequences' if n == 0 else 'sequences of 0 frames'} "
+                          f"('landmarks' has shape {lm.shape})")
     expand = (lambda v: np.asarray(v)[None]) if single else np.asarray
     kwargs: dict = {"landmarks": expand(lm), "fps": float(data.get("fps", DEFAULT_FPS))}
     kwargs["lengths"] = np.full(n, f) if single or "lengths" not in data else data["lengths"]

@@ -15,6 +15,7 @@ from face4d.data.dataset import Dataset
 from face4d.data.interchange import LandmarkSequences
 from face4d.data.synth import ExpressionSynthesizer, SynthConfig, sequence_vertices
 from face4d.errors import Face4DError
+from face4d.outputs import MAX_TILE
 from meshops.atomic import atomic_dir
 from meshops.head import HeadModel
 
@@ -65,8 +66,8 @@ def write_preview(out: str | os.PathLike, data: str | os.PathLike | None = None,
 
     if gif_sequences < 0:
         raise Face4DError(f"gif sequences must be 0 or more, got {gif_sequences}")
-    if tile < 64:
-        raise Face4DError(f"tile size must be at least 64 pixels, got {tile}")
+    if not 64 <= tile <= MAX_TILE:
+        raise Face4DError(f"tile size must be from 64 to {MAX_TILE} pixels, got {tile}")
     head = HeadModel.load()
     dataset = Dataset.load(data) if data is not None else None
     if dataset is not None and dataset.source is not None:

@@ -95,7 +95,7 @@ def resolve_target(mesh=None, identity_seed: int | None = None, faces: np.ndarra
                 raise Face4DError(f"the target mesh has {len(vertices)} vertices, not the head model's "
                                   f"{head.num_vertices}: pass its faces too")
             faces = head.faces
-    faces = np.asarray(faces, np.int64)
+    faces = _integer_faces(faces, name)
     if method != "rbf":
         topology = decoder().topology if method == "learned" else DecoderTopology.from_head(head)
         vertices = topology.check_mesh(vertices, faces, name)
@@ -113,3 +113,12 @@ def resolve_target(mesh=None, identity_seed: int | None = None, faces: np.ndarra
         raise Face4DError(f"{name}: faces must index its {len(vertices)} vertices")
     check_units(head.landmark_neutral, vertices[ids])
     return Target(vertices, faces, ids, method, name)
+
+
+def _integer_faces(faces, name: str) -> np.ndarray:
+    """Triangles as int64; float values that are not whole numbers are refused instead of truncated."""
+    faces = np.asarray(faces)
+    if faces.dtype.kind not in "iu":
+        if faces.dtype.kind != "f" or not np.isfinite(faces).all() or (faces != np.round(faces)).any():
+            raise Face4DError(f"{name}: faces must be integer vertex indices, got {faces.dtype} values")
+    return faces.astype(np.int64)

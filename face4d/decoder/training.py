@@ -42,7 +42,7 @@ from face4d.data.interchange import LandmarkSequences
 from face4d.decoder.model import MLPDecoderConfig, SpiralDecoderConfig, build_decoder, kind_of
 from face4d.decoder.topology import DecoderTopology
 from face4d.errors import Face4DError
-from face4d.training import CheckpointedRun, TrainConfig, resolve_device, seeded
+from face4d.training import CheckpointedRun, TrainConfig, resolve_device, run_lock, seeded
 from meshops.head import HeadModel
 
 LABEL_CHOICES = ("expression_train", "all")
@@ -243,7 +243,8 @@ def train_decoder(data_dir: str | os.PathLike, out_dir: str | os.PathLike, train
     data, description = load_training_data(data_dir, train_config.labels)
     topology = DecoderTopology.from_head(head)
     model = seeded(train_config.seed, lambda: build_decoder(model_config, topology))
-    trainer = DecoderTrainer(model, data, out_dir, train_config, head, extra={"data": description},
-                             progress=progress)
-    trainer.fit()
+    with run_lock(out_dir):
+        trainer = DecoderTrainer(model, data, out_dir, train_config, head, extra={"data": description},
+                                 progress=progress)
+        trainer.fit()
     return trainer
