@@ -271,7 +271,7 @@ def test_filling_rows_keep_known_frames(data, ic_dir, gen):
                                                       ("Accuracy (%)", "FID", "Jitter (cm/frame^2)", "Amplitude (cm)")],
                              "Known frames, max rel. error", "s / sequence"]
     assert table.column("Method") == [GROUND_TRUTH, "mean imputation", "ours (Alg. 3 as written: replacement only)",
-                                      "ours (Alg. 3 + reconstruction guidance, w = 20)"]
+                                      "ours (Alg. 3 + reconstruction guidance, w = 10)"]
     for row, key in ((2, "ours, replacement only"), (3, "ours")):
         errors = table.values["known error"][key]
         assert set(errors) == {"FFB", "FFE", "FFM"} and max(errors.values()) < 1e-4
@@ -314,7 +314,7 @@ def test_geometry_rows_and_join_report(data, ic_dir, gen):
                              "Speed at the join (cm/frame)", "Speed elsewhere (cm/frame)", "Join / elsewhere",
                              "s / sequence"]
     assert table.column("Method") == [GROUND_TRUTH, "ours (Alg. 4 as written: replacement only), 2 passes",
-                                      "ours (Alg. 4 + reconstruction guidance, w = 20), 2 passes"]
+                                      "ours (Alg. 4 + reconstruction guidance, w = 10), 2 passes"]
     assert max(table.values["enforced error"].values()) < 1e-4
     join, elsewhere = join_speeds(evaluation.reference)
     np.testing.assert_array_equal(table.values["join"]["ground truth"], join)
