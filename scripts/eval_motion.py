@@ -16,7 +16,7 @@ times. Rows:
 * unguided.
 
 Then, for the label row: per label ratios to the data, the same measures on decoded meshes (the
-default decoder on the head's mean face, face-region vertices; the data's landmarks decoded the
+default method (`--method`) on the head's mean face, face-region vertices; the data's landmarks decoded the
 same way), apex amplitude at several ``--intensity`` values, and the time of one guided 40-frame
 sequence with one thread, fast and paper samplers, measured in the same run.
 
@@ -118,7 +118,7 @@ def stat_cells(stats: MotionStats, data: MotionStats, where=None, data_where=Non
 
 def mesh_stats(seqs: LandmarkSequences, limit_per_label: int) -> MotionStats:
     """Motion of the face-region vertices when ``seqs`` (the first ``limit_per_label`` of each label)
-    are decoded onto the head's mean face by the default decoder."""
+    are decoded onto the head's mean face by the default method (``Pipeline.target``)."""
     from face4d.pipeline import Pipeline
 
     pipe = Pipeline()
@@ -225,7 +225,7 @@ def evaluate(args: argparse.Namespace) -> tuple[list[str], list[tuple[str, bool]
         markdown_table(["Rows", "Sequences", *HEADERS, "s / sequence"], table),
         "Per label, ours (label, fast) against the data of that label:",
         markdown_table(["Label", "Sequences", *HEADERS], per_label),
-        f"Decoded meshes (default decoder, the head's mean face, face-region vertices; up to {args.mesh_per_label} "
+        f"Decoded meshes (the default --method, the head's mean face, face-region vertices; up to {args.mesh_per_label} "
         "sequences per label, the data's landmarks decoded the same way):",
         markdown_table(["Rows", "Sequences", *HEADERS], mesh_rows),
         "Intensity (`--intensity`, label, fast; amplitude ratio to the data; jitter per cm of amplitude):",
