@@ -24,10 +24,13 @@ from face4d.eval.baselines import NearestText, fit_length, mean_imputation  # no
 from face4d.eval.downstream import (FILL_SETTINGS, FillSetting, filling, geometry_adaptive,  # noqa: E402
                                     text_control)
 from face4d.eval.harness import GROUND_TRUTH, Evaluation  # noqa: E402
-from face4d.eval.metrics import frame_speeds, join_speeds, known_frame_error, neutral_frames  # noqa: E402
+from face4d.eval.metrics import frame_speeds, join_speeds, known_frame_error  # noqa: E402
+from face4d.filling import RECONSTRUCTION_WEIGHT  # noqa: E402
 from face4d.generate import LandmarkGenerator, SamplingConfig  # noqa: E402
 from face4d.models import TextGuide, TextGuideConfig  # noqa: E402
 from face4d.text import get_text_encoder  # noqa: E402
+
+pytestmark = pytest.mark.slow  # real models, training, rendering or the CLI end to end
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 FAST = SamplingConfig(steps=2)
@@ -188,12 +191,12 @@ def test_join_speeds_on_a_hand_made_sequence():
     padded = np.concatenate([x[None], x[::-1][None]]).astype(np.float32)  # E2N: the same, reversed
     padded = np.concatenate([padded, np.zeros((2, 2, 68, 3), np.float32)], axis=1)  # padding never counts
     seqs = _sequences(padded, lengths=[6, 6], types=["N2E", "E2N"])
-    assert neutral_frames(seqs).tolist() == [0, 5]
+    assert seqs.neutral_frames(strict=True).tolist() == [0, 5]
     join, elsewhere = join_speeds(seqs)
     np.testing.assert_allclose(join, np.sqrt(steps**2 + 1).mean(), rtol=1e-5)
     np.testing.assert_allclose(elsewhere, step, rtol=1e-5)
     with pytest.raises(Face4DError, match="N2E or E2N"):
-        neutral_frames(_sequences(padded, types=["N2E", ""]))
+        _sequences(padded, types=["N2E", ""]).neutral_frames(strict=True)
     with pytest.raises(Face4DError, match="at least 3 frames"):
         join_speeds(_sequences(padded[:, :2]))
 
@@ -271,7 +274,7 @@ def test_filling_rows_keep_known_frames(data, ic_dir, gen):
                                                       ("Accuracy (%)", "FID", "Jitter (cm/frame^2)", "Amplitude (cm)")],
                              "Known frames, max rel. error", "s / sequence"]
     assert table.column("Method") == [GROUND_TRUTH, "mean imputation", "ours (Alg. 3 as written: replacement only)",
-                                      "ours (Alg. 3 + reconstruction guidance, w = 10)"]
+                                      f"ours (Alg. 3 + reconstruction guidance, w = {RECONSTRUCTION_WEIGHT:g})"]
     for row, key in ((2, "ours, replacement only"), (3, "ours")):
         errors = table.values["known error"][key]
         assert set(errors) == {"FFB", "FFE", "FFM"} and max(errors.values()) < 1e-4
@@ -297,7 +300,7 @@ def test_filling_rows_keep_known_frames(data, ic_dir, gen):
 def test_neutral_batch_mixes_types_and_keeps_each_neutral(gen, head):
     rng = np.random.default_rng(1)
     neutrals = (head.landmark_neutral + 0.1 * rng.standard_normal((2, 68, 3))).astype(np.float32)
-    out = gen._from_neutrals(neutrals, 7, ["N2E", "E2N"], ["anger", "high_smile"], seed=2, passes=2, sampling=FAST)
+    out = gen.from_neutrals(neutrals, 7, ["N2E", "E2N"], ["anger", "high_smile"], seed=2, passes=2, sampling=FAST)
     assert out.types.tolist() == ["N2E", "E2N"] and out.labels.tolist() == ["anger", "high_smile"]
     np.testing.assert_allclose(out.landmarks[0, 0], neutrals[0], atol=1e-4)
     np.testing.assert_allclose(out.landmarks[1, -1], neutrals[1], atol=1e-4)
@@ -314,7 +317,7 @@ def test_geometry_rows_and_join_report(data, ic_dir, gen):
                              "Speed at the join (cm/frame)", "Speed elsewhere (cm/frame)", "Join / elsewhere",
                              "s / sequence"]
     assert table.column("Method") == [GROUND_TRUTH, "ours (Alg. 4 as written: replacement only), 2 passes",
-                                      "ours (Alg. 4 + reconstruction guidance, w = 10), 2 passes"]
+                                      f"ours (Alg. 4 + reconstruction guidance, w = {RECONSTRUCTION_WEIGHT:g}), 2 passes"]
     assert max(table.values["enforced error"].values()) < 1e-4
     join, elsewhere = join_speeds(evaluation.reference)
     np.testing.assert_array_equal(table.values["join"]["ground truth"], join)
