@@ -13,6 +13,8 @@ from face4d.errors import Face4DError
 from face4d.flame import CM_PER_M, FlameFitConfig, FlameModel, ReducedFlame, fit_flame
 from meshops.pointcache import read_pc2
 
+pytestmark = pytest.mark.slow  # real models, training, rendering or the CLI end to end
+
 
 NUM_SHAPE, NUM_EXPRESSION = 8, 6
 

@@ -30,6 +30,8 @@ from meshops.atomic import PAUSE_ENV, atomic_dir, clean_stale_temporaries
 from meshops.io import MeshFileError, load_mesh, save_mesh
 from render.preview import gif_delays, save_animation
 
+pytestmark = pytest.mark.slow  # real models, training, rendering or the CLI end to end
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TRAIN = ["--d-model", "16", "--layers", "1", "--heads", "2", "--ff", "32", "--batch-size", "4", "--device", "cpu",
               "--timesteps", "50", "--quiet"]
