@@ -229,10 +229,13 @@ class KnownFrameReconstruction:
     The gradient moves the unknown frames only as far as the network's attention links them to the
     known ones, which for a clean-sequence network with a mean-frame skip is little: a generated
     face then keeps an offset from the known frames, and the join to a known frame jumps (Table
-    4's join check). ``anchor`` adds the direct correction: the known frames' error, which is
-    mostly the person's shape and head pose, taken off every unknown frame, interpolated in time
-    between known frames. The correction is on each step's estimate, not on the output, so the
-    following steps denoise the shifted sequence as a whole.
+    4's join check). ``anchor`` adds the direct correction: the known frames' error, interpolated
+    in time between known frames, taken off every unknown frame, weighted by ``abar_t``. At low
+    noise that error is the person's shape and head pose the network missed; at high noise it is
+    mostly the network's doubt about the expression, which taken off every frame would flatten the
+    expression (label accuracy of geometry-adaptive generation falls). The correction is on each
+    step's estimate, not on the output, so the following steps denoise the shifted sequence as a
+    whole.
     """
 
     def __init__(self, diffusion: GaussianDiffusion, x0: torch.Tensor, known: torch.Tensor | np.ndarray,
@@ -260,7 +263,10 @@ class KnownFrameReconstruction:
             grad, = torch.autograd.grad(((error ** 2).flatten(1).sum(1) / count).sum(), x_t)
             step = self.weight / 2 * extract(self.diffusion.sqrt_alphas_cumprod, t, x_t) * grad
         if self.anchor:
-            step = step + interpolate_known(error.detach(), self.known_frames.to(pred_x0.device))
+            # Weighted by abar_t, the share of signal in x_t: at high noise the known frames' error is
+            # mostly the network's doubt about the expression, which must not be taken off every frame.
+            gate = extract(self.diffusion.alphas_cumprod, t, x_t)
+            step = step + gate * interpolate_known(error.detach(), self.known_frames.to(pred_x0.device))
         return torch.where(known, pred_x0, pred_x0 - step)
 
 

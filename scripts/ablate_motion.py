@@ -3,7 +3,7 @@
 
 Each ``--variant NAME=BUNDLE[,key=value...]`` is a model bundle (a directory with ``denoiser/`` and
 the guidance models) sampled with ``SamplingConfig`` fields given as ``key=value`` (``steps``,
-``variance``, ``eta``, ``sampler``). Every variant makes one label-guided sequence per reference
+``variance``, ``eta``, ``sampler``, ``label_control``, ``condition_scale``). Every variant makes one label-guided sequence per reference
 sequence (label, order and length of up to ``--per-label`` test sequences per label of a dataset of
 another seed than the training data, as ``scripts/eval_motion.py``) and one unguided sequence per
 reference sequence, measured with ``face4d.eval.motion`` against the reference; the table also
@@ -32,7 +32,8 @@ from face4d.generate import LandmarkGenerator, SamplingConfig
 sys.path.insert(0, str(Path(__file__).parent))
 from eval_motion import reference_set  # noqa: E402  (the benchmark's reference, shared)
 
-CONVERTERS = {"steps": int, "variance": str, "sampler": str, "eta": lambda v: None if v == "none" else float(v)}
+CONVERTERS = {"steps": int, "variance": str, "sampler": str, "eta": lambda v: None if v == "none" else float(v),
+              "label_control": str, "condition_scale": float}
 
 
 def parse_variant(text: str) -> tuple[str, Path, SamplingConfig]:
@@ -51,11 +52,13 @@ def parse_variant(text: str) -> tuple[str, Path, SamplingConfig]:
 
 
 def training_of(bundle: Path) -> list[str]:
-    """Prediction, skip path, velocity weight, Min-SNR gamma / floor and steps of a bundle's denoiser."""
+    """Prediction, skip path, label input, velocity weight, Min-SNR gamma / floor and steps of a
+    bundle's denoiser."""
     config = json.loads((bundle / "denoiser" / "config.json").read_text())
     loss = config.get("loss", {})
     gamma = loss.get("snr_gamma")
-    return [config["diffusion"].get("prediction", "epsilon"), config["model_config"].get("skip", "frame"),
+    label_input = f"yes (dropout {loss['condition_dropout']:g})" if config["model_config"].get("num_labels") else "no"
+    return [config["diffusion"].get("prediction", "epsilon"), config["model_config"].get("skip", "frame"), label_input,
             f"{loss.get('velocity_weight', 0.0):g}", "uniform" if not gamma else f"{gamma:g} / {loss['snr_floor']:g}",
             str(config.get("step", ""))]
 
@@ -63,15 +66,22 @@ def training_of(bundle: Path) -> list[str]:
 def sampler_of(sampling: SamplingConfig, generator: LandmarkGenerator) -> str:
     steps = generator.diffusion.num_timesteps if sampling.sampler == "paper" else sampling.steps
     kind = f"DDIM eta {sampling.eta:g}" if sampling.eta is not None else f"DDPM, {sampling.variance} variance"
-    return f"{kind}, {steps} steps"
+    control = sampling.label_control
+    if control == "auto":
+        control = "conditional" if generator.conditional else "classifier"
+    if control != "classifier" and sampling.condition_scale != 1.0:
+        control += f", scale {sampling.condition_scale:g}"
+    return f"{kind}, {steps} steps; labels: {control}"
 
 
 def evaluate(args: argparse.Namespace) -> tuple[list[str], list]:
     variants = [parse_variant(text) for text in args.variant]
     reference = reference_set(args.data, None, args.per_label, args.seed)
     data = landmark_stats(reference)
-    rows = [["data (other seed)", "", "", "", "", "", "", f"{data.mean('speed'):.4f}",
-             f"{data.mean('jitter'):.4f}", f"{data.mean('apex_amplitude'):.3f}", "1.00", "1.00", "", ""]]
+    rows = [["data (other seed)", "", "", "", "", "", "", "", f"{data.mean('speed'):.4f}",
+             f"{data.mean('jitter'):.4f}", f"{data.mean('apex_amplitude'):.3f}", "1.00", "1.00", "1.00",
+             "1.00 - 1.00", "", ""]]
+    labels = sorted(set(reference.labels))
     for name, bundle, sampling in variants:
         generator = LandmarkGenerator.from_pretrained(bundle)
         start = time.perf_counter()
@@ -81,16 +91,20 @@ def evaluate(args: argparse.Namespace) -> tuple[list[str], list]:
         seconds = (time.perf_counter() - start) / len(reference)
         free = landmark_stats(generate_like(reference, lambda idx, frames, s: generator.generate(
             None, frames, len(idx), s, sampling=sampling), seed=args.seed, desc=f"{name}, unguided"))
+        per_label = {measure: [guided.mean(measure, reference.labels == label) / data.mean(measure, reference.labels == label)
+                               for label in labels] for measure in ("jitter", "apex_amplitude")}
         rows.append([name, *training_of(bundle), sampler_of(sampling, generator),
                      f"{guided.mean('speed'):.4f}", f"{guided.mean('jitter'):.4f}",
                      f"{guided.mean('apex_amplitude'):.3f}",
                      f"{guided.mean('jitter') / data.mean('jitter'):.2f}",
                      f"{guided.mean('apex_amplitude') / data.mean('apex_amplitude'):.2f}",
+                     f"{max(per_label['jitter']):.2f}",
+                     f"{min(per_label['apex_amplitude']):.2f} - {max(per_label['apex_amplitude']):.2f}",
                      f"{free.mean('apex_amplitude') / data.mean('apex_amplitude'):.2f}", f"{seconds:.3f}"])
         print(" | ".join(rows[-1]), flush=True)
-    headers = ["Variant", "Prediction", "Skip path", "Velocity weight", "Min-SNR gamma / floor", "Training steps",
-               "Sampler", "Speed (cm/frame)", "Jitter (cm/frame^2)", "Amplitude (cm)", "Jitter ratio",
-               "Amplitude ratio", "Amplitude ratio, unguided", "s / sequence"]
+    headers = ["Variant", "Prediction", "Skip path", "Label input", "Velocity weight", "Min-SNR gamma / floor",
+               "Training steps", "Sampler", "Speed (cm/frame)", "Jitter (cm/frame^2)", "Amplitude (cm)", "Jitter ratio",
+               "Amplitude ratio", "Largest label jitter ratio", "Label amplitude ratios", "Amplitude ratio, unguided", "s / sequence"]
     return [
         f"Reference: {len(reference)} test sequences of `{args.data.name}` (another seed than the training data), "
         f"{args.per_label} per label of its labels. Each variant: one label-guided sequence (type S classifier, the "

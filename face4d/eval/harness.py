@@ -89,7 +89,8 @@ class Scores:
         return "" if self.seconds is None else f"{self.seconds / self.count:.3f}"
 
     def summary(self) -> str:
-        return f"n={self.count:4d} accuracy {100 * self.accuracy:5.1f}%  FID {self.fid:7.2f}"
+        return (f"n={self.count:4d} accuracy {100 * self.accuracy:5.1f}%  FID {self.fid:7.2f}  "
+                f"jitter {self.jitter:.4f}  amplitude {self.amplitude:.3f}")
 
 
 @dataclass
