@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from face4d.errors import Face4DError
 
 NoiseModel = Callable[..., torch.Tensor]
 """``model(x_t, t, mask=None) -> output``: ``t`` is a (B,) long tensor of *training* timesteps; the
@@ -81,6 +84,51 @@ def linear_beta_schedule(T: int = 2000, beta_start: float = 1e-4, beta_end: floa
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
     return np.linspace(beta_start, beta_end, T, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """The diffusion a bundle's models share, as its ``bundle.json`` records it: the paper's linear
+    schedule of ``num_timesteps`` betas from ``beta_start`` to ``beta_end``, and what the denoiser
+    predicts (``PREDICTIONS``). A member's config.json records ``schedule`` and ``num_timesteps``
+    (and the denoiser's ``prediction``); the betas it leaves out are these defaults, which every
+    ``face4d train`` run has used."""
+
+    schedule: str = "linear"
+    num_timesteps: int = 2000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    prediction: str = "epsilon"
+
+    def __post_init__(self) -> None:
+        if self.schedule != "linear":
+            raise Face4DError(f"unknown diffusion schedule {self.schedule!r}; only 'linear' is supported")
+        if not isinstance(self.num_timesteps, int) or isinstance(self.num_timesteps, bool) or self.num_timesteps < 1:
+            raise Face4DError(f"diffusion.num_timesteps must be a positive integer, got {self.num_timesteps!r}")
+        if not (isinstance(self.beta_start, (int, float)) and isinstance(self.beta_end, (int, float))
+                and 0.0 < self.beta_start <= self.beta_end < 1.0):
+            raise Face4DError(f"diffusion betas must satisfy 0 < beta_start <= beta_end < 1, got "
+                              f"{self.beta_start!r} and {self.beta_end!r}")
+        if self.prediction not in PREDICTIONS:
+            raise Face4DError(f"unknown prediction {self.prediction!r}; use one of {', '.join(PREDICTIONS)}")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> DiffusionConfig:
+        """From a ``diffusion`` entry of bundle.json or of a member's config.json; unknown keys are an error."""
+        if not isinstance(data, dict):
+            raise Face4DError(f"diffusion must be a JSON object, got {data!r}")
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise Face4DError(f"unknown diffusion keys: {unknown}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def build(self, x0_range: tuple[np.ndarray, np.ndarray] | None = None) -> GaussianDiffusion:
+        """The ``GaussianDiffusion`` of this config (``x0_range``: the denoiser's clamp bounds)."""
+        return GaussianDiffusion(linear_beta_schedule(self.num_timesteps, self.beta_start, self.beta_end),
+                                 x0_range=x0_range, prediction=self.prediction)
 
 
 def extract(arr: np.ndarray, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

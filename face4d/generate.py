@@ -21,11 +21,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from face4d.checkpoint import default_bundle, load_pretrained
+from face4d.checkpoint import BUNDLE_FILE, BUNDLE_MEMBERS, BundleConfig, default_bundle, load_pretrained, read_bundle
 from face4d.data.interchange import DEFAULT_FPS, NUM_LANDMARKS, SEQUENCE_TYPES, LandmarkSequences
 from face4d.data.labels import get_label, label_index
 from face4d.data.normalize import LandmarkNormalizer
-from face4d.diffusion import VARIANCES, GaussianDiffusion, linear_beta_schedule
+from face4d.diffusion import VARIANCES, GaussianDiffusion
 from face4d.errors import Face4DError
 from face4d.filling import RECONSTRUCTION_WEIGHT, check_known, check_reconstruction_weight, sample_with_known_frames
 from face4d.guidance import TEXT_LAMBDA, GradientGuidance, GuidanceConfig, label_objective, text_objective
@@ -90,34 +90,32 @@ class LandmarkGenerator:
                         device: str | torch.device = "cpu") -> "LandmarkGenerator":
         """Load a bundle (``denoiser/``, ``classifier_I/``, ``classifier_S/``, ``text_guide/``); the
         embedded default if None. A missing guidance directory only disables that kind of control.
-        Every guidance model must share the denoiser's schedule length and landmark normaliser."""
+        The diffusion (schedule and prediction) and the landmark normaliser come from the bundle's
+        ``bundle.json`` (``face4d.checkpoint.BundleConfig``), or from the denoiser's config.json in a
+        bundle without one; every member must agree with them."""
         if bundle is None:
             bundle = default_bundle()
             if not (bundle / "denoiser").is_dir():
                 raise Face4DError("this installation has no embedded default model; train one ('face4d train "
                                   "denoiser', 'face4d train classifier') and pass its bundle directory (--model)")
-        denoiser, config, normalizer = load_pretrained(os.path.join(bundle, "denoiser"), "denoiser", device)
-        if normalizer is None:
-            raise Face4DError(f"{bundle}/denoiser: config.json has no landmark normaliser")
-        diffusion = GaussianDiffusion(linear_beta_schedule(config["diffusion"]["num_timesteps"]),
-                                      x0_range=_x0_range(config),
-                                      prediction=config["diffusion"].get("prediction", "epsilon"))
+        stored = read_bundle(bundle)
+        path = os.path.join(bundle, "denoiser")
+        denoiser, config, normalizer = load_pretrained(path, "denoiser", device)
+        shared = stored or BundleConfig.of_denoiser(config, normalizer, path)
+        shared.check_member(config, normalizer, path)
         classifiers, text_guide = {}, None
-        for name, kind in (("classifier_I", "classifier"), ("classifier_S", "classifier"), ("text_guide", "text_guide")):
+        for name, kind in BUNDLE_MEMBERS.items():
             path = os.path.join(bundle, name)
-            if not os.path.isdir(path):
+            if kind == "denoiser" or not os.path.isdir(path):
                 continue
             model, m_config, m_normalizer = load_pretrained(path, kind, device)
-            if m_config["diffusion"]["num_timesteps"] != diffusion.num_timesteps:
-                raise Face4DError(f"{path}: trained for T={m_config['diffusion']['num_timesteps']}, "
-                                  f"the denoiser for T={diffusion.num_timesteps}")
-            if m_normalizer is not None and m_normalizer.to_dict() != normalizer.to_dict():
-                raise Face4DError(f"{path}: trained with another landmark normaliser than the denoiser "
-                                  f"(models of one bundle must be trained on the same dataset)")
+            shared.check_member(m_config, m_normalizer, path, BUNDLE_FILE if stored else "the denoiser")
             if kind == "classifier":
                 classifiers[model.config.kind] = model
             else:
                 text_guide = model
+        diffusion = shared.diffusion.build(x0_range=_x0_range(config))
+        normalizer = shared.normalizer
         return cls(denoiser, diffusion, normalizer, classifiers, text_guide=text_guide)
 
     @property
