@@ -35,16 +35,12 @@ import torch
 from tqdm.auto import tqdm
 
 from face4d.errors import Face4DError
+from face4d.settings import PREDICTIONS, VARIANCES
 
 NoiseModel = Callable[..., torch.Tensor]
 """``model(x_t, t, mask=None) -> output``: ``t`` is a (B,) long tensor of *training* timesteps; the
 output is the noise ``eps``, the clean sample ``x_0`` or the velocity ``v``, as the diffusion's
 ``prediction`` says."""
-
-PREDICTIONS = ("epsilon", "sample", "v")
-VARIANCES = ("beta", "posterior")
-"""What a network predicts (diffusers' ``prediction_type``): the noise ``eps`` (the paper, Eq. 8),
-the clean sample ``x_0`` (as MDM) or ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0`` (Salimans & Ho)."""
 
 StepHook = Callable[
     [torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]],

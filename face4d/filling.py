@@ -56,22 +56,9 @@ import torch
 from face4d.diffusion import GaussianDiffusion, NoiseModel, StepHook, extract
 from face4d.errors import Face4DError
 from face4d.guidance import compose_hooks
+from face4d.settings import RECONSTRUCTION_WEIGHT, check_reconstruction_weight
 
 _RANGE = re.compile(r"^(\d+)(?:\s*-\s*(\d+))?$")
-
-RECONSTRUCTION_WEIGHT = 10.0
-"""Default weight ``w`` of reconstruction guidance (``KnownFrameReconstruction``), on the error
-averaged over the known frames: too small leaves a jump at the known frames, too large
-over-corrects, the step outgrowing what the network's linearisation supports, and the sample
-trembles. How it was chosen: docs/tuning.md."""
-
-
-def check_reconstruction_weight(weight: float) -> float:
-    """``weight`` as a float, or a ``Face4DError`` unless it is >= 0 (0: no reconstruction guidance)."""
-    if not weight >= 0:
-        raise Face4DError(f"the reconstruction guidance weight must be >= 0, got {weight}")
-    return float(weight)
-
 
 # --------------------------------------------------------------------------------- known frames
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -25,51 +25,18 @@ from face4d.checkpoint import BUNDLE_FILE, BUNDLE_MEMBERS, BundleConfig, default
 from face4d.data.interchange import DEFAULT_FPS, NUM_LANDMARKS, SEQUENCE_TYPES, LandmarkSequences
 from face4d.data.labels import get_label, label_index
 from face4d.data.normalize import LandmarkNormalizer
-from face4d.diffusion import VARIANCES, GaussianDiffusion
+from face4d.diffusion import GaussianDiffusion
 from face4d.errors import Face4DError
-from face4d.filling import RECONSTRUCTION_WEIGHT, check_known, check_reconstruction_weight, sample_with_known_frames
-from face4d.guidance import TEXT_LAMBDA, GradientGuidance, GuidanceConfig, label_objective, text_objective
+from face4d.filling import check_known, sample_with_known_frames
+from face4d.guidance import GradientGuidance, label_objective, text_objective
 from face4d.landmarks import check_neutral, check_units
 from face4d.models.classifier import Classifier, type_index
 from face4d.models.denoiser import Denoiser
 from face4d.models.text_guide import TextGuide, embed_texts
+from face4d.settings import SAMPLERS, SamplingConfig  # noqa: F401 (their home is face4d.settings)
 
-SAMPLERS = ("fast", "paper")
 INTENSITY_RANGE = (0.0, 1.5)
 """``intensity`` bounds: 0 holds the neutral face, 1.5 goes half again as far as the model does."""
-
-
-@dataclass
-class SamplingConfig:
-    """How to sample: ``sampler`` (``fast`` or ``paper``), ``steps`` of the fast sampler, the
-    settings of label guidance and of text guidance (whose lambda is ``TEXT_LAMBDA``), and the
-    weight of reconstruction guidance towards known frames in filling and geometry-adaptive
-    generation (``face4d.filling.RECONSTRUCTION_WEIGHT``; 0: the paper's Alg. 3 and 4 as written).
-    ``variance`` and ``eta`` choose the reverse step (``face4d.diffusion.GaussianDiffusion``): the
-    DDPM's variance, ``posterior`` (default) or ``beta`` (the paper), or DDIM with ``eta`` when it is
-    not None; both samplers use them. Why posterior: on a strided schedule ``beta`` adds, at the
-    last steps, noise several times larger than the next step's noise level, which the network
-    cannot take out in one step and which stays in the motion as a tremble (the ablation in
-    docs/results.md)."""
-
-    sampler: str = "fast"
-    steps: int = 50
-    variance: str = "posterior"
-    eta: float | None = None
-    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
-    text_guidance: GuidanceConfig = field(default_factory=lambda: GuidanceConfig(lam=TEXT_LAMBDA))
-    reconstruction: float = RECONSTRUCTION_WEIGHT
-
-    def __post_init__(self) -> None:
-        if self.sampler not in SAMPLERS:
-            raise Face4DError(f"unknown sampler {self.sampler!r}; use one of {', '.join(SAMPLERS)}")
-        if self.steps < 1:
-            raise Face4DError(f"sampler steps must be >= 1, got {self.steps}")
-        if self.variance not in VARIANCES:
-            raise Face4DError(f"unknown reverse variance {self.variance!r}; use one of {', '.join(VARIANCES)}")
-        if self.eta is not None and not 0.0 <= self.eta <= 1.0:
-            raise Face4DError(f"DDIM eta must be in [0, 1], got {self.eta}")
-        check_reconstruction_weight(self.reconstruction)
 
 
 class LandmarkGenerator:
