@@ -283,7 +283,8 @@ def read_bundle(directory: str | os.PathLike) -> BundleConfig | None:
     if data.get("format") != BUNDLE_FORMAT or data.get("version") != FORMAT_VERSION:
         raise Face4DError(f"{path}: not a {BUNDLE_FORMAT} v{FORMAT_VERSION} file")
     try:
-        return BundleConfig(DiffusionConfig.from_dict(data["diffusion"]), LandmarkNormalizer.from_dict(data["normalizer"]))
+        diffusion = DiffusionConfig.from_dict(data["diffusion"])
+        return BundleConfig(diffusion, LandmarkNormalizer.from_dict(data["normalizer"]))
     except (Face4DError, TypeError, KeyError, ValueError) as exc:
         raise Face4DError(f"{path}: invalid bundle config ({exc})") from None
 
@@ -296,7 +297,7 @@ def write_bundle(directory: str | os.PathLike) -> Path:
     members = {name: read_model_config(directory / name) for name in BUNDLE_MEMBERS if (directory / name).is_dir()}
     if "denoiser" not in members:
         raise Face4DError(f"{directory}: a bundle needs a denoiser/ model directory")
-    normalizers = {name: None if config.get("normalizer") is None else LandmarkNormalizer.from_dict(config["normalizer"])
+    normalizers = {name: config["normalizer"] and LandmarkNormalizer.from_dict(config["normalizer"])
                    for name, config in members.items()}
     bundle = BundleConfig.of_denoiser(members["denoiser"], normalizers["denoiser"], str(directory / "denoiser"))
     for name, config in members.items():

@@ -412,31 +412,18 @@ class GaussianDiffusion:
             log_density = torch.where(weights > 0, log_density, torch.zeros_like(log_density))
         return log_density.flatten(1).sum(dim=1)
 
-    def p_sample(
-        self,
-        model: NoiseModel,
-        x_t: torch.Tensor,
-        t: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        x0_guidance: X0Guidance | None = None,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def p_sample(self, model: NoiseModel, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None,
+                 x0_guidance: X0Guidance | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One ancestral step (Alg. 1 lines 4-8): ``x_{t-1} = mean + sigma_t z``; returns it and
         ``p_mean_variance``'s dict."""
         out = self.p_mean_variance(model, x_t, t, x0_guidance, mask=mask)
         noise = _step_noise(x_t, t, generator)
         return out["mean"] + torch.exp(0.5 * out["log_variance"]) * noise, out
 
-    def ddim_sample(
-        self,
-        model: NoiseModel,
-        x_t: torch.Tensor,
-        t: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        eta: float = 0.0,
-        x0_guidance: X0Guidance | None = None,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def ddim_sample(self, model: NoiseModel, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None,
+                    generator: torch.Generator | None = None, eta: float = 0.0,
+                    x0_guidance: X0Guidance | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One DDIM step (Song et al., Eq. 12): deterministic for ``eta = 0``, DDPM-like for 1.
 
         ``x_{t-1} = sqrt(abar_{t-1}) x0_hat + sqrt(1 - abar_{t-1} - s^2) eps + s z`` with
@@ -454,18 +441,11 @@ class GaussianDiffusion:
 
     # ------------------------------------------------------------------------------ samplers
 
-    def p_sample_loop(
-        self,
-        model: NoiseModel,
-        shape: tuple[int, ...],
-        mask: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        progress: bool = False,
-        step_hook: StepHook | None = None,
-        x_T: torch.Tensor | None = None,
-        device: torch.device | str | None = None,
-        x0_guidance: X0Guidance | None = None,
-    ) -> torch.Tensor:
+    def p_sample_loop(self, model: NoiseModel, shape: tuple[int, ...], mask: torch.Tensor | None = None,
+                      generator: torch.Generator | None = None, progress: bool = False,
+                      step_hook: StepHook | None = None, x_T: torch.Tensor | None = None,
+                      device: torch.device | str | None = None,
+                      x0_guidance: X0Guidance | None = None) -> torch.Tensor:
         """Ancestral sampling over every step of this schedule, from ``x_T`` (default N(0, I)) to
         ``x_0``. On ``respaced(K)`` it is the K-step strided DDPM.
 
@@ -475,33 +455,16 @@ class GaussianDiffusion:
         estimate (``X0Guidance``); ``device`` defaults to the model's; samples are float32 unless
         ``x_T`` has another dtype. Put a network in ``eval()`` mode first (dropout).
         """
-        def step(model: NoiseModel, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None,
-                 generator: torch.Generator | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-            return self.p_sample(model, x_t, t, mask, generator, x0_guidance)
+        return self._sample_loop(None, model, shape, mask, generator, progress, step_hook, x_T, device, x0_guidance)
 
-        return self._sample_loop(step, model, shape, mask, generator, progress, step_hook, x_T, device)
-
-    def ddim_sample_loop(
-        self,
-        model: NoiseModel,
-        shape: tuple[int, ...],
-        mask: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        progress: bool = False,
-        step_hook: StepHook | None = None,
-        x_T: torch.Tensor | None = None,
-        device: torch.device | str | None = None,
-        eta: float = 0.0,
-        x0_guidance: X0Guidance | None = None,
-    ) -> torch.Tensor:
+    def ddim_sample_loop(self, model: NoiseModel, shape: tuple[int, ...], mask: torch.Tensor | None = None,
+                         generator: torch.Generator | None = None, progress: bool = False,
+                         step_hook: StepHook | None = None, x_T: torch.Tensor | None = None,
+                         device: torch.device | str | None = None, eta: float = 0.0,
+                         x0_guidance: X0Guidance | None = None) -> torch.Tensor:
         """DDIM sampling over every step of this schedule (use it on ``respaced(K)``); arguments
         as ``p_sample_loop``."""
-
-        def step(model: NoiseModel, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None,
-                 generator: torch.Generator | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-            return self.ddim_sample(model, x_t, t, mask, generator, eta=eta, x0_guidance=x0_guidance)
-
-        return self._sample_loop(step, model, shape, mask, generator, progress, step_hook, x_T, device)
+        return self._sample_loop(eta, model, shape, mask, generator, progress, step_hook, x_T, device, x0_guidance)
 
     def sample_loop(self, model: NoiseModel, shape: tuple[int, ...], **kwargs: Any) -> torch.Tensor:
         """This diffusion's own sampler: ``p_sample_loop`` when ``eta`` is None, else DDIM with that
@@ -512,7 +475,7 @@ class GaussianDiffusion:
 
     def _sample_loop(
         self,
-        step: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]],
+        eta: float | None,
         model: NoiseModel,
         shape: tuple[int, ...],
         mask: torch.Tensor | None,
@@ -521,9 +484,10 @@ class GaussianDiffusion:
         step_hook: StepHook | None,
         x_T: torch.Tensor | None,
         device: torch.device | str | None,
+        x0_guidance: X0Guidance | None,
     ) -> torch.Tensor:
-        """The loop shared by both samplers: reverse steps from the last index to 0, each followed
-        by the hook, with padded frames held at zero."""
+        """The loop shared by both samplers (``eta`` None: DDPM, else DDIM with that ``eta``): reverse
+        steps from the last index to 0, each followed by the hook, with padded frames held at zero."""
         device = torch.device(device) if device is not None else _model_device(model)
         if x_T is None:
             x = _randn(tuple(shape), device, torch.float32, generator)
@@ -538,7 +502,10 @@ class GaussianDiffusion:
         for i in tqdm(indices, desc="sampling", disable=not progress):
             t = torch.full((shape[0],), i, dtype=torch.long, device=device)
             with torch.no_grad():
-                x_prev, out = step(model, x, t, mask, generator)
+                if eta is None:
+                    x_prev, out = self.p_sample(model, x, t, mask, generator, x0_guidance)
+                else:
+                    x_prev, out = self.ddim_sample(model, x, t, mask, generator, eta=eta, x0_guidance=x0_guidance)
             x_prev = _zero_padded(x_prev, mask)
             if step_hook is not None:
                 replacement = step_hook(x_prev, t - 1 if i > 0 else None, x, t, out)

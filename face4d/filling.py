@@ -176,14 +176,8 @@ class KnownFrames:
         self.known = _frame_bool(known, self.x0)
         self.generator = generator
 
-    def __call__(
-        self,
-        x_prev: torch.Tensor,
-        t_prev: torch.Tensor | None,
-        x_t: torch.Tensor,
-        t: torch.Tensor,
-        out: dict[str, torch.Tensor],
-    ) -> torch.Tensor:
+    def __call__(self, x_prev: torch.Tensor, t_prev: torch.Tensor | None, x_t: torch.Tensor, t: torch.Tensor,
+                 out: dict[str, torch.Tensor]) -> torch.Tensor:
         x0 = self.x0.to(device=x_prev.device, dtype=x_prev.dtype)
         value = x0 if t_prev is None else self.diffusion.q_sample(x0, t_prev, generator=self.generator)
         return torch.where(self.known.to(x_prev.device), value, x_prev.detach())

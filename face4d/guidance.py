@@ -76,14 +76,8 @@ class GradientGuidance:
         self.config = config if config is not None else GuidanceConfig()
         self.mask = mask
 
-    def __call__(
-        self,
-        x_prev: torch.Tensor,
-        t_prev: torch.Tensor | None,
-        x_t: torch.Tensor,
-        t: torch.Tensor,
-        out: dict[str, torch.Tensor],
-    ) -> torch.Tensor | None:
+    def __call__(self, x_prev: torch.Tensor, t_prev: torch.Tensor | None, x_t: torch.Tensor, t: torch.Tensor,
+                 out: dict[str, torch.Tensor]) -> torch.Tensor | None:
         if self.config.steps == 0:
             return None
         mask = None if self.mask is None else self.mask.to(x_prev.device)
@@ -169,13 +163,8 @@ def compose_hooks(*hooks: StepHook) -> StepHook:
     """One hook that runs ``hooks`` in order, each on the ``x_prev`` the previous ones left (e.g.
     label guidance, then re-imposing known frames). Returns None when none replaced ``x_prev``."""
 
-    def composed(
-        x_prev: torch.Tensor,
-        t_prev: torch.Tensor | None,
-        x_t: torch.Tensor,
-        t: torch.Tensor,
-        out: dict[str, torch.Tensor],
-    ) -> torch.Tensor | None:
+    def composed(x_prev: torch.Tensor, t_prev: torch.Tensor | None, x_t: torch.Tensor, t: torch.Tensor,
+                 out: dict[str, torch.Tensor]) -> torch.Tensor | None:
         replaced = None
         for hook in hooks:
             replacement = hook(x_prev if replaced is None else replaced, t_prev, x_t, t, out)

@@ -138,7 +138,8 @@ def _checked_animation(frames: np.ndarray, faces: np.ndarray,
 
 
 def export_frames(out_dir: str | os.PathLike, frames: np.ndarray, faces: np.ndarray, fmt: str = "ply",
-                  neutral: np.ndarray | None = None, overwrite: bool = False, progress: bool | None = None) -> list[Path]:
+                  neutral: np.ndarray | None = None, overwrite: bool = False,
+                  progress: bool | None = None) -> list[Path]:
     """The flat layout of ``face4d retarget``: one ``fmt`` file per frame (obj or ply, written as
     ``export_sequence`` writes them), ``frame_0000.<fmt>`` ..., right in ``out_dir``, with
     ``neutral.obj`` (default: the first frame). Checked first and written atomically, as
