@@ -71,7 +71,8 @@ X0Guidance = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 reverse step takes its mean from it (as guided-diffusion's ``denoised_fn``), but called with
 autograd on from ``x_t`` through the noise model, so that it may differentiate ``pred_x0`` with
 respect to ``x_t``: reconstruction guidance (``face4d.filling.KnownFrameReconstruction``) needs
-exactly that. ``t`` holds indices of the sampling diffusion's schedule; the result is detached.
+exactly that. ``t`` holds indices of the sampling diffusion's schedule; the result is detached. A
+guidance whose attribute ``differentiates`` is False is called without autograd (cheaper).
 """
 
 
@@ -366,8 +367,10 @@ class GaussianDiffusion:
         ``log_variance`` (B, 1, ...), ``pred_x0`` (the corrected one) and ``eps`` (the noise that
         ``pred_x0`` and ``x_t`` imply).
         """
-        if x0_guidance is None:
+        if x0_guidance is None or not getattr(x0_guidance, "differentiates", True):
             pred_x0 = self.clamp_x0(self.x0_from_output(self._output(model, x_t, t, **model_kwargs), x_t, t))
+            if x0_guidance is not None:
+                pred_x0 = x0_guidance(pred_x0, x_t, t).detach()
         else:
             with torch.enable_grad():
                 x_in = x_t.detach().requires_grad_(True)
@@ -526,6 +529,7 @@ class GaussianDiffusion:
         velocity_weight: float = 0.0,
         snr_gamma: float | None = None,
         snr_floor: float = 0.0,
+        model_kwargs: dict[str, Any] | None = None,
     ) -> torch.Tensor:
         """The simple loss of Eq. 8: mean squared error between the network's output and its target
         (``eps``, ``x_0`` or ``v`` by ``prediction``), plus ``velocity_weight`` times the mean squared
@@ -548,7 +552,7 @@ class GaussianDiffusion:
         ``t`` is uniform over this schedule and ``noise`` standard normal (both from torch's global
         generator) unless given. Errors are averaged over the elements of valid frames (and valid
         pairs of consecutive frames) only, each of the batch weighing the same, so padding neither
-        dilutes nor leaks into it.
+        dilutes nor leaks into it. ``model_kwargs`` go to the network (a conditional one's condition).
         """
         if velocity_weight < 0:
             raise ValueError(f"velocity_weight must be >= 0, got {velocity_weight}")
@@ -560,7 +564,7 @@ class GaussianDiffusion:
         if noise is None:
             noise = torch.randn_like(x0)
         x_t = self.q_sample(x0, t, noise)
-        output = model(x_t, self.model_timesteps(t), mask=mask)
+        output = model(x_t, self.model_timesteps(t), mask=mask, **(model_kwargs or {}))
         if self.prediction == "epsilon":
             target = noise
         elif self.prediction == "sample":

@@ -13,7 +13,8 @@ Both tasks condition the *unconditional* DDPM on known frames, purely through it
   result, so that the generated frames and the enforced one are harmonised progressively
   (``sample_with_known_frames``).
 
-**Reconstruction guidance** (our addition; ``reconstruction=0`` gives the paper's algorithms exactly).
+**Reconstruction guidance** (our addition; ``reconstruction=0, anchor=False`` gives the paper's
+algorithms exactly).
 Replacement alone hands the known frames to the network only as noisy copies, one voice among F
 frames, so the unknown frames settle early on a face of their own. With a single known frame
 (Alg. 4) the generated frames then keep another person's face shape: on the default model the first
@@ -23,7 +24,9 @@ whose signal ``sqrt(abar_T)`` is ~4e-5 at T = 2000, so each pass is in effect a 
 reverse step also corrects the model's ``x_0`` estimate of the unknown frames by the gradient that
 pulls its estimate of the *known* frames onto their values (Ho et al. 2022, "Video Diffusion
 Models", Sec. 3.1: ``x0^u -= w sqrt(abar_t) / 2 * grad_{x_t^u} ||x0^k - x0_hat^k(x_t)||^2``;
-``KnownFrameReconstruction``). The known frames are still replaced as in Alg. 3, so they stay exact.
+``KnownFrameReconstruction``), or, by default, more directly: the error of the model's estimate of the
+known frames is taken off its estimate of the unknown ones, interpolated in time (the anchor term).
+The known frames are still replaced as in Alg. 3, so they stay exact.
 
 Label control composes with both: ``compose_hooks(guidance, known_frames)`` runs the Adagrad
 refinement of Alg. 1 on ``\\hat x_{t-1}`` first and then re-imposes the known frames (Alg. 4 lines
@@ -195,30 +198,69 @@ class KnownFrameReconstruction:
         x0: (B, F, 68, 3) clean sequences, normalised like the model's data; only known frames are read.
         known: (B, F) or (F,) bool, True on known frames.
         weight: ``w``; 0 turns the correction off.
+        anchor: also shift the unknown frames' estimate by the known frames' error, carried to each
+            frame by ``interpolate_known``.
 
     Given the model's estimate ``x0_hat(x_t)``, the unknown frames' estimate moves by
     ``-w sqrt(abar_t) / 2`` times the gradient, with respect to ``x_t``, of the squared error of
     the *known* frames' estimate, averaged over the known frames. Through the network's attention this is the direction that makes
     the whole noisy sequence agree with the known frames: identity, pose and where the motion is.
     Known frames' estimates are left alone (the step's replacement overrides them).
+
+    The gradient moves the unknown frames only as far as the network's attention links them to the
+    known ones, which for a clean-sequence network with a mean-frame skip is little: a generated
+    face then keeps an offset from the known frames, and the join to a known frame jumps (Table
+    4's join check). ``anchor`` adds the direct correction: the known frames' error, which is
+    mostly the person's shape and head pose, taken off every unknown frame, interpolated in time
+    between known frames. The correction is on each step's estimate, not on the output, so the
+    following steps denoise the shifted sequence as a whole.
     """
 
     def __init__(self, diffusion: GaussianDiffusion, x0: torch.Tensor, known: torch.Tensor | np.ndarray,
-                 weight: float = RECONSTRUCTION_WEIGHT) -> None:
+                 weight: float = RECONSTRUCTION_WEIGHT, anchor: bool = True) -> None:
         self.weight = check_reconstruction_weight(weight)
         self.diffusion = diffusion
         self.x0 = x0.detach()
         self.known = _frame_bool(known, self.x0)
+        self.known_frames = self.known.reshape(self.known.shape[:2])
+        self.anchor = anchor
+
+    @property
+    def differentiates(self) -> bool:
+        """Whether the correction needs autograd through the network (the gradient term's weight > 0)."""
+        return self.weight != 0
 
     def __call__(self, pred_x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         known = self.known.to(pred_x0.device)
         error = torch.where(known, pred_x0 - self.x0.to(pred_x0), torch.zeros_like(pred_x0))
-        # Per sequence, the mean over its known frames: a weight then means the same with one known
-        # frame (geometry-adaptive generation) as with thirty (filling).
-        count = known.flatten(1).sum(1).clamp(min=1).to(pred_x0)
-        grad, = torch.autograd.grad(((error ** 2).flatten(1).sum(1) / count).sum(), x_t)
-        step = self.weight / 2 * extract(self.diffusion.sqrt_alphas_cumprod, t, x_t) * grad
+        step = torch.zeros_like(pred_x0)
+        if self.weight:
+            # Per sequence, the mean over its known frames: a weight then means the same with one known
+            # frame (geometry-adaptive generation) as with thirty (filling).
+            count = known.flatten(1).sum(1).clamp(min=1).to(pred_x0)
+            grad, = torch.autograd.grad(((error ** 2).flatten(1).sum(1) / count).sum(), x_t)
+            step = self.weight / 2 * extract(self.diffusion.sqrt_alphas_cumprod, t, x_t) * grad
+        if self.anchor:
+            step = step + interpolate_known(error.detach(), self.known_frames.to(pred_x0.device))
         return torch.where(known, pred_x0, pred_x0 - step)
+
+
+def interpolate_known(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """``values`` (B, F, ...) of the known frames (``known`` (B, F) bool) carried to every frame: linear
+    in time between the nearest known frames before and after, constant beyond the first and last."""
+    batch, frames = known.shape
+    index = torch.arange(frames, device=known.device).expand(batch, frames)
+    before = torch.where(known, index, torch.full_like(index, -1)).cummax(dim=1).values
+    after = torch.flip(torch.flip(torch.where(known, index, torch.full_like(index, frames)), [1]).cummin(dim=1).values, [1])
+    has_before, has_after = before >= 0, after < frames
+    lo, hi = before.clamp(min=0), after.clamp(max=frames - 1)
+    span = (hi - lo).clamp(min=1).to(values.dtype)
+    weight = torch.where(has_before & has_after, (index - lo).to(values.dtype) / span,
+                         torch.where(has_before, torch.zeros_like(span), torch.ones_like(span)))
+    shape = (batch, frames) + (1,) * (values.ndim - 2)
+    gather = lambda i: torch.gather(values, 1, i.view(shape).expand_as(values))  # noqa: E731
+    weight = weight.view(shape)
+    return gather(lo) * (1 - weight) + gather(hi) * weight
 
 
 def sample_with_known_frames(
@@ -233,6 +275,7 @@ def sample_with_known_frames(
     progress: bool = False,
     device: torch.device | str | None = None,
     reconstruction: float = RECONSTRUCTION_WEIGHT,
+    anchor: bool = True,
 ) -> torch.Tensor:
     """Fill the unknown frames of ``x0`` (B, F, 68, 3), normalised, by ``passes`` runs of Alg. 3.
 
@@ -241,8 +284,8 @@ def sample_with_known_frames(
     x_0^{prev})`` on all frames, ``x_0^{prev}`` being the previous pass's result. ``guidance`` (e.g.
     a ``GradientGuidance``) runs before the known frames are re-imposed, in every pass. ``mask``
     (B, F) marks valid frames of padded batches. ``reconstruction`` is the weight of
-    ``KnownFrameReconstruction`` at every step (0: the paper's algorithms as written). Returns the
-    last pass's ``x_0``.
+    ``KnownFrameReconstruction`` at every step (0: the paper's algorithms as written), ``anchor``
+    its offset term. Returns the last pass's ``x_0``.
     """
     if passes < 1:
         raise Face4DError(f"passes must be >= 1, got {passes}")
@@ -250,7 +293,8 @@ def sample_with_known_frames(
     x0 = x0.to(device)
     keep = KnownFrames(diffusion, x0, known, generator)
     hook = keep if guidance is None else compose_hooks(guidance, keep)
-    x0_guidance = KnownFrameReconstruction(diffusion, x0, known, reconstruction) if reconstruction != 0 else None
+    x0_guidance = KnownFrameReconstruction(diffusion, x0, known, reconstruction, anchor) \
+        if reconstruction != 0 or anchor else None
     x = None
     for _ in range(passes):
         x_T = keep.initial_noise() if x is None else initial_noise(diffusion, x, None, generator)

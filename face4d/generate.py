@@ -33,7 +33,7 @@ from face4d.landmarks import check_neutral, check_units
 from face4d.models.classifier import Classifier, type_index
 from face4d.models.denoiser import Denoiser
 from face4d.models.text_guide import TextGuide, embed_texts
-from face4d.settings import SAMPLERS, SamplingConfig  # noqa: F401 (their home is face4d.settings)
+from face4d.settings import LABEL_CONTROLS, SAMPLERS, SamplingConfig  # noqa: F401 (their home is face4d.settings)
 
 INTENSITY_RANGE = (0.0, 1.5)
 """``intensity`` bounds: 0 holds the neutral face, 1.5 goes half again as far as the model does."""
@@ -137,11 +137,12 @@ class LandmarkGenerator:
         diffusion = self._sampling_diffusion(sampling)
         hook = None
         if labels[0] is not None:
-            hook = GradientGuidance(diffusion, self._label_objective(labels, types), sampling.guidance)
+            hook = self._label_guidance(diffusion, labels, types, sampling)
         elif text is not None:
             hook = GradientGuidance(diffusion, self._text_objective(texts_in), sampling.text_guidance)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        x = diffusion.sample_loop(self.denoiser, (num, frames, NUM_LANDMARKS, 3), generator=generator,
+        x = diffusion.sample_loop(self._noise_model(labels, types, sampling), (num, frames, NUM_LANDMARKS, 3),
+                                  generator=generator,
                                     progress=progress, step_hook=hook, device=self.device)
         landmarks = self.normalizer.denormalize(x.detach().cpu()).numpy()
         texts = texts_in if text is not None else [get_label(name).text if name else "" for name in labels]
@@ -176,6 +177,36 @@ class LandmarkGenerator:
             raise Face4DError("this model bundle has no text guide (text_guide/), needed for text control; "
                               "train one with 'face4d train text-guide'")
         return text_objective(self.text_guide, embed_texts(self.text_guide, texts).to(self.device))
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the denoiser reads labels itself (classifier-free guidance, ``Denoiser``)."""
+        return bool(self.denoiser.config.num_labels)
+
+    def _label_control(self, sampling: SamplingConfig) -> str:
+        """``sampling.label_control`` with ``auto`` resolved, checked against this bundle."""
+        control = sampling.label_control
+        if control == "auto":
+            return "conditional" if self.conditional else "classifier"
+        if control != "classifier" and not self.conditional:
+            raise Face4DError(f"label control {control!r} needs a conditional denoiser ('face4d train denoiser "
+                              "--conditional'); this bundle's is unconditional")
+        return control
+
+    def _noise_model(self, labels: list[str | None], types: list[str | None], sampling: SamplingConfig):
+        """The denoiser, asked for ``labels`` (and ``types``) when it steers them itself."""
+        if labels[0] is None or self._label_control(sampling) == "classifier":
+            return self.denoiser
+        label_ids = torch.tensor([label_index(name) for name in labels], dtype=torch.long, device=self.device)
+        type_ids = None if types[0] is None else torch.tensor([type_index(name) for name in types], device=self.device)
+        return self.denoiser.conditioned(label_ids, type_ids, sampling.condition_scale)
+
+    def _label_guidance(self, diffusion: GaussianDiffusion, labels: list[str], types: list[str | None],
+                        sampling: SamplingConfig, mask: torch.Tensor | None = None) -> GradientGuidance | None:
+        """Classifier guidance towards ``labels`` (Alg. 1); None when the denoiser steers them alone."""
+        if self._label_control(sampling) == "conditional":
+            return None
+        return GradientGuidance(diffusion, self._label_objective(labels, types), sampling.guidance, mask=mask)
 
     def _label_objective(self, labels: list[str], types: list[str | None]):
         kind = "S" if types[0] is not None else "I"
@@ -237,12 +268,11 @@ class LandmarkGenerator:
         mask = None if valid.all() else valid_t
         hook = None
         if label is not None:
-            hook = GradientGuidance(diffusion, self._label_objective([label] * n, [None] * n), sampling.guidance,
-                                    mask=mask)
+            hook = self._label_guidance(diffusion, [label] * n, [None] * n, sampling, mask=mask)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        x = sample_with_known_frames(diffusion, self.denoiser, x0, known, passes=passes, guidance=hook, mask=mask,
+        x = sample_with_known_frames(diffusion, self._noise_model([label] * n, [None] * n, sampling), x0, known, passes=passes, guidance=hook, mask=mask,
                                      generator=generator, progress=progress, device=self.device,
-                                     reconstruction=sampling.reconstruction)
+                                     reconstruction=sampling.reconstruction, anchor=sampling.anchor)
         out = self.normalizer.denormalize(x.detach().cpu()).numpy()
         out[~valid] = 0.0
         text = get_label(label).text if label else ""
@@ -304,13 +334,14 @@ class LandmarkGenerator:
                                                                               device=self.device))
         hook = None
         if labels[0] is not None:
-            hook = GradientGuidance(diffusion, self._label_objective(list(labels), list(types)), sampling.guidance)
+            hook = self._label_guidance(diffusion, list(labels), list(types), sampling)
         elif texts is not None:
             hook = GradientGuidance(diffusion, self._text_objective(list(texts)), sampling.text_guidance)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        x = sample_with_known_frames(diffusion, self.denoiser, x0, known, passes=passes, guidance=hook,
+        noise_model = self._noise_model(list(labels), list(types), sampling) if labels[0] is not None else self.denoiser
+        x = sample_with_known_frames(diffusion, noise_model, x0, known, passes=passes, guidance=hook,
                                      generator=generator, progress=progress, device=self.device,
-                                     reconstruction=sampling.reconstruction)
+                                     reconstruction=sampling.reconstruction, anchor=sampling.anchor)
         landmarks = self.normalizer.denormalize(x.detach().cpu()).numpy()
         return LandmarkSequences(landmarks=landmarks, lengths=np.full(num, frames),
                                  labels=[name or "" for name in labels], types=list(types), fps=self.fps,

@@ -23,11 +23,11 @@ SAMPLERS = ("fast", "paper")
 SKIPS = ("frame", "mean", "none")
 """The denoiser's skip paths from ``x_t`` to its output (``Denoiser``)."""
 
-RECONSTRUCTION_WEIGHT = 10.0
-"""Default weight ``w`` of reconstruction guidance (``KnownFrameReconstruction``), on the error
-averaged over the known frames: too small leaves a jump at the known frames, too large
-over-corrects, the step outgrowing what the network's linearisation supports, and the sample
-trembles. How it was chosen: docs/tuning.md."""
+RECONSTRUCTION_WEIGHT = 0.0
+"""Default weight ``w`` of the gradient term of reconstruction guidance (``KnownFrameReconstruction``),
+on the error averaged over the known frames; 0 leaves the anchor term alone, which carries the known
+frames better on the shipped model, at a third of the cost (no gradient through the network). How
+the terms compare: docs/tuning.md."""
 
 
 def check_reconstruction_weight(weight: float) -> float:
@@ -79,6 +79,13 @@ class GuidanceConfig:
             raise Face4DError(f"the guidance learning rate (--guidance-lr) must be a finite number > 0, got {self.lr}")
 
 
+LABEL_CONTROLS = ("auto", "conditional", "classifier", "both")
+"""How a label steers sampling: ``conditional``, the denoiser's own label input (classifier-free
+guidance, ``SamplingConfig.condition_scale``); ``classifier``, the paper's classifier guidance (Alg.
+1) of the denoiser's unconditional path; ``both``; ``auto``, ``conditional`` when the denoiser is
+conditional, else ``classifier``."""
+
+
 @dataclass
 class SamplingConfig:
     """How to sample: ``sampler`` (``fast`` or ``paper``), ``steps`` of the fast sampler, the
@@ -90,7 +97,11 @@ class SamplingConfig:
     not None; both samplers use them. Why posterior: on a strided schedule ``beta`` adds, at the
     last steps, noise several times larger than the next step's noise level, which the network
     cannot take out in one step and which stays in the motion as a tremble (the ablation in
-    docs/results.md)."""
+    docs/results.md). ``anchor`` adds reconstruction guidance's offset term
+    (``face4d.filling.KnownFrameReconstruction``). ``condition_scale`` is the classifier-free
+    guidance scale of a conditional denoiser (``Denoiser.conditioned``; 1: the conditional model
+    itself); an unconditional one ignores it. ``label_control`` says how labels steer
+    (``LABEL_CONTROLS``)."""
 
     sampler: str = "fast"
     steps: int = 50
@@ -99,6 +110,9 @@ class SamplingConfig:
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     text_guidance: GuidanceConfig = field(default_factory=lambda: GuidanceConfig(lam=TEXT_LAMBDA))
     reconstruction: float = RECONSTRUCTION_WEIGHT
+    condition_scale: float = 1.0
+    anchor: bool = True
+    label_control: str = "auto"
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -110,3 +124,7 @@ class SamplingConfig:
         if self.eta is not None and not 0.0 <= self.eta <= 1.0:
             raise Face4DError(f"DDIM eta must be in [0, 1], got {self.eta}")
         check_reconstruction_weight(self.reconstruction)
+        if self.label_control not in LABEL_CONTROLS:
+            raise Face4DError(f"unknown label control {self.label_control!r}; use one of {', '.join(LABEL_CONTROLS)}")
+        if not 0.0 <= self.condition_scale <= 10.0:
+            raise Face4DError(f"the condition scale must be in [0, 10], got {self.condition_scale}")

@@ -55,6 +55,7 @@ from face4d.checkpoint import (
     check_state_dict,
     flatten_tensors,
     has_training_state,
+    load_pretrained,
     load_training_state,
     save_model,
     save_training_state,
@@ -88,6 +89,8 @@ DENOISER_SNR_GAMMA = 5.0
 """Default Min-SNR-gamma weighting of the denoiser's loss (0: none, the paper's uniform weights)..."""
 DENOISER_SNR_FLOOR = 0.0
 """...and the floor of its weights (``GaussianDiffusion.training_loss``)."""
+DENOISER_CONDITION_DROPOUT = 0.15
+"""Share of sequences a conditional denoiser sees without its condition (``diffusion_loss``)."""
 M = TypeVar("M", bound=nn.Module)
 
 
@@ -446,16 +449,46 @@ class Trainer(CheckpointedRun):
         bar.set_postfix(loss=f"{value:.4f}")
         return losses.tolist()
 
+def _initialise_from(model: nn.Module, kind: str, source: str | os.PathLike, normalizer: LandmarkNormalizer) -> None:
+    """Copy ``source``'s weights into ``model``; parameters it lacks must be condition embeddings, zeroed."""
+    trained, _, trained_normalizer = load_pretrained(source, kind)
+    if trained_normalizer is not None and trained_normalizer.to_dict() != normalizer.to_dict():
+        raise Face4DError(f"{source}: trained on another dataset (its landmark normaliser differs)")
+    try:
+        result = model.load_state_dict(trained.state_dict(), strict=False)
+    except RuntimeError as error:
+        raise Face4DError(f"{source}: another architecture than this run's ({str(error).splitlines()[1].strip()})") \
+            from None
+    new = [name for name in result.missing_keys if not name.startswith(("label_embedding.", "order_embedding."))]
+    if result.unexpected_keys or new:
+        raise Face4DError(f"{source}: another architecture than this run's "
+                          f"(parameters {', '.join((result.unexpected_keys + new)[:5])})")
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name in result.missing_keys:
+                parameter.zero_()
+
+
 # ------------------------------------------------------------------------ the models' losses
 
 def diffusion_loss(diffusion: GaussianDiffusion, velocity_weight: float = 0.0,
-                   snr_gamma: float | None = None, snr_floor: float = 0.0) -> LossFn:
+                   snr_gamma: float | None = None, snr_floor: float = 0.0,
+                   condition_dropout: float | None = None) -> LossFn:
     """The denoiser's loss: Eq. 8 of the paper on the batch's valid frames, plus an optional velocity
-    term (``GaussianDiffusion.training_loss``)."""
+    term (``GaussianDiffusion.training_loss``). With ``condition_dropout`` p the network (a
+    conditional ``Denoiser``) also gets each sequence's label and order, except for a share p of the
+    sequences that get neither (the unconditional model) and a share p of the rest that get the
+    label alone (a label in either order)."""
 
     def loss(network: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        kwargs = None
+        if condition_dropout is not None:
+            drop_all = torch.rand(batch["label"].shape, device=batch["label"].device) < condition_dropout
+            drop_order = drop_all | (torch.rand(batch["label"].shape, device=batch["label"].device) < condition_dropout)
+            kwargs = {"label": torch.where(drop_all, -1, batch["label"]),
+                      "order": torch.where(drop_order, -1, batch["type"])}
         return diffusion.training_loss(network, batch["x0"], batch["mask"], velocity_weight=velocity_weight,
-                                       snr_gamma=snr_gamma, snr_floor=snr_floor)
+                                       snr_gamma=snr_gamma, snr_floor=snr_floor, model_kwargs=kwargs)
 
     return loss
 
@@ -536,6 +569,8 @@ def train_model(
     velocity_weight: float | None = None,
     snr_gamma: float | None = None,
     snr_floor: float | None = None,
+    condition_dropout: float = DENOISER_CONDITION_DROPOUT,
+    init_from: str | os.PathLike | None = None,
 ) -> Trainer:
     """Train one of the package's models on a built dataset's train split (or resume ``out_dir``)
     and save it as a model directory of that ``kind``:
@@ -557,7 +592,12 @@ def train_model(
     predicted motion's frame-to-frame differences; the paper: 0), ``snr_gamma`` and ``snr_floor``
     (the weights of noise levels, ``GaussianDiffusion.training_loss``; the paper: uniform, 0) under
     ``loss``; unset, they are ours (``DENOISER_*``) for ``sample``/``v`` and the paper's for
-    ``epsilon``. Other kinds ignore them. Returns the finished trainer (``step``, ``start_step``, ``model``).
+    ``epsilon``. Other kinds ignore them. A conditional denoiser (``num_labels`` > 0) drops its
+    condition for a share ``condition_dropout`` of the sequences (``diffusion_loss``).
+    ``init_from`` starts a new run from another model directory's weights of the same kind,
+    architecture and normaliser (a conditional denoiser from an unconditional one: its condition
+    embeddings start at zero, so it starts as that model); it is recorded as part of the run.
+    Returns the finished trainer (``step``, ``start_step``, ``model``).
     """
     if kind not in MODEL_KINDS:
         raise Face4DError(f"unknown model kind {kind!r}; known: {', '.join(MODEL_KINDS)}")
@@ -597,9 +637,14 @@ def train_model(
     extra: dict[str, Any] = {}
     alternatives = None
     if kind == "denoiser":
-        loss = diffusion_loss(diffusion, velocity_weight, snr_gamma or None, snr_floor)
+        conditional = bool(getattr(model_config, "num_labels", 0))
+        if conditional and not 0.0 < condition_dropout < 1.0:
+            raise Face4DError(f"condition dropout must be in (0, 1), got {condition_dropout}")
+        loss = diffusion_loss(diffusion, velocity_weight, snr_gamma or None, snr_floor,
+                              condition_dropout if conditional else None)
         extra["loss"] = {"velocity_weight": velocity_weight,
-                         **({"snr_gamma": snr_gamma, "snr_floor": snr_floor} if snr_gamma else {})}
+                         **({"snr_gamma": snr_gamma, "snr_floor": snr_floor} if snr_gamma else {}),
+                         **({"condition_dropout": condition_dropout} if conditional else {})}
         low, high = normalizer.data_range(train)
         extra["x0_range"] = {"low": low.tolist(), "high": high.tolist()}
     elif kind == "classifier":
@@ -618,6 +663,9 @@ def train_model(
         if kind == "denoiser":
             extra["diffusion"]["prediction"] = prediction
     model = seeded(train_config.seed, lambda: model_cls(model_config))
+    if init_from is not None:
+        _initialise_from(model, kind, init_from, normalizer)
+        extra["init_from"] = str(init_from)
     with run_lock(out_dir):
         trainer = Trainer(model, loss, train, normalizer, out_dir, train_config, kind, model_config.to_dict(),
                           extra=extra, progress=progress, alternatives=alternatives)

@@ -7,9 +7,9 @@ uniform in [5, 15]. ``l`` is capped so that at least one frame is left to fill (
 by (``face4d.eval.downstream.filling``):
 
 * ours: expression filling (Alg. 3, ``LandmarkGenerator.fill``), unguided, one pass, with
-  reconstruction guidance towards the known frames (``--reconstruction``, default 20;
-  ``face4d.filling.KnownFrameReconstruction``);
-* ours as the paper wrote Alg. 3 (replacement only, ``--reconstruction 0``), when the above has some;
+  reconstruction guidance towards the known frames (its anchor term, ``--no-anchor`` to leave it out,
+  and its gradient term of weight ``--reconstruction``, default 0; ``face4d.filling.KnownFrameReconstruction``);
+* ours as the paper wrote Alg. 3 (replacement only), when the above has some;
 * mean imputation (the paper's baseline): every unknown frame is the mean of the known frames.
 
 Accuracy is the IC's w.r.t. the test sequence's label, FID on its features against the whole

@@ -1,8 +1,8 @@
 """Table 4 of the paper on our data: geometry-adaptive generation, scored by the independent classifier.
 
 For every test sequence, geometry-adaptive generation (Alg. 4, ``--passes`` harmonising passes,
-5 as in the paper; with reconstruction guidance of weight ``--reconstruction``, default 20, and,
-when that is above 0, also without, as the paper wrote it) keeps the sequence's own neutral frame (its first for N2E, its last for E2N)
+5 as in the paper; with reconstruction guidance, its anchor term and a gradient term of weight
+``--reconstruction``, default 0, and also without, as the paper wrote it) keeps the sequence's own neutral frame (its first for N2E, its last for E2N)
 and fills the rest, guided by the order-sensitive (type S) classifier towards the sequence's label
 in its order (``face4d.eval.downstream.geometry_adaptive``). Accuracy is the IC's w.r.t. the label,
 FID on its features against the whole test split; the ground-truth row is the test split's

@@ -75,24 +75,34 @@ def rows_of(generator: LandmarkGenerator, reference: LandmarkSequences, sampling
         return generator.generate(None, frames, len(idx), s, sampling=sampling,
                                   text=[get_label(name).text for name in reference.labels[idx]])
 
-    def fill(idx, frames, s):
-        known = np.zeros((len(idx), frames), bool)
-        known[:, :FILL_ENDS] = known[:, frames - FILL_ENDS:] = True
-        return generator.fill(reference.select(idx), known, seed=s, sampling=sampling)
+    def fill(config: SamplingConfig):
+        def sample(idx, frames, s):
+            known = np.zeros((len(idx), frames), bool)
+            known[:, :FILL_ENDS] = known[:, frames - FILL_ENDS:] = True
+            return generator.fill(reference.select(idx), known, seed=s, sampling=config)
+        return sample
 
-    def geometry(idx, frames, s):
-        ref = reference.select(idx)
-        ends = np.array(neutral_indices(ref))
-        return generator.from_neutrals(ref.landmarks[np.arange(len(idx)), ends], frames, list(ref.types),
-                                        list(ref.labels), s, 1, sampling)
+    def geometry(config: SamplingConfig):
+        def sample(idx, frames, s):
+            ref = reference.select(idx)
+            ends = np.array(neutral_indices(ref))
+            return generator.from_neutrals(ref.landmarks[np.arange(len(idx)), ends], frames, list(ref.types),
+                                            list(ref.labels), s, 1, config)
+        return sample
 
     def unguided(idx, frames, s):
         return generator.generate(None, frames, len(idx), s, sampling=sampling)
 
     jobs = {"label, fast": (reference, label(reference, sampling)),
             "label, paper": (paper, label(paper, replace(sampling, sampler="paper"))),
-            "text, fast": (reference, text), "filling (FFM), fast": (reference, fill),
-            "geometry-adaptive, fast": (reference, geometry), "unguided, fast": (reference, unguided)}
+            **({"label, fast, classifier guidance (the paper's control)":
+                (reference, label(reference, replace(sampling, label_control="classifier")))}
+               if generator.conditional else {}),
+            "text, fast": (reference, text), "filling (FFM), fast": (reference, fill(sampling)),
+            "filling (FFM), fast, no anchor": (reference, fill(replace(sampling, anchor=False))),
+            "geometry-adaptive, fast": (reference, geometry(sampling)),
+            "geometry-adaptive, fast, no anchor": (reference, geometry(replace(sampling, anchor=False))),
+            "unguided, fast": (reference, unguided)}
     rows = {}
     for name, (ref, sample) in jobs.items():
         start = time.perf_counter()

@@ -7,20 +7,21 @@ split). Prints one line per setting.
 * ``--condition label`` / ``text``: settings ``lr:steps:lambda`` (Adagrad learning rate in units
   of sigma_t, Adagrad steps per reverse step, weight of the fluency term); guided by the
   sequence's label or raw text.
-* ``--condition fill`` / ``geometry``: settings are weights of reconstruction guidance
-  (``face4d.filling.KnownFrameReconstruction``). ``fill``: FFM filling (the first and last ``l``
+* ``--condition fill`` / ``geometry``: settings are weights of reconstruction guidance's gradient
+  term (``face4d.filling.KnownFrameReconstruction``), ``W`` alone or ``W+anchor`` with its anchor
+  term (``0`` is the paper's Alg. 3/4 as written). ``fill``: FFM filling (the first and last ``l``
   frames known, ``l`` in [5, 15], as Table 3), unguided, one pass. ``geometry``: geometry-adaptive
   generation from each sequence's own neutral frame, guided by the type S classifier towards its
   label and order (as Table 4, ``--passes`` passes), also printing the mean speed at the join over
   the mean speed elsewhere (1: no jump).
 
-The defaults (label lr 0.2 and text lambda 1e-4 in ``face4d/guidance.py``, reconstruction weight
-20 in ``face4d/filling.py``, with the numbers) were chosen with
+How the defaults (label lr 0.2 and text lambda 1e-4 in ``face4d/guidance.py``, reconstruction
+guidance in ``face4d/filling.py``) were chosen is in docs/tuning.md, with commands such as
 
     python scripts/sweep_guidance.py --data DATA --ic IC --limit 96 --condition label 0.1:3:0.01 0.2:3:0.01 0.3:3:0.01
     python scripts/sweep_guidance.py --data DATA --ic IC --limit 64 --condition text 0.2:3:0.01 0.2:3:0.001 0.2:3:0.0001 0.2:3:0
-    python scripts/sweep_guidance.py --data DATA --ic IC --limit 404 --condition fill 0 5 20 80
-    python scripts/sweep_guidance.py --data DATA --ic IC --limit 96 --condition geometry 0 5 20 80
+    python scripts/sweep_guidance.py --data DATA --ic IC --limit 404 --condition fill 0 10 0+anchor 10+anchor
+    python scripts/sweep_guidance.py --data DATA --ic IC --limit 96 --condition geometry 0 10 0+anchor
 """
 from __future__ import annotations
 
@@ -45,10 +46,13 @@ KNOWN_FRAMES = ("fill", "geometry")
 def setting(condition: str, text: str) -> SamplingConfig:
     """The ``SamplingConfig`` (fast-sampler steps aside) of one setting of ``condition``."""
     if condition in KNOWN_FRAMES:
+        weight, _, anchor = text.partition("+")
         try:
-            return SamplingConfig(reconstruction=float(text))
+            if anchor not in ("", "anchor"):
+                raise ValueError
+            return SamplingConfig(reconstruction=float(weight), anchor=anchor == "anchor")
         except ValueError:
-            raise SystemExit(f"error: expected a reconstruction weight such as 20, got {text!r}") from None
+            raise SystemExit(f"error: expected a reconstruction weight such as 10 or 10+anchor, got {text!r}") from None
     try:
         lr, steps, lam = text.split(":")
         guidance = GuidanceConfig(lr=float(lr), steps=int(steps), lam=float(lam))
@@ -59,7 +63,7 @@ def setting(condition: str, text: str) -> SamplingConfig:
 
 def describe(condition: str, sampling: SamplingConfig) -> str:
     if condition in KNOWN_FRAMES:
-        return f"{condition} w {sampling.reconstruction:g}"
+        return f"{condition} w {sampling.reconstruction:g}{' + anchor' if sampling.anchor else ''}"
     guidance = sampling.guidance if condition == "label" else sampling.text_guidance
     return f"{condition} lr {guidance.lr} steps {guidance.steps} lambda {guidance.lam}"
 
@@ -75,8 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--passes", type=int, default=1, help="harmonising passes of --condition geometry")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("settings", nargs="+", metavar="SETTING", help="LR:STEPS:LAMBDA (label, text) or W (fill, "
-                                                                       "geometry)")
+    parser.add_argument("settings", nargs="+", metavar="SETTING", help="LR:STEPS:LAMBDA (label, text) or W / W+anchor "
+                                                                       "(fill, geometry)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     settings = [setting(args.condition, text) for text in args.settings]
     torch.set_num_threads(args.threads)

@@ -374,7 +374,8 @@ def test_denoiser_config_json_round_trip() -> None:
     config = tiny_config(layers=3)
     assert DenoiserConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert DenoiserConfig().to_dict() == dict(
-        num_landmarks=68, d_model=256, layers=4, heads=4, ff=512, dropout=0.1, max_frames=512, skip="frame"
+        num_landmarks=68, d_model=256, layers=4, heads=4, ff=512, dropout=0.1, max_frames=512, skip="frame",
+        num_labels=0
     )
     with pytest.raises(ValueError):
         DenoiserConfig.from_dict({**config.to_dict(), "unexpected": 1})

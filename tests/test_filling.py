@@ -8,8 +8,8 @@ from face4d import Face4DError
 from face4d.cli import main
 from face4d.data import LandmarkSequences, load_sequences, save_sequences
 from face4d.diffusion import GaussianDiffusion, linear_beta_schedule
-from face4d.filling import (KnownFrameReconstruction, KnownFrames, check_known, initial_noise, parse_known,
-                            sample_with_known_frames)
+from face4d.filling import (KnownFrameReconstruction, KnownFrames, check_known, initial_noise, interpolate_known,
+                            parse_known, sample_with_known_frames)
 from face4d.generate import LandmarkGenerator, SamplingConfig
 from face4d.guidance import GradientGuidance, compose_hooks
 from face4d.landmarks import neutral_landmarks_from_file, neutral_landmarks_from_mesh
@@ -179,7 +179,8 @@ def test_oracle_filling_reconstructs_unknown_frames(steps, tol):
 def test_reconstruction_guidance_carries_a_single_known_frame():
     """Geometry-adaptive case: one known frame fixes the offset every frame shares. Replacement alone
     (the paper's Alg. 3/4) lets the unknown frames settle on an offset of their own, so the join
-    jumps; reconstruction guidance carries the known frame's offset to them."""
+    jumps; reconstruction guidance carries the known frame's offset to them, by its gradient term
+    or by its anchor term."""
     full = GaussianDiffusion(linear_beta_schedule(1000))
     diffusion = full.respaced(20)
     g = torch.Generator().manual_seed(0)
@@ -190,19 +191,21 @@ def test_reconstruction_guidance_carries_a_single_known_frame():
     known[0] = True
     model = _oracle(full, c, s)
     errors = {}
-    for weight in (0.0, 20.0):
+    for weight, anchor in ((0.0, False), (20.0, False), (0.0, True)):
         out = sample_with_known_frames(diffusion, model, x0, known, generator=torch.Generator().manual_seed(1),
-                                       reconstruction=weight)
+                                       reconstruction=weight, anchor=anchor)
         assert torch.equal(out[:, 0], x0[:, 0])
-        errors[weight] = float((out - x0)[:, 1:].pow(2).mean().sqrt())
-    assert errors[20.0] < 0.5 * errors[0.0]  # ~0.1 vs ~0.8 (w = 80 diverges here: the weight has a ceiling)
+        errors[weight, anchor] = float((out - x0)[:, 1:].pow(2).mean().sqrt())
+    # ~0.8 with replacement alone, ~0.1 with the gradient (w = 80 diverges here: the weight has a ceiling)
+    assert errors[20.0, False] < 0.5 * errors[0.0, False]
+    assert errors[0.0, True] < 0.5 * errors[0.0, False]  # the anchor is exact for a shared offset
 
 
 def test_known_frame_reconstruction_moves_only_coupled_unknown_frames():
     diffusion = GaussianDiffusion(linear_beta_schedule(100))
     x0 = torch.zeros(2, 4, 68, 3)
     known = np.array([True, False, False, False])
-    guide = KnownFrameReconstruction(diffusion, x0, known, weight=2.0)
+    guide = KnownFrameReconstruction(diffusion, x0, known, weight=2.0, anchor=False)
     t = torch.tensor([5, 50])
     x_t = torch.randn(2, 4, 68, 3).requires_grad_(True)
     pred = 2.0 * x_t  # frames independent: the known frame's error cannot be mended elsewhere
@@ -217,6 +220,28 @@ def test_known_frame_reconstruction_moves_only_coupled_unknown_frames():
         SamplingConfig(reconstruction=-0.5)
     with pytest.raises(Face4DError, match=">= 0"):  # not silently read as "off"
         sample_with_known_frames(diffusion.respaced(3), lambda x, t, mask=None: x, x0, known, reconstruction=-1.0)
+
+
+def test_interpolate_known_is_linear_between_known_frames_and_constant_beyond():
+    values = torch.zeros(2, 7, 1)
+    values[0, 1], values[0, 4], values[1, 6] = 1.0, 4.0, -2.0
+    known = torch.tensor([[False, True, False, False, True, False, False], [False] * 6 + [True]])
+    torch.testing.assert_close(interpolate_known(values, known)[..., 0],
+                               torch.tensor([[1.0, 1, 2, 3, 4, 4, 4], [-2.0] * 7]))
+
+
+def test_anchor_takes_the_known_frames_offset_off_the_unknown_ones():
+    """An estimate off by a shared offset (another person's face) is moved onto the known frames by
+    the anchor, with no help from the network's coupling; known frames are left alone."""
+    diffusion = GaussianDiffusion(linear_beta_schedule(100))
+    x0 = torch.zeros(1, 5, 68, 3)
+    known = np.array([True, False, False, False, True])
+    offset = torch.linspace(0.5, 1.5, 5).view(1, 5, 1, 1).expand(1, 5, 68, 3)
+    x_t = torch.randn(1, 5, 68, 3).requires_grad_(True)
+    pred = 0.0 * x_t + offset
+    out = KnownFrameReconstruction(diffusion, x0, known, weight=1.0)(pred, x_t, torch.tensor([10]))
+    torch.testing.assert_close(out[:, 1:4], torch.zeros(1, 3, 68, 3))  # a linear offset: taken off exactly
+    torch.testing.assert_close(out[:, [0, 4]], pred[:, [0, 4]])
 
 
 def test_oracle_point_mass_gives_the_constant():
@@ -450,8 +475,8 @@ def test_cli_fill(bundle, head, tmp_path, capsys):
     labelled = ["--label", "anger", "--out", str(tmp_path / "lab")]
     assert main([*argv[:-3], *labelled, "--quiet"]) == 0
     assert load_sequences(tmp_path / "lab" / "sequence_000.npz").labels.tolist() == ["anger"]
-    # --reconstruction 0 runs Alg. 3 as written: the same seed fills the unknown frames differently
-    plain = ["--reconstruction", "0", "--out", str(tmp_path / "plain")]
+    # --reconstruction 0 --no-anchor runs Alg. 3 as written: the same seed fills the unknown frames differently
+    plain = ["--reconstruction", "0", "--no-anchor", "--out", str(tmp_path / "plain")]
     assert main([*argv[:-3], *plain, "--quiet"]) == 0
     guided, written = (load_sequences(d / "sequence_000.npz").landmarks[0] for d in (out, tmp_path / "plain"))
     _assert_known_equal(written, seqs[1], known)

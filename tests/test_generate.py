@@ -149,3 +149,52 @@ def test_cli_intensity(bundle, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "intensity must be in [0, 1.5], got 2.0" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "c").exists()
+
+
+@pytest.fixture(scope="module")
+def conditional_bundle(bundle, tmp_path_factory):
+    """``bundle`` with a tiny conditional denoiser (random label embeddings) and no classifiers."""
+    import torch
+
+    from face4d.checkpoint import load_pretrained, save_model
+    from face4d.models import Denoiser, DenoiserConfig
+
+    root = tmp_path_factory.mktemp("conditional")
+    _, config, norm = load_pretrained(bundle / "denoiser", "denoiser")
+    d_config = DenoiserConfig(**{**config["model_config"], "num_labels": 18})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        save_model(root / "denoiser", Denoiser(d_config), "denoiser", d_config.to_dict(), norm,
+                   {"diffusion": config["diffusion"]})
+    return root
+
+
+def test_a_conditional_denoiser_steers_labels_itself(conditional_bundle, bundle):
+    gen = LandmarkGenerator.from_pretrained(conditional_bundle)
+    assert gen.conditional and not gen.classifiers
+    sampling = SamplingConfig(steps=4)
+    smile = gen.generate("high_smile", frames=8, num=2, seed=3, sampling=sampling).landmarks
+    anger = gen.generate("anger", frames=8, num=2, seed=3, sampling=sampling).landmarks
+    assert np.abs(smile - anger).max() > 1e-4  # the label reaches the network: no classifier here
+    ordered = gen.generate("high_smile", frames=8, num=2, seed=3, sequence_type="E2N", sampling=sampling).landmarks
+    assert np.abs(smile - ordered).max() > 1e-4
+    scaled = gen.generate("high_smile", frames=8, num=2, seed=3,
+                          sampling=SamplingConfig(steps=4, condition_scale=2.0)).landmarks
+    assert np.abs(smile - scaled).max() > 1e-4
+    with pytest.raises(Face4DError, match="no type I classifier"):  # the paper's way needs the classifier
+        gen.generate("high_smile", frames=8, sampling=SamplingConfig(steps=4, label_control="classifier"))
+    with pytest.raises(Face4DError, match="needs a conditional denoiser"):
+        LandmarkGenerator.from_pretrained(bundle).generate(
+            "high_smile", frames=8, sampling=SamplingConfig(steps=4, label_control="conditional"))
+    for bad, message in (({"condition_scale": -1.0}, "condition scale"), ({"label_control": "x"}, "label control")):
+        with pytest.raises(Face4DError, match=message):
+            SamplingConfig(**bad)
+
+
+def test_cli_label_control(conditional_bundle, tmp_path, capsys):
+    base = ["generate", "--model", str(conditional_bundle), "--label", "surprise", "--frames", "8", "--steps", "3",
+            "--quiet"]
+    assert main([*base, "--condition-scale", "1.5", "--out", str(tmp_path / "a")]) == 0
+    assert load_sequences(tmp_path / "a" / "sequence_000.npz").labels.tolist() == ["surprise"]
+    assert main([*base, "--label-control", "classifier", "--out", str(tmp_path / "b")]) == 2
+    assert "no type I classifier" in capsys.readouterr().err and not (tmp_path / "b").exists()

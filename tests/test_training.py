@@ -311,3 +311,54 @@ def test_cli_trains_both_classifiers(data, tmp_path, capsys):
             assert model.config.hidden == 16 and model.config.normalizer is not None
     with pytest.raises(Exception, match="expected a 'denoiser' model"):
         load_pretrained(tmp_path / "S", "denoiser")
+
+
+# ------------------------------------------------------------------------ conditional denoiser
+
+def test_conditional_denoiser_reads_its_condition_and_drops_it():
+    torch.manual_seed(0)
+    model = Denoiser(replace(TINY, num_labels=18, dropout=0.0)).eval()
+    with torch.no_grad():  # fresh embeddings are random: a label must change the output
+        x, t = torch.randn(2, 6, 68, 3), torch.tensor([5, 900])
+        none = model(x, t)
+        assert torch.equal(none, model(x, t, label=torch.tensor([-1, -1]), order=torch.tensor([-1, -1])))
+        smile = model(x, t, label=torch.tensor([3, 3]))
+        assert not torch.allclose(none, smile)
+        assert torch.equal(model.conditioned(torch.tensor([3, 3]))(x, t), smile)
+        guided = model.conditioned(torch.tensor([3, 3]), scale=3.0)(x, t)
+        assert torch.allclose(guided, none + 3.0 * (smile - none), atol=1e-5)
+    with pytest.raises(Face4DError, match="condition indices"):
+        model(x, t, label=torch.tensor([18, 0]))
+    with pytest.raises(Face4DError, match="unconditional"):
+        Denoiser(TINY)(x, t, label=torch.tensor([0, 0]))
+
+
+def test_condition_dropout_shares(data):
+    seen = []
+
+    def network(x, t, mask=None, label=None, order=None):
+        seen.append((label.clone(), order.clone()))
+        return torch.zeros_like(x)
+
+    x0 = torch.zeros(4000, 2, 68, 3)
+    batch = {"x0": x0, "mask": None, "label": torch.full((4000,), 7), "type": torch.ones(4000, dtype=torch.long)}
+    torch.manual_seed(0)
+    diffusion_loss(DIFFUSION, velocity_weight=0.0, condition_dropout=0.2)(network, batch)
+    label, order = seen[0]
+    no_label = (label == -1).float().mean().item()
+    label_only = ((label == 7) & (order == -1)).float().mean().item()
+    assert abs(no_label - 0.2) < 0.03 and abs(label_only - 0.8 * 0.2) < 0.03
+    assert bool((order[label == -1] == -1).all())  # no order without a label
+
+
+def test_cli_conditional_denoiser_starts_from_an_unconditional_one(data, tmp_path, capsys):
+    base = ["train", "denoiser", "--data", str(data.root), "--batch-size", "8", "--device", "cpu", "--quiet",
+            "--steps", "2", *TINY_ARGS]
+    assert main([*base, "--out", str(tmp_path / "u")]) == 0
+    assert main([*base, "--out", str(tmp_path / "c"), "--conditional", "--init-from", str(tmp_path / "u")]) == 0
+    model, config, _ = load_model(tmp_path / "c", BUILDERS)
+    assert model.config.num_labels == 18 and config["loss"]["condition_dropout"] == 0.15
+    assert config["init_from"] == str(tmp_path / "u")
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "bad"), "--init-from", str(tmp_path / "u"), "--d-model", "16"]) == 2
+    assert "another architecture" in capsys.readouterr().err

@@ -147,6 +147,15 @@ def add_sampling_args(parser: argparse.ArgumentParser, guidance: bool = True, sa
                             help=f"Adagrad steps per reverse step ({defaults.guidance.steps})")
         parser.add_argument("--guidance-lr", type=float,
                             help=f"Adagrad learning rate, in units of sigma_t ({defaults.guidance.lr:g})")
+        from face4d.settings import LABEL_CONTROLS
+
+        parser.add_argument("--label-control", choices=LABEL_CONTROLS,
+                            help="how a label steers: the denoiser's label input (conditional), the paper's "
+                                 "classifier guidance (classifier), both, or auto (conditional when the model "
+                                 "has one; default)")
+        parser.add_argument("--condition-scale", type=float, metavar="W",
+                            help="classifier-free guidance scale of a conditional denoiser "
+                                 f"(default {defaults.condition_scale:g}: the conditional model itself)")
         add_reconstruction_arg(parser, default=None)
     if runtime:
         parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -161,8 +170,11 @@ def add_reconstruction_arg(parser: argparse.ArgumentParser, default: float | Non
 
     weight = SamplingConfig().reconstruction
     parser.add_argument("--reconstruction", type=float, metavar="W", default=default,
-                        help="weight of reconstruction guidance towards the known frames when filling or starting "
-                             f"from a neutral face (default {weight:g}; 0: the paper's Alg. 3/4 as written)")
+                        help="weight of the gradient term of reconstruction guidance towards the known frames when "
+                             f"filling or starting from a neutral face (default {weight:g})")
+    parser.add_argument("--no-anchor", dest="anchor", action="store_const", const=False, default=None,
+                        help="leave out reconstruction guidance's anchor term (with --reconstruction 0: the "
+                             "paper's Alg. 3/4 as written)")
 
 
 def sampling_config(args: argparse.Namespace):
@@ -176,7 +188,8 @@ def sampling_config(args: argparse.Namespace):
     guidance = {key: value for key, value in (("lam", getattr(args, "guidance_lambda", None)),
                                               ("steps", getattr(args, "guidance_steps", None)),
                                               ("lr", getattr(args, "guidance_lr", None))) if value is not None}
-    options = given(args, "sampler", "steps", "reconstruction", "variance", "eta")
+    options = given(args, "sampler", "steps", "reconstruction", "variance", "eta", "condition_scale", "anchor",
+                    "label_control")
     return replace(defaults, guidance=replace(defaults.guidance, **guidance),
                    text_guidance=replace(defaults.text_guidance, **guidance), **options)
 

@@ -69,10 +69,13 @@ def _train_model(args) -> None:
         if kind == "denoiser":
             from face4d.training import DENOISER_PREDICTION
 
-            extra.update(given(args, "prediction", "velocity_weight", "snr_gamma", "snr_floor"))
+            from face4d.data.labels import LABEL_NAMES
+
+            extra.update(given(args, "prediction", "velocity_weight", "snr_gamma", "snr_floor", "condition_dropout",
+                                "init_from"))
             # The skip path suits the prediction (Denoiser's docstring): ours by default, the paper's for epsilon.
             skip = args.skip or ("frame" if extra.get("prediction", DENOISER_PREDICTION) == "epsilon" else "mean")
-            config = DenoiserConfig(**arch, skip=skip)
+            config = DenoiserConfig(**arch, skip=skip, num_labels=len(LABEL_NAMES) if args.conditional else 0)
         elif kind == "classifier":
             config = ClassifierConfig(kind=args.classifier_kind, **arch)
         else:
@@ -102,6 +105,14 @@ def _add_denoiser_options(cmd: argparse.ArgumentParser, group: argparse._Argumen
                       "uniform weights (default: face4d.training.DENOISER_SNR_GAMMA)")
     loss.add_argument("--snr-floor", type=float, help="lowest weight of a noise level under --snr-gamma "
                                                       "(default: face4d.training.DENOISER_SNR_FLOOR)")
+    group.add_argument("--conditional", action="store_true",
+                       help="also feed the label and order to the network (classifier-free guidance); "
+                            "the paper: unconditional")
+    group.add_argument("--init-from", metavar="DIR",
+                       help="start from a trained denoiser's weights (same architecture and data)")
+    loss.add_argument("--condition-dropout", type=float,
+                      help="with --conditional, share of sequences trained without their condition "
+                           "(default: face4d.training.DENOISER_CONDITION_DROPOUT)")
 
 
 def _channels(text: str) -> tuple[int, ...]:

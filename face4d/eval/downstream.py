@@ -126,17 +126,17 @@ def _variants(sampling: SamplingConfig) -> dict[str, SamplingConfig]:
     """Ours with ``sampling`` (key ``"ours"``) and, when it uses reconstruction guidance, the
     paper's algorithm as written, replacement only (key ``"ours, replacement only"``)."""
     variants = {"ours": sampling}
-    if sampling.reconstruction > 0:
-        variants["ours, replacement only"] = replace(sampling, reconstruction=0.0)
+    if sampling.reconstruction > 0 or sampling.anchor:
+        variants["ours, replacement only"] = replace(sampling, reconstruction=0.0, anchor=False)
     return variants
 
 
 def _method_name(key: str, algorithm: str, sampling: SamplingConfig) -> str:
     if key == "ours, replacement only":
         return f"ours ({algorithm} as written: replacement only)"
-    if sampling.reconstruction > 0:
-        return f"ours ({algorithm} + reconstruction guidance, w = {sampling.reconstruction:g})"
-    return f"ours ({algorithm})"
+    terms = (["anchor"] if sampling.anchor else []) + \
+        ([f"gradient w = {sampling.reconstruction:g}"] if sampling.reconstruction > 0 else [])
+    return f"ours ({algorithm} + reconstruction guidance: {', '.join(terms)})" if terms else f"ours ({algorithm})"
 
 
 def filling(evaluation: Evaluation, generator: LandmarkGenerator, sampling: SamplingConfig,

@@ -195,7 +195,7 @@ Run = Callable[[argparse.Namespace], tuple[list[str], list[Check]]]
 
 def add_reconstruction_argument(parser: argparse.ArgumentParser) -> None:
     """``--reconstruction``, for the scripts that condition on known frames (Tables 3 and 4); the
-    tables also report the paper's algorithm as written (0) when it is > 0."""
+    tables also report the paper's algorithm as written (replacement only)."""
     add_reconstruction_arg(parser, default=RECONSTRUCTION_WEIGHT)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from face4d.data.interchange import SEQUENCE_TYPES
 from face4d.errors import Face4DError
 from face4d.models.layers import Pretrained, TransformerConfig, check_sequence_inputs, check_transformer_config, \
     sinusoidal_embedding, timestep_mlp, transformer_encoder
@@ -33,11 +34,14 @@ class DenoiserConfig(TransformerConfig):
     layers: int = 4
     ff: int = 512
     skip: str = "frame"
+    num_labels: int = 0
 
     def __post_init__(self) -> None:
         check_transformer_config(self, ("num_landmarks",))
         if self.skip not in SKIPS:
             raise Face4DError(f"unknown skip path {self.skip!r}; use one of {', '.join(SKIPS)}")
+        if self.num_labels < 0:
+            raise Face4DError(f"num_labels must be >= 0 (0: unconditional), got {self.num_labels}")
 
 
 class Denoiser(Pretrained, nn.Module):
@@ -61,6 +65,17 @@ class Denoiser(Pretrained, nn.Module):
       averaged over the frames and, being the same for every frame, no frame-to-frame noise; the
       tokens only model the motion, which is low-dimensional.
     * ``none``: the tokens alone; the person's shape is then limited by their width.
+
+    With ``config.num_labels`` > 0 the network also takes a label and an order (``N2E``/``E2N``),
+    each embedded and added to the timestep embedding; index -1 stands for "not given". Trained
+    with both dropped for some sequences and the order alone for others, one network is the
+    unconditional model (text control, filling), the label model with a free order, and the label
+    and order model; ``conditioned`` makes the classifier-free-guided noise model of a batch. Why a
+    label input at all, when the paper steers an unconditional model: at high noise levels an
+    unconditional network's clean-sequence estimate is the mean over all expressions, which cancel
+    out towards the neutral face, and the guided classifier has to restore the amplitude; it does so
+    unevenly across labels (over-acting some twice, under-acting others), which the motion
+    benchmark's per-label rows measure (docs/results.md).
     """
 
     kind = "denoiser"
@@ -76,16 +91,26 @@ class Denoiser(Pretrained, nn.Module):
             d_model, self.config.heads, self.config.ff, self.config.dropout, self.config.layers
         )
         self.output = nn.Linear(d_model, frame_size)
+        if self.config.num_labels:
+            self.label_embedding = nn.Embedding(self.config.num_labels + 1, d_model)
+            self.order_embedding = nn.Embedding(len(SEQUENCE_TYPES) + 1, d_model)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None,
+                label: torch.Tensor | None = None, order: torch.Tensor | None = None) -> torch.Tensor:
         """Predict the noise in ``x`` (B, F, N, 3) at timesteps ``t`` (B,) long; ``mask`` (B, F) is
-        True on valid frames (None: all valid)."""
+        True on valid frames (None: all valid). A conditional network also reads ``label`` and
+        ``order`` (B,) long (label and ``SEQUENCE_TYPES`` indices, -1 or None: not given)."""
         mask = check_sequence_inputs(x, t, mask, self.config.num_landmarks, self.config.max_frames)
         batch, frames = x.shape[:2]
         d_model = self.config.d_model
         positions = torch.arange(frames, device=x.device)
         frames_flat = x.reshape(batch, frames, -1)
         time = self.time_embedding(sinusoidal_embedding(t, d_model))
+        if self.config.num_labels:
+            time = time + self.label_embedding(_index(label, batch, self.config.num_labels, x.device)) \
+                + self.order_embedding(_index(order, batch, len(SEQUENCE_TYPES), x.device))
+        elif label is not None or order is not None:
+            raise Face4DError("this denoiser is unconditional: it takes no label or order")
         tokens = (
             self.feature_embedding(frames_flat)
             + sinusoidal_embedding(positions, d_model)[None]
@@ -103,3 +128,36 @@ class Denoiser(Pretrained, nn.Module):
         if mask is not None:
             output = torch.where(mask[:, :, None, None], output, torch.zeros_like(output))
         return output
+
+    def conditioned(self, label: torch.Tensor, order: torch.Tensor | None = None, scale: float = 1.0) -> nn.Module:
+        """The noise model ``model(x_t, t, mask)`` of a batch asking for ``label`` (and ``order``), with
+        classifier-free guidance ``uncond + scale * (cond - uncond)`` (Ho & Salimans 2022): ``scale`` 1
+        is the conditional model itself (one pass), larger exaggerates the condition."""
+        if not self.config.num_labels:
+            raise Face4DError("this denoiser is unconditional; steer it with the classifiers instead")
+        return _Conditioned(self, label, order, scale)
+
+
+class _Conditioned(nn.Module):
+    """``Denoiser.conditioned``'s noise model: a module, so that samplers find its device."""
+
+    def __init__(self, denoiser: Denoiser, label: torch.Tensor, order: torch.Tensor | None, scale: float) -> None:
+        super().__init__()
+        self.denoiser, self.label, self.order, self.scale = denoiser, label, order, scale
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        conditional = self.denoiser(x, t, mask, label=self.label, order=self.order)
+        if self.scale == 1.0:
+            return conditional
+        unconditional = self.denoiser(x, t, mask)
+        return unconditional + self.scale * (conditional - unconditional)
+
+
+def _index(values: torch.Tensor | None, batch: int, count: int, device: torch.device) -> torch.Tensor:
+    """Embedding indices of ``values`` (B,) with -1 (and None for the whole batch) as ``count``, "not given"."""
+    if values is None:
+        return torch.full((batch,), count, dtype=torch.long, device=device)
+    values = values.to(device=device, dtype=torch.long)
+    if values.shape != (batch,) or bool(((values < -1) | (values >= count)).any()):
+        raise Face4DError(f"condition indices must be ({batch},) in [-1, {count}), got {values.tolist()}")
+    return torch.where(values < 0, torch.full_like(values, count), values)
