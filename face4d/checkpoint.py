@@ -24,6 +24,11 @@ is one entry there. A *bundle* is a directory of model directories: ``denoiser/`
 noise-aware classifiers ``classifier_I/`` and ``classifier_S/``; a text guide (kind ``text_guide``)
 serves text control. The default bundle ships inside the package (``face4d/weights/default``, with
 the mesh decoder in ``decoder/``), so generation works offline right after install.
+
+A bundle's ``bundle.json`` (``write_bundle``) records once what its members must share, the diffusion
+(schedule with its betas, the denoiser's prediction) and the landmark normaliser; loading reads the
+schedule and the normaliser from it and checks every member's own copy against it
+(``BundleConfig.check_member``). A bundle without one falls back to its denoiser's config.json.
 """
 from __future__ import annotations
 
@@ -44,6 +49,7 @@ from safetensors.torch import save_file
 
 from face4d.data.normalize import LandmarkNormalizer
 from face4d.decoder.model import DECODER_KINDS
+from face4d.diffusion import DiffusionConfig
 from face4d.errors import Face4DError
 from face4d.jsonfile import read_json, write_json
 from face4d.models import (Classifier, ClassifierConfig, Denoiser, DenoiserConfig, ICConfig, IndependentClassifier,
@@ -58,6 +64,11 @@ WEIGHTS_FILE = "model.safetensors"
 STATE_TENSORS_FILE = "last.safetensors"
 STATE_FILE = "last.json"
 PREVIOUS_STATE = ("prev.safetensors", "prev.json")
+BUNDLE_FILE = "bundle.json"
+BUNDLE_FORMAT = "face4d-bundle"
+BUNDLE_MEMBERS = {"denoiser": "denoiser", "classifier_I": "classifier", "classifier_S": "classifier",
+                  "text_guide": "text_guide"}
+"""A landmark bundle's member directories and the model kind each holds; only ``denoiser/`` is required."""
 _RESERVED = ("format", "version", "kind", "model_config", "normalizer")
 
 Builders = Mapping[str, tuple[type, type]]
@@ -218,6 +229,81 @@ def load_model(
 def default_bundle() -> Path:
     """The bundle shipped with the package."""
     return Path(str(resources.files("face4d") / "weights" / "default"))
+
+
+@dataclasses.dataclass(frozen=True)
+class BundleConfig:
+    """What the members of a bundle share: its ``diffusion`` and its landmark ``normalizer``."""
+
+    diffusion: DiffusionConfig
+    normalizer: LandmarkNormalizer
+
+    @classmethod
+    def of_denoiser(cls, config: dict[str, Any], normalizer: LandmarkNormalizer | None, source: str) -> BundleConfig:
+        """The bundle config a denoiser's config.json implies (a bundle without ``bundle.json``)."""
+        if normalizer is None:
+            raise Face4DError(f"{source}: config.json has no landmark normaliser")
+        return cls(_member_diffusion(config, source), normalizer)
+
+    def check_member(self, config: dict[str, Any], normalizer: LandmarkNormalizer | None, source: str,
+                     against: str = BUNDLE_FILE) -> None:
+        """Fail, naming the entry, when a member's config.json disagrees with this config: its
+        schedule (T, betas), the denoiser's prediction, or its normaliser (when it records one)."""
+        member = _member_diffusion(config, source)
+        fields = ["schedule", "num_timesteps", "beta_start", "beta_end"]
+        fields += ["prediction"] if config["kind"] == "denoiser" else []
+        for name in fields:
+            if getattr(member, name) != getattr(self.diffusion, name):
+                raise Face4DError(f"{source}: diffusion.{name} is {getattr(member, name)!r}, {against} says "
+                                  f"{getattr(self.diffusion, name)!r} (the models of one bundle share its diffusion)")
+        if normalizer is not None and normalizer.to_dict() != self.normalizer.to_dict():
+            raise Face4DError(f"{source}: trained with another landmark normaliser than {against} records (the "
+                              f"models of one bundle must be trained on the same dataset)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": BUNDLE_FORMAT, "version": FORMAT_VERSION, "diffusion": self.diffusion.to_dict(),
+                "normalizer": self.normalizer.to_dict()}
+
+
+def _member_diffusion(config: dict[str, Any], source: str) -> DiffusionConfig:
+    if not isinstance(config.get("diffusion"), dict):
+        raise Face4DError(f"{source}: config.json has no diffusion entry (a landmark model of a bundle needs one)")
+    try:
+        return DiffusionConfig.from_dict(config["diffusion"])
+    except (Face4DError, TypeError) as exc:
+        raise Face4DError(f"{source}: invalid diffusion entry ({exc})") from None
+
+
+def read_bundle(directory: str | os.PathLike) -> BundleConfig | None:
+    """The ``bundle.json`` of a bundle directory, or None when it has none (members' configs then rule)."""
+    path = Path(directory) / BUNDLE_FILE
+    if not path.is_file():
+        return None
+    data = read_json(path)
+    if data.get("format") != BUNDLE_FORMAT or data.get("version") != FORMAT_VERSION:
+        raise Face4DError(f"{path}: not a {BUNDLE_FORMAT} v{FORMAT_VERSION} file")
+    try:
+        diffusion = DiffusionConfig.from_dict(data["diffusion"])
+        return BundleConfig(diffusion, LandmarkNormalizer.from_dict(data["normalizer"]))
+    except (Face4DError, TypeError, KeyError, ValueError) as exc:
+        raise Face4DError(f"{path}: invalid bundle config ({exc})") from None
+
+
+def write_bundle(directory: str | os.PathLike) -> Path:
+    """Write ``directory``'s ``bundle.json`` from its members (``BUNDLE_MEMBERS``, ``denoiser/`` required):
+    the denoiser's diffusion and normaliser, after checking that every member agrees with them.
+    Run it once a bundle's members are trained; returns the file written."""
+    directory = Path(directory)
+    members = {name: read_model_config(directory / name) for name in BUNDLE_MEMBERS if (directory / name).is_dir()}
+    if "denoiser" not in members:
+        raise Face4DError(f"{directory}: a bundle needs a denoiser/ model directory")
+    normalizers = {name: config["normalizer"] and LandmarkNormalizer.from_dict(config["normalizer"])
+                   for name, config in members.items()}
+    bundle = BundleConfig.of_denoiser(members["denoiser"], normalizers["denoiser"], str(directory / "denoiser"))
+    for name, config in members.items():
+        bundle.check_member(config, normalizers[name], str(directory / name), against="the denoiser")
+    write_json(directory / BUNDLE_FILE, bundle.to_dict())
+    return directory / BUNDLE_FILE
 
 
 def load_pretrained(directory: str | os.PathLike, kind: str,

@@ -2,36 +2,21 @@
 
 The quickest look at what face4d does, and the README's main job: one sequence per label, each
 starting from the head's own neutral face, decoded onto the head, exported per label and shown in
-one preview. Also the thread control it needs on small machines (``torch_threads``).
+one preview, on one torch thread (``face4d.threads.torch_threads``).
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from contextlib import contextmanager
 
 from face4d.errors import Face4DError
 from face4d.outputs import (PREVIEW_FORMATS, check_export_formats, check_out_dir, check_preview_formats,
                             check_preview_size)
 from face4d.pipeline import TARGET_PASSES, Pipeline, PipelineResult
+from face4d.threads import torch_threads
 
 DEMO_LABELS = ("high_smile", "mouth_open", "sadness", "bareteeth")
 DEMO_SEED = 3
-
-
-@contextmanager
-def torch_threads(count: int):
-    """Run torch on ``count`` intra-op threads, then restore the setting. The landmark models are
-    small: sampling one sequence at a time is fastest on one thread, and two threads fighting over
-    a small machine's busy cores are far slower (docs/tuning.md)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def run_demo(out_dir: str | os.PathLike, labels: Sequence[str] = DEMO_LABELS, seed: int = DEMO_SEED,

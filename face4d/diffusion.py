@@ -27,21 +27,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from face4d.errors import Face4DError
+from face4d.settings import PREDICTIONS, VARIANCES
+
 NoiseModel = Callable[..., torch.Tensor]
 """``model(x_t, t, mask=None) -> output``: ``t`` is a (B,) long tensor of *training* timesteps; the
 output is the noise ``eps``, the clean sample ``x_0`` or the velocity ``v``, as the diffusion's
 ``prediction`` says."""
-
-PREDICTIONS = ("epsilon", "sample", "v")
-VARIANCES = ("beta", "posterior")
-"""What a network predicts (diffusers' ``prediction_type``): the noise ``eps`` (the paper, Eq. 8),
-the clean sample ``x_0`` (as MDM) or ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0`` (Salimans & Ho)."""
 
 StepHook = Callable[
     [torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]],
@@ -82,6 +81,51 @@ def linear_beta_schedule(T: int = 2000, beta_start: float = 1e-4, beta_end: floa
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
     return np.linspace(beta_start, beta_end, T, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """The diffusion a bundle's models share, as its ``bundle.json`` records it: the paper's linear
+    schedule of ``num_timesteps`` betas from ``beta_start`` to ``beta_end``, and what the denoiser
+    predicts (``PREDICTIONS``). A member's config.json records ``schedule`` and ``num_timesteps``
+    (and the denoiser's ``prediction``); the betas it leaves out are these defaults, which every
+    ``face4d train`` run has used."""
+
+    schedule: str = "linear"
+    num_timesteps: int = 2000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    prediction: str = "epsilon"
+
+    def __post_init__(self) -> None:
+        if self.schedule != "linear":
+            raise Face4DError(f"unknown diffusion schedule {self.schedule!r}; only 'linear' is supported")
+        if not isinstance(self.num_timesteps, int) or isinstance(self.num_timesteps, bool) or self.num_timesteps < 1:
+            raise Face4DError(f"diffusion.num_timesteps must be a positive integer, got {self.num_timesteps!r}")
+        if not (isinstance(self.beta_start, (int, float)) and isinstance(self.beta_end, (int, float))
+                and 0.0 < self.beta_start <= self.beta_end < 1.0):
+            raise Face4DError(f"diffusion betas must satisfy 0 < beta_start <= beta_end < 1, got "
+                              f"{self.beta_start!r} and {self.beta_end!r}")
+        if self.prediction not in PREDICTIONS:
+            raise Face4DError(f"unknown prediction {self.prediction!r}; use one of {', '.join(PREDICTIONS)}")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> DiffusionConfig:
+        """From a ``diffusion`` entry of bundle.json or of a member's config.json; unknown keys are an error."""
+        if not isinstance(data, dict):
+            raise Face4DError(f"diffusion must be a JSON object, got {data!r}")
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise Face4DError(f"unknown diffusion keys: {unknown}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def build(self, x0_range: tuple[np.ndarray, np.ndarray] | None = None) -> GaussianDiffusion:
+        """The ``GaussianDiffusion`` of this config (``x0_range``: the denoiser's clamp bounds)."""
+        return GaussianDiffusion(linear_beta_schedule(self.num_timesteps, self.beta_start, self.beta_end),
+                                 x0_range=x0_range, prediction=self.prediction)
 
 
 def extract(arr: np.ndarray, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -371,31 +415,18 @@ class GaussianDiffusion:
             log_density = torch.where(weights > 0, log_density, torch.zeros_like(log_density))
         return log_density.flatten(1).sum(dim=1)
 
-    def p_sample(
-        self,
-        model: NoiseModel,
-        x_t: torch.Tensor,
-        t: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        x0_guidance: X0Guidance | None = None,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def p_sample(self, model: NoiseModel, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None,
+                 x0_guidance: X0Guidance | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One ancestral step (Alg. 1 lines 4-8): ``x_{t-1} = mean + sigma_t z``; returns it and
         ``p_mean_variance``'s dict."""
         out = self.p_mean_variance(model, x_t, t, x0_guidance, mask=mask)
         noise = _step_noise(x_t, t, generator)
         return out["mean"] + torch.exp(0.5 * out["log_variance"]) * noise, out
 
-    def ddim_sample(
-        self,
-        model: NoiseModel,
-        x_t: torch.Tensor,
-        t: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        eta: float = 0.0,
-        x0_guidance: X0Guidance | None = None,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def ddim_sample(self, model: NoiseModel, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None,
+                    generator: torch.Generator | None = None, eta: float = 0.0,
+                    x0_guidance: X0Guidance | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One DDIM step (Song et al., Eq. 12): deterministic for ``eta = 0``, DDPM-like for 1.
 
         ``x_{t-1} = sqrt(abar_{t-1}) x0_hat + sqrt(1 - abar_{t-1} - s^2) eps + s z`` with
@@ -413,18 +444,11 @@ class GaussianDiffusion:
 
     # ------------------------------------------------------------------------------ samplers
 
-    def p_sample_loop(
-        self,
-        model: NoiseModel,
-        shape: tuple[int, ...],
-        mask: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        progress: bool = False,
-        step_hook: StepHook | None = None,
-        x_T: torch.Tensor | None = None,
-        device: torch.device | str | None = None,
-        x0_guidance: X0Guidance | None = None,
-    ) -> torch.Tensor:
+    def p_sample_loop(self, model: NoiseModel, shape: tuple[int, ...], mask: torch.Tensor | None = None,
+                      generator: torch.Generator | None = None, progress: bool = False,
+                      step_hook: StepHook | None = None, x_T: torch.Tensor | None = None,
+                      device: torch.device | str | None = None,
+                      x0_guidance: X0Guidance | None = None) -> torch.Tensor:
         """Ancestral sampling over every step of this schedule, from ``x_T`` (default N(0, I)) to
         ``x_0``. On ``respaced(K)`` it is the K-step strided DDPM.
 
@@ -434,33 +458,16 @@ class GaussianDiffusion:
         estimate (``X0Guidance``); ``device`` defaults to the model's; samples are float32 unless
         ``x_T`` has another dtype. Put a network in ``eval()`` mode first (dropout).
         """
-        def step(model: NoiseModel, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None,
-                 generator: torch.Generator | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-            return self.p_sample(model, x_t, t, mask, generator, x0_guidance)
+        return self._sample_loop(None, model, shape, mask, generator, progress, step_hook, x_T, device, x0_guidance)
 
-        return self._sample_loop(step, model, shape, mask, generator, progress, step_hook, x_T, device)
-
-    def ddim_sample_loop(
-        self,
-        model: NoiseModel,
-        shape: tuple[int, ...],
-        mask: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        progress: bool = False,
-        step_hook: StepHook | None = None,
-        x_T: torch.Tensor | None = None,
-        device: torch.device | str | None = None,
-        eta: float = 0.0,
-        x0_guidance: X0Guidance | None = None,
-    ) -> torch.Tensor:
+    def ddim_sample_loop(self, model: NoiseModel, shape: tuple[int, ...], mask: torch.Tensor | None = None,
+                         generator: torch.Generator | None = None, progress: bool = False,
+                         step_hook: StepHook | None = None, x_T: torch.Tensor | None = None,
+                         device: torch.device | str | None = None, eta: float = 0.0,
+                         x0_guidance: X0Guidance | None = None) -> torch.Tensor:
         """DDIM sampling over every step of this schedule (use it on ``respaced(K)``); arguments
         as ``p_sample_loop``."""
-
-        def step(model: NoiseModel, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None,
-                 generator: torch.Generator | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-            return self.ddim_sample(model, x_t, t, mask, generator, eta=eta, x0_guidance=x0_guidance)
-
-        return self._sample_loop(step, model, shape, mask, generator, progress, step_hook, x_T, device)
+        return self._sample_loop(eta, model, shape, mask, generator, progress, step_hook, x_T, device, x0_guidance)
 
     def sample_loop(self, model: NoiseModel, shape: tuple[int, ...], **kwargs: Any) -> torch.Tensor:
         """This diffusion's own sampler: ``p_sample_loop`` when ``eta`` is None, else DDIM with that
@@ -471,7 +478,7 @@ class GaussianDiffusion:
 
     def _sample_loop(
         self,
-        step: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]],
+        eta: float | None,
         model: NoiseModel,
         shape: tuple[int, ...],
         mask: torch.Tensor | None,
@@ -480,9 +487,10 @@ class GaussianDiffusion:
         step_hook: StepHook | None,
         x_T: torch.Tensor | None,
         device: torch.device | str | None,
+        x0_guidance: X0Guidance | None,
     ) -> torch.Tensor:
-        """The loop shared by both samplers: reverse steps from the last index to 0, each followed
-        by the hook, with padded frames held at zero."""
+        """The loop shared by both samplers (``eta`` None: DDPM, else DDIM with that ``eta``): reverse
+        steps from the last index to 0, each followed by the hook, with padded frames held at zero."""
         device = torch.device(device) if device is not None else _model_device(model)
         if x_T is None:
             x = _randn(tuple(shape), device, torch.float32, generator)
@@ -497,7 +505,10 @@ class GaussianDiffusion:
         for i in tqdm(indices, desc="sampling", disable=not progress):
             t = torch.full((shape[0],), i, dtype=torch.long, device=device)
             with torch.no_grad():
-                x_prev, out = step(model, x, t, mask, generator)
+                if eta is None:
+                    x_prev, out = self.p_sample(model, x, t, mask, generator, x0_guidance)
+                else:
+                    x_prev, out = self.ddim_sample(model, x, t, mask, generator, eta=eta, x0_guidance=x0_guidance)
             x_prev = _zero_padded(x_prev, mask)
             if step_hook is not None:
                 replacement = step_hook(x_prev, t - 1 if i > 0 else None, x, t, out)

@@ -59,22 +59,9 @@ import torch
 from face4d.diffusion import GaussianDiffusion, NoiseModel, StepHook, extract
 from face4d.errors import Face4DError
 from face4d.guidance import compose_hooks
+from face4d.settings import RECONSTRUCTION_WEIGHT, check_reconstruction_weight
 
 _RANGE = re.compile(r"^(\d+)(?:\s*-\s*(\d+))?$")
-
-RECONSTRUCTION_WEIGHT = 0.0
-"""Default weight ``w`` of the gradient term of reconstruction guidance (``KnownFrameReconstruction``),
-on the error averaged over the known frames; 0 leaves the anchor term alone, which carries the known
-frames better on the shipped model, at a third of the cost (no gradient through the network). How
-the terms compare: docs/tuning.md."""
-
-
-def check_reconstruction_weight(weight: float) -> float:
-    """``weight`` as a float, or a ``Face4DError`` unless it is >= 0 (0: no reconstruction guidance)."""
-    if not weight >= 0:
-        raise Face4DError(f"the reconstruction guidance weight must be >= 0, got {weight}")
-    return float(weight)
-
 
 # --------------------------------------------------------------------------------- known frames
 
@@ -192,14 +179,8 @@ class KnownFrames:
         self.known = _frame_bool(known, self.x0)
         self.generator = generator
 
-    def __call__(
-        self,
-        x_prev: torch.Tensor,
-        t_prev: torch.Tensor | None,
-        x_t: torch.Tensor,
-        t: torch.Tensor,
-        out: dict[str, torch.Tensor],
-    ) -> torch.Tensor:
+    def __call__(self, x_prev: torch.Tensor, t_prev: torch.Tensor | None, x_t: torch.Tensor, t: torch.Tensor,
+                 out: dict[str, torch.Tensor]) -> torch.Tensor:
         x0 = self.x0.to(device=x_prev.device, dtype=x_prev.dtype)
         value = x0 if t_prev is None else self.diffusion.q_sample(x0, t_prev, generator=self.generator)
         return torch.where(self.known.to(x_prev.device), value, x_prev.detach())

@@ -16,78 +16,27 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
 
-from face4d.checkpoint import default_bundle, load_pretrained
+from face4d.checkpoint import BUNDLE_FILE, BUNDLE_MEMBERS, BundleConfig, default_bundle, load_pretrained, read_bundle
 from face4d.data.interchange import DEFAULT_FPS, NUM_LANDMARKS, SEQUENCE_TYPES, LandmarkSequences
 from face4d.data.labels import get_label, label_index
 from face4d.data.normalize import LandmarkNormalizer
-from face4d.diffusion import VARIANCES, GaussianDiffusion, linear_beta_schedule
+from face4d.diffusion import GaussianDiffusion
 from face4d.errors import Face4DError
-from face4d.filling import RECONSTRUCTION_WEIGHT, check_known, check_reconstruction_weight, sample_with_known_frames
-from face4d.guidance import TEXT_LAMBDA, GradientGuidance, GuidanceConfig, label_objective, text_objective
+from face4d.filling import check_known, sample_with_known_frames
+from face4d.guidance import GradientGuidance, label_objective, text_objective
 from face4d.landmarks import check_neutral, check_units
 from face4d.models.classifier import Classifier, type_index
 from face4d.models.denoiser import Denoiser
 from face4d.models.text_guide import TextGuide, embed_texts
+from face4d.settings import LABEL_CONTROLS, SAMPLERS, SamplingConfig  # noqa: F401 (their home is face4d.settings)
 
-SAMPLERS = ("fast", "paper")
 INTENSITY_RANGE = (0.0, 1.5)
 """``intensity`` bounds: 0 holds the neutral face, 1.5 goes half again as far as the model does."""
-
-
-LABEL_CONTROLS = ("auto", "conditional", "classifier", "both")
-"""How a label steers sampling: ``conditional``, the denoiser's own label input (classifier-free
-guidance, ``SamplingConfig.condition_scale``); ``classifier``, the paper's classifier guidance (Alg.
-1) of the denoiser's unconditional path; ``both``; ``auto``, ``conditional`` when the denoiser is
-conditional, else ``classifier``."""
-
-
-@dataclass
-class SamplingConfig:
-    """How to sample: ``sampler`` (``fast`` or ``paper``), ``steps`` of the fast sampler, the
-    settings of label guidance and of text guidance (whose lambda is ``TEXT_LAMBDA``), and the
-    weight of reconstruction guidance towards known frames in filling and geometry-adaptive
-    generation (``face4d.filling.RECONSTRUCTION_WEIGHT``; 0: the paper's Alg. 3 and 4 as written).
-    ``variance`` and ``eta`` choose the reverse step (``face4d.diffusion.GaussianDiffusion``): the
-    DDPM's variance, ``posterior`` (default) or ``beta`` (the paper), or DDIM with ``eta`` when it is
-    not None; both samplers use them. Why posterior: on a strided schedule ``beta`` adds, at the
-    last steps, noise several times larger than the next step's noise level, which the network
-    cannot take out in one step and which stays in the motion as a tremble (the ablation in
-    docs/results.md). ``anchor`` adds reconstruction guidance's offset term
-    (``face4d.filling.KnownFrameReconstruction``). ``condition_scale`` is the classifier-free
-    guidance scale of a conditional denoiser (``Denoiser.conditioned``; 1: the conditional model
-    itself); an unconditional one ignores it. ``label_control`` says how labels steer
-    (``LABEL_CONTROLS``)."""
-
-    sampler: str = "fast"
-    steps: int = 50
-    variance: str = "posterior"
-    eta: float | None = None
-    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
-    text_guidance: GuidanceConfig = field(default_factory=lambda: GuidanceConfig(lam=TEXT_LAMBDA))
-    reconstruction: float = RECONSTRUCTION_WEIGHT
-    condition_scale: float = 1.0
-    anchor: bool = True
-    label_control: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.sampler not in SAMPLERS:
-            raise Face4DError(f"unknown sampler {self.sampler!r}; use one of {', '.join(SAMPLERS)}")
-        if self.steps < 1:
-            raise Face4DError(f"sampler steps must be >= 1, got {self.steps}")
-        if self.variance not in VARIANCES:
-            raise Face4DError(f"unknown reverse variance {self.variance!r}; use one of {', '.join(VARIANCES)}")
-        if self.eta is not None and not 0.0 <= self.eta <= 1.0:
-            raise Face4DError(f"DDIM eta must be in [0, 1], got {self.eta}")
-        check_reconstruction_weight(self.reconstruction)
-        if self.label_control not in LABEL_CONTROLS:
-            raise Face4DError(f"unknown label control {self.label_control!r}; use one of {', '.join(LABEL_CONTROLS)}")
-        if not 0.0 <= self.condition_scale <= 10.0:
-            raise Face4DError(f"the condition scale must be in [0, 10], got {self.condition_scale}")
 
 
 class LandmarkGenerator:
@@ -108,34 +57,32 @@ class LandmarkGenerator:
                         device: str | torch.device = "cpu") -> "LandmarkGenerator":
         """Load a bundle (``denoiser/``, ``classifier_I/``, ``classifier_S/``, ``text_guide/``); the
         embedded default if None. A missing guidance directory only disables that kind of control.
-        Every guidance model must share the denoiser's schedule length and landmark normaliser."""
+        The diffusion (schedule and prediction) and the landmark normaliser come from the bundle's
+        ``bundle.json`` (``face4d.checkpoint.BundleConfig``), or from the denoiser's config.json in a
+        bundle without one; every member must agree with them."""
         if bundle is None:
             bundle = default_bundle()
             if not (bundle / "denoiser").is_dir():
                 raise Face4DError("this installation has no embedded default model; train one ('face4d train "
                                   "denoiser', 'face4d train classifier') and pass its bundle directory (--model)")
-        denoiser, config, normalizer = load_pretrained(os.path.join(bundle, "denoiser"), "denoiser", device)
-        if normalizer is None:
-            raise Face4DError(f"{bundle}/denoiser: config.json has no landmark normaliser")
-        diffusion = GaussianDiffusion(linear_beta_schedule(config["diffusion"]["num_timesteps"]),
-                                      x0_range=_x0_range(config),
-                                      prediction=config["diffusion"].get("prediction", "epsilon"))
+        stored = read_bundle(bundle)
+        path = os.path.join(bundle, "denoiser")
+        denoiser, config, normalizer = load_pretrained(path, "denoiser", device)
+        shared = stored or BundleConfig.of_denoiser(config, normalizer, path)
+        shared.check_member(config, normalizer, path)
         classifiers, text_guide = {}, None
-        for name, kind in (("classifier_I", "classifier"), ("classifier_S", "classifier"), ("text_guide", "text_guide")):
+        for name, kind in BUNDLE_MEMBERS.items():
             path = os.path.join(bundle, name)
-            if not os.path.isdir(path):
+            if kind == "denoiser" or not os.path.isdir(path):
                 continue
             model, m_config, m_normalizer = load_pretrained(path, kind, device)
-            if m_config["diffusion"]["num_timesteps"] != diffusion.num_timesteps:
-                raise Face4DError(f"{path}: trained for T={m_config['diffusion']['num_timesteps']}, "
-                                  f"the denoiser for T={diffusion.num_timesteps}")
-            if m_normalizer is not None and m_normalizer.to_dict() != normalizer.to_dict():
-                raise Face4DError(f"{path}: trained with another landmark normaliser than the denoiser "
-                                  f"(models of one bundle must be trained on the same dataset)")
+            shared.check_member(m_config, m_normalizer, path, BUNDLE_FILE if stored else "the denoiser")
             if kind == "classifier":
                 classifiers[model.config.kind] = model
             else:
                 text_guide = model
+        diffusion = shared.diffusion.build(x0_range=_x0_range(config))
+        normalizer = shared.normalizer
         return cls(denoiser, diffusion, normalizer, classifiers, text_guide=text_guide)
 
     @property

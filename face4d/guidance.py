@@ -17,9 +17,7 @@ chains hooks, e.g. a guidance hook followed by one that re-imposes known frames 
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
@@ -27,6 +25,7 @@ from face4d.diffusion import GaussianDiffusion, StepHook
 from face4d.errors import Face4DError
 from face4d.models.classifier import Classifier, label_log_probs
 from face4d.models.text_guide import TextGuide, text_similarity
+from face4d.settings import TEXT_LAMBDA, GuidanceConfig  # noqa: F401 (their home is face4d.settings)
 
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 """``objective(x, t_model, mask) -> (B,)``: a score to maximise per sample, differentiable in ``x``
@@ -34,48 +33,6 @@ Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Te
 (B, F) validity of frames or None."""
 
 _ADAGRAD_EPS = 1e-10  # torch.optim.Adagrad's default
-
-
-TEXT_LAMBDA = 1e-4
-"""``lam`` of text guidance (Alg. 2). Adagrad is blind to the objective's overall scale, so only the
-ratio of the fluency term to the condition term matters, and a cosine similarity in [-1, 1] has a far
-smaller gradient than a classifier's log-probability: at the label's lambda = 0.01 the fluency term
-swamps it. The sweep that chose the value: docs/tuning.md."""
-
-
-@dataclass
-class GuidanceConfig:
-    """Settings of the Adagrad refinement of ``GradientGuidance``.
-
-    * ``lam``: the paper's lambda (Sec. 4: 0.01, after Diffusion-LM), the weight of the fluency term
-      ``log p_theta(x | x_t)``; larger keeps samples closer to the unguided reverse step.
-    * ``steps``: Adagrad steps per reverse step (Sec. 3.2: 3).
-    * ``lr``: the Adagrad learning rate *in units of the reverse step's standard deviation*
-      ``sigma_t``. The paper does not give one. Adagrad scales each coordinate's step by its own
-      accumulated gradient norm, so its first step moves every coordinate by exactly the learning
-      rate, whatever the gradient's scale: the learning rate is a distance in data units, and a
-      fixed one would be far too large at the end of sampling (``sigma_1 = 0.01``) or too small
-      for a coarse respaced schedule. Scaling it by ``sigma_t`` makes the refinement move a sample
-      by at most ``steps * lr * sigma_t`` per coordinate: with the default 0.2, under two thirds of
-      the noise the step itself draws, so a refined sample stays typical of ``p_theta(. | x_t)`` while
-      hundreds of consistent nudges add up to a strong drift toward the condition. It is also
-      independent of the number of landmarks and frames, which a raw gradient is not. The price:
-      for the same reason the fluency term alone moves coordinates toward the step's mean, which
-      narrows the spread within samples a little: lower ``lr`` trades control for diversity. The
-      sweep that chose the default 0.2: docs/tuning.md.
-    """
-
-    lam: float = 0.01
-    steps: int = 3
-    lr: float = 0.2
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.lam < math.inf:
-            raise Face4DError(f"the guidance lambda must be a finite number >= 0, got {self.lam}")
-        if self.steps < 0:
-            raise Face4DError(f"the guidance steps must be >= 0, got {self.steps}")
-        if not 0.0 < self.lr < math.inf:
-            raise Face4DError(f"the guidance learning rate (--guidance-lr) must be a finite number > 0, got {self.lr}")
 
 
 class GradientGuidance:
@@ -119,14 +76,8 @@ class GradientGuidance:
         self.config = config if config is not None else GuidanceConfig()
         self.mask = mask
 
-    def __call__(
-        self,
-        x_prev: torch.Tensor,
-        t_prev: torch.Tensor | None,
-        x_t: torch.Tensor,
-        t: torch.Tensor,
-        out: dict[str, torch.Tensor],
-    ) -> torch.Tensor | None:
+    def __call__(self, x_prev: torch.Tensor, t_prev: torch.Tensor | None, x_t: torch.Tensor, t: torch.Tensor,
+                 out: dict[str, torch.Tensor]) -> torch.Tensor | None:
         if self.config.steps == 0:
             return None
         mask = None if self.mask is None else self.mask.to(x_prev.device)
@@ -212,13 +163,8 @@ def compose_hooks(*hooks: StepHook) -> StepHook:
     """One hook that runs ``hooks`` in order, each on the ``x_prev`` the previous ones left (e.g.
     label guidance, then re-imposing known frames). Returns None when none replaced ``x_prev``."""
 
-    def composed(
-        x_prev: torch.Tensor,
-        t_prev: torch.Tensor | None,
-        x_t: torch.Tensor,
-        t: torch.Tensor,
-        out: dict[str, torch.Tensor],
-    ) -> torch.Tensor | None:
+    def composed(x_prev: torch.Tensor, t_prev: torch.Tensor | None, x_t: torch.Tensor, t: torch.Tensor,
+                 out: dict[str, torch.Tensor]) -> torch.Tensor | None:
         replaced = None
         for hook in hooks:
             replacement = hook(x_prev if replaced is None else replaced, t_prev, x_t, t, out)

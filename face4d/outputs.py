@@ -20,6 +20,7 @@ import numpy as np
 
 from face4d.errors import Face4DError
 from meshops.atomic import check_dir_target
+from render.preview import MAX_TILE
 
 if TYPE_CHECKING:
     from face4d.decoder.target import Target
@@ -30,9 +31,6 @@ DEFAULT_EXPORTS = ("pc2", "mdd", "usd")
 sample) plus ``neutral.obj``, which every sample folder holds. ``usd`` is left out of the default
 when ``usd-core`` is not installed (asked for explicitly, it is an error that names the extra)."""
 PREVIEW_FORMATS = ("mp4", "gif")
-MAX_TILE = 2048
-"""Largest preview tile, in pixels; with ``MAX_PREVIEW_BYTES`` it keeps a request like ``--size 100000``
-from asking for tens of GiB."""
 MAX_PREVIEW_BYTES = 4 * 2**30
 """Largest preview, as its frames held in memory (frames x tiles x size^2 x 3 bytes)."""
 MAX_PREVIEW_SAMPLES = 64

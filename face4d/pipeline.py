@@ -377,7 +377,7 @@ class Pipeline:
         from tqdm.auto import tqdm
 
         from face4d.decoder.retarget import sequence_frames
-        from face4d.demo import torch_threads
+        from face4d.threads import torch_threads
         from face4d.flame import fit_flame
 
         model = load_flame(flame_model, trust_pickle)

@@ -65,7 +65,7 @@ from face4d.data.dataset import Dataset
 from face4d.data.interchange import SEQUENCE_TYPES, LandmarkSequences
 from face4d.data.labels import label_index
 from face4d.data.normalize import LandmarkNormalizer
-from face4d.diffusion import PREDICTIONS, GaussianDiffusion, linear_beta_schedule
+from face4d.diffusion import PREDICTIONS, DiffusionConfig, GaussianDiffusion
 from face4d.errors import Face4DError
 from face4d.models.classifier import ClassifierConfig, target_index
 from face4d.models.denoiser import DenoiserConfig
@@ -585,8 +585,9 @@ def train_model(
       ``model_config.text_encoder``; the model config records the encoder used and its dimension,
       config.json's ``text`` entry the texts mode, and both are part of the run a resume must match.
 
-    The diffusion models record ``diffusion.num_timesteps`` of the paper's linear schedule in
-    their config.json. The denoiser's ``prediction`` (``face4d.diffusion.PREDICTIONS``; the paper:
+    The diffusion models record ``diffusion.num_timesteps`` of the paper's linear schedule
+    (``face4d.diffusion.DiffusionConfig``, with its default betas) in their config.json;
+    ``face4d.checkpoint.write_bundle`` records the bundle's shared schedule once in its ``bundle.json``. The denoiser's ``prediction`` (``face4d.diffusion.PREDICTIONS``; the paper:
     ``epsilon``) is recorded there too, and ``velocity_weight`` (the weight of the loss on the
     predicted motion's frame-to-frame differences; the paper: 0), ``snr_gamma`` and ``snr_floor``
     (the weights of noise levels, ``GaussianDiffusion.training_loss``; the paper: uniform, 0) under
@@ -631,7 +632,8 @@ def train_model(
         raise Face4DError(f"the training data has sequences of {train.num_frames} frames, more than the model's "
                           f"max_frames ({max_frames})")
     normalizer = LandmarkNormalizer.fit(train)
-    diffusion = GaussianDiffusion(linear_beta_schedule(num_timesteps), prediction=prediction)
+    schedule = DiffusionConfig(num_timesteps=num_timesteps, prediction=prediction)
+    diffusion = schedule.build()
     extra: dict[str, Any] = {}
     alternatives = None
     if kind == "denoiser":
@@ -657,7 +659,7 @@ def train_model(
         model_config = replace(model_config, normalizer=normalizer)
         loss = ic_loss
     if kind != "ic":
-        extra["diffusion"] = {"schedule": "linear", "num_timesteps": num_timesteps}
+        extra["diffusion"] = {"schedule": schedule.schedule, "num_timesteps": schedule.num_timesteps}
         if kind == "denoiser":
             extra["diffusion"]["prediction"] = prediction
     model = seeded(train_config.seed, lambda: model_cls(model_config))

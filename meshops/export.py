@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,8 @@ MESH_FORMATS = ("obj", "ply", "pc2", "mdd", "usd")
 RIG_FORMATS = ("gltf", "arkit-csv", "weights", "usd-skel")
 """Blendshape weight curves: they need a ``RigAnimation`` (``meshops.rig``)."""
 FORMATS = MESH_FORMATS + RIG_FORMATS
+FRAME_FORMATS = ("obj", "ply")
+"""The formats of one mesh file per frame."""
 RIG_FILES = {"gltf": "animation.glb", "arkit-csv": "animation_arkit.csv", "weights": "weights.json",
              "usd-skel": "animation_skel.usdc"}
 EXPORT_FORMAT = "face4d-export"
@@ -73,6 +75,15 @@ def _ply_faces(faces: np.ndarray) -> bytes:
     rows = np.empty(len(faces), np.dtype([("n", "u1"), ("ids", "<i4", 3)]))
     rows["n"], rows["ids"] = 3, faces
     return rows.tobytes()
+
+
+def _frame_writer(fmt: str, faces: np.ndarray) -> Callable[[Path, np.ndarray], Path]:
+    """``write(path, vertices)`` of one ``fmt`` frame (obj or ply) of checked ``faces``."""
+    if fmt == "obj":
+        lines = _obj_faces(faces)
+        return lambda path, vertices: _write_obj(path, vertices, lines)
+    rows = _ply_faces(faces)
+    return lambda path, vertices: _write_ply(path, vertices, rows, len(faces))
 
 
 def _write_obj(path: Path, vertices: np.ndarray, face_lines: str, overwrite: bool = False) -> Path:
@@ -115,6 +126,39 @@ def frame_name(k: int, num_frames: int, suffix: str) -> str:
     return f"frame_{k:0{max(4, len(str(num_frames - 1)))}d}{suffix}"
 
 
+def _checked_animation(frames: np.ndarray, faces: np.ndarray,
+                       neutral: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames (F, V, 3) float32, faces and the neutral (V, 3) (default: the first frame), checked."""
+    frames = check_frames(frames)
+    faces = check_faces(faces, frames.shape[1])
+    neutral = frames[0] if neutral is None else check_frames(np.asarray(neutral)[None])[0]
+    if neutral.shape != frames.shape[1:]:
+        raise ValueError(f"neutral has shape {neutral.shape}, but the frames have {frames.shape[1]} vertices")
+    return frames, faces, neutral
+
+
+def export_frames(out_dir: str | os.PathLike, frames: np.ndarray, faces: np.ndarray, fmt: str = "ply",
+                  neutral: np.ndarray | None = None, overwrite: bool = False,
+                  progress: bool | None = None) -> list[Path]:
+    """The flat layout of ``face4d retarget``: one ``fmt`` file per frame (obj or ply, written as
+    ``export_sequence`` writes them), ``frame_0000.<fmt>`` ..., right in ``out_dir``, with
+    ``neutral.obj`` (default: the first frame). Checked first and written atomically, as
+    ``export_sequence``; ``progress`` as there. Returns the frame files in frame order."""
+    out_dir = Path(out_dir)
+    if fmt not in FRAME_FORMATS:
+        raise ValueError(f"unknown frame format {fmt!r}; use one of {', '.join(FRAME_FORMATS)}")
+    frames, faces, neutral = _checked_animation(frames, faces, neutral)
+    check_dir_target(out_dir, overwrite)
+    names = [frame_name(k, len(frames), "." + fmt) for k in range(len(frames))]
+    write = _frame_writer(fmt, faces)
+    show = len(frames) >= PROGRESS_MIN_FRAMES if progress is None else progress
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        _frame_writer("obj", faces)(tmp / "neutral.obj", neutral)
+        for name, frame in zip(tqdm(names, desc="exporting frames", unit="frame", disable=not show), frames):
+            write(tmp / name, frame)
+    return [out_dir / name for name in names]
+
+
 def export_sequence(out_dir: str | os.PathLike, frames: np.ndarray, faces: np.ndarray,
                     formats: Iterable[str] = MESH_FORMATS, fps: float = 30, neutral: np.ndarray | None = None,
                     overwrite: bool = False, progress: bool | None = None,
@@ -133,12 +177,8 @@ def export_sequence(out_dir: str | os.PathLike, frames: np.ndarray, faces: np.nd
     """
     out_dir = Path(out_dir)
     formats = check_formats(formats)
-    frames = check_frames(frames)
-    faces = check_faces(faces, frames.shape[1])
+    frames, faces, neutral = _checked_animation(frames, faces, neutral)
     fps = check_fps(fps)
-    neutral = frames[0] if neutral is None else check_frames(np.asarray(neutral)[None])[0]
-    if neutral.shape != frames.shape[1:]:
-        raise ValueError(f"neutral has shape {neutral.shape}, but the frames have {frames.shape[1]} vertices")
     wanted = [f for f in formats if f in RIG_FORMATS]
     if wanted and rig is None:
         raise ValueError(f"the {', '.join(wanted)} export needs the blendshape weights of the animation (a rig); "
@@ -157,19 +197,16 @@ def export_sequence(out_dir: str | os.PathLike, frames: np.ndarray, faces: np.nd
     relative: dict[str, list[str]] = {"neutral": ["neutral.obj"]}
     try:
         with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-            obj_faces = _obj_faces(faces)
-            _write_obj(tmp / "neutral.obj", neutral, obj_faces)
-            per_frame = [f for f in formats if f in ("obj", "ply")]
+            per_frame = [f for f in formats if f in FRAME_FORMATS]
+            write = {fmt: _frame_writer(fmt, faces) for fmt in {"obj", *per_frame}}
+            write["obj"](tmp / "neutral.obj", neutral)
             if per_frame:
-                ply_faces = _ply_faces(faces) if "ply" in per_frame else b""
                 for fmt in per_frame:
                     (tmp / fmt).mkdir()
                 show = num >= PROGRESS_MIN_FRAMES if progress is None else progress
                 for k in tqdm(range(num), desc="exporting frames", unit="frame", disable=not show):
-                    if "obj" in per_frame:
-                        _write_obj(tmp / "obj" / frame_name(k, num, ".obj"), frames[k], obj_faces)
-                    if "ply" in per_frame:
-                        _write_ply(tmp / "ply" / frame_name(k, num, ".ply"), frames[k], ply_faces, len(faces))
+                    for fmt in per_frame:
+                        write[fmt](tmp / fmt / frame_name(k, num, "." + fmt), frames[k])
                 for fmt in per_frame:
                     relative[fmt] = [f"{fmt}/{frame_name(k, num, '.' + fmt)}" for k in range(num)]
             if "pc2" in formats:

@@ -33,6 +33,9 @@ SUPERSAMPLE = 1.5  # "ssaa" draws at this multiple of the output size and area-a
 LANDMARK_COLOR = (230, 25, 25)
 IMAGE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 ANIMATION_SUFFIXES = (".gif", ".mp4")
+MAX_TILE = 2048
+"""Largest tile, in pixels, that face4d asks a renderer for (previews, dataset previews); with
+``face4d.outputs.MAX_PREVIEW_BYTES`` it keeps a request like ``--size 100000`` from asking for tens of GiB."""
 
 
 class MeshRenderer:

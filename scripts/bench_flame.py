@@ -31,7 +31,7 @@ from face4d.data.labels import LABELS
 from face4d.decoder.retarget import sequence_frames
 from face4d.eval.report import markdown_table, update_section
 from face4d.flame import CM_PER_M, NUM_JOINTS, FlameFitConfig, FlameLandmarks, FlameModel, ReducedFlame, fit_flame
-from face4d.demo import torch_threads
+from face4d.threads import torch_threads
 from face4d.pipeline import Pipeline
 from meshops.head import HeadModel
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import jaw_smile_animation
 
 from meshops import MeshFileError, load_mesh, pointcache
-from meshops.export import MESH_FORMATS, export_sequence, frame_name
+from meshops.export import MESH_FORMATS, export_frames, export_sequence, frame_name
 from meshops.pointcache import read_mdd, read_pc2, write_mdd, write_pc2
 
 NUM_FRAMES = 6
@@ -53,6 +53,23 @@ def test_per_frame_meshes_read_back_exactly(exported, head, animation, fmt):
         mesh = load_mesh(path)
         np.testing.assert_array_equal(mesh.vertices.astype(np.float32), animation[k])
         np.testing.assert_array_equal(mesh.faces, head.faces)
+
+
+@pytest.mark.parametrize("fmt", ["obj", "ply"])
+def test_flat_frames_are_the_sequence_exports_files(exported, tmp_path, head, animation, fmt):
+    """``export_frames`` (``face4d retarget``'s layout) writes the very files of ``export_sequence``."""
+    out, paths = exported
+    neutral = animation[-1]
+    written = export_frames(tmp_path / "flat", animation, head.faces, fmt, neutral=neutral)
+    assert written == [tmp_path / "flat" / f"frame_{k:04d}.{fmt}" for k in range(NUM_FRAMES)]
+    assert _listing(tmp_path / "flat") == sorted([p.name for p in written] + ["neutral.obj"])
+    assert [p.read_bytes() for p in written] == [p.read_bytes() for p in paths[fmt]]
+    np.testing.assert_array_equal(load_mesh(tmp_path / "flat" / "neutral.obj").vertices.astype(np.float32), neutral)
+    with pytest.raises(FileExistsError):
+        export_frames(tmp_path / "flat", animation, head.faces, fmt)
+    with pytest.raises(ValueError, match="unknown frame format 'pc2'"):
+        export_frames(tmp_path / "other", animation, head.faces, "pc2")
+    assert not (tmp_path / "other").exists()
 
 
 def test_neutral_is_the_first_frame_by_default(exported, head, animation):

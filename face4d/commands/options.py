@@ -125,7 +125,7 @@ def add_sampling_args(parser: argparse.ArgumentParser, guidance: bool = True, sa
     ``guidance``, the sampler variants and guidance settings, and ``runtime``, of the results
     scripts; without ``sampler`` for one that runs both samplers). Their defaults are
     ``SamplingConfig``'s."""
-    from face4d.generate import SamplingConfig
+    from face4d.settings import SamplingConfig
 
     defaults = SamplingConfig()
     parser.add_argument("--model", type=Path, help="model bundle directory (default: the embedded one)")
@@ -135,7 +135,7 @@ def add_sampling_args(parser: argparse.ArgumentParser, guidance: bool = True, sa
     parser.add_argument("--steps", type=int, default=defaults.steps,
                         help=f"steps of the fast sampler (default {defaults.steps})")
     if guidance:
-        from face4d.diffusion import VARIANCES
+        from face4d.settings import VARIANCES
 
         parser.add_argument("--variance", choices=VARIANCES, help="reverse-step variance of the DDPM samplers: "
                             f"posterior or beta (the paper); default {defaults.variance}")
@@ -147,7 +147,7 @@ def add_sampling_args(parser: argparse.ArgumentParser, guidance: bool = True, sa
                             help=f"Adagrad steps per reverse step ({defaults.guidance.steps})")
         parser.add_argument("--guidance-lr", type=float,
                             help=f"Adagrad learning rate, in units of sigma_t ({defaults.guidance.lr:g})")
-        from face4d.generate import LABEL_CONTROLS
+        from face4d.settings import LABEL_CONTROLS
 
         parser.add_argument("--label-control", choices=LABEL_CONTROLS,
                             help="how a label steers: the denoiser's label input (conditional), the paper's "
@@ -166,7 +166,7 @@ def add_sampling_args(parser: argparse.ArgumentParser, guidance: bool = True, sa
 def add_reconstruction_arg(parser: argparse.ArgumentParser, default: float | None) -> None:
     """``--reconstruction W``, the weight of reconstruction guidance towards known frames; ``default``
     None leaves it to ``SamplingConfig`` (the results scripts give theirs to show in ``--help``)."""
-    from face4d.generate import SamplingConfig
+    from face4d.settings import SamplingConfig
 
     weight = SamplingConfig().reconstruction
     parser.add_argument("--reconstruction", type=float, metavar="W", default=default,
@@ -182,7 +182,7 @@ def sampling_config(args: argparse.Namespace):
     keep its defaults."""
     from dataclasses import replace
 
-    from face4d.generate import SamplingConfig
+    from face4d.settings import SamplingConfig
 
     defaults = SamplingConfig()
     guidance = {key: value for key, value in (("lam", getattr(args, "guidance_lambda", None)),

@@ -90,8 +90,7 @@ def _train_model(args) -> None:
 
 def _add_denoiser_options(cmd: argparse.ArgumentParser, group: argparse._ArgumentGroup) -> None:
     """The denoiser's skip path and its loss (``face4d.training``'s defaults)."""
-    from face4d.diffusion import PREDICTIONS
-    from face4d.models.denoiser import SKIPS
+    from face4d.settings import PREDICTIONS, SKIPS
 
     group.add_argument("--skip", choices=SKIPS, help="skip path from x_t to the output: each frame "
                        "(frame), the sequence's mean frame (mean) or none (default: mean; frame with "

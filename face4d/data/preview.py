@@ -15,7 +15,7 @@ from face4d.data.dataset import Dataset
 from face4d.data.interchange import LandmarkSequences
 from face4d.data.synth import ExpressionSynthesizer, SynthConfig, sequence_vertices
 from face4d.errors import Face4DError
-from face4d.outputs import MAX_TILE
+from render.preview import MAX_TILE
 from meshops.atomic import atomic_dir
 from meshops.head import HeadModel
 

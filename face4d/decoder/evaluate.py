@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -38,43 +38,48 @@ MM = 10.0
 
 
 @dataclass
-class ErrorStats:
-    """Running mean and std of per-vertex errors (mm), over the whole mesh and over the face region."""
+class RunningMoments:
+    """Running mean and standard deviation of values added in batches (float64 sums)."""
 
     total: float = 0.0
     squares: float = 0.0
     count: int = 0
-    face_total: float = 0.0
-    face_squares: float = 0.0
-    face_count: int = 0
+
+    def add(self, values: np.ndarray) -> None:
+        self.total += values.sum()
+        self.squares += (values ** 2).sum()
+        self.count += values.size
+
+    @property
+    def mean_std(self) -> tuple[float, float]:
+        if not self.count:
+            return float("nan"), float("nan")
+        mean = self.total / self.count
+        return mean, float(np.sqrt(max(self.squares / self.count - mean ** 2, 0.0)))
+
+
+@dataclass
+class ErrorStats:
+    """Running mean and std of per-vertex errors (mm), over the whole mesh and over the face region."""
+
+    whole: RunningMoments = field(default_factory=RunningMoments)
+    face: RunningMoments = field(default_factory=RunningMoments)
     frames: int = 0
 
     def add(self, errors: np.ndarray, face_ids: np.ndarray) -> None:
         """Add the errors (F, V) of F frames, in mesh units (cm)."""
         errors = np.asarray(errors, np.float64) * MM
         self.frames += len(errors)
-        face = errors[..., face_ids]
-        self.total += errors.sum()
-        self.squares += (errors ** 2).sum()
-        self.count += errors.size
-        self.face_total += face.sum()
-        self.face_squares += (face ** 2).sum()
-        self.face_count += face.size
-
-    @staticmethod
-    def _moments(total: float, squares: float, count: int) -> tuple[float, float]:
-        if not count:
-            return float("nan"), float("nan")
-        mean = total / count
-        return mean, float(np.sqrt(max(squares / count - mean ** 2, 0.0)))
+        self.whole.add(errors)
+        self.face.add(errors[..., face_ids])
 
     @property
     def mean_std(self) -> tuple[float, float]:
-        return self._moments(self.total, self.squares, self.count)
+        return self.whole.mean_std
 
     @property
     def face_mean_std(self) -> tuple[float, float]:
-        return self._moments(self.face_total, self.face_squares, self.face_count)
+        return self.face.mean_std
 
 
 def decoder_predictor(model: torch.nn.Module) -> Predictor:

@@ -11,6 +11,7 @@ read as expression.
 """
 from __future__ import annotations
 
+import functools
 import os
 from importlib import resources
 from pathlib import Path
@@ -22,11 +23,10 @@ from face4d.checkpoint import CONFIG_FILE, load_weights, read_builder
 from face4d.data.interchange import LandmarkSequences
 from face4d.decoder.model import DECODER_KINDS
 from face4d.decoder.rbf import rbf_displacements
-from face4d.decoder.target import DEFAULT_METHOD, METHODS
+from face4d.decoder.target import DEFAULT_METHOD, METHODS, resolve_target
 from face4d.decoder.topology import DecoderTopology
 from face4d.errors import Face4DError
-from face4d.landmarks import check_landmark_frames, check_landmark_ids, check_units, load_landmark_file, \
-    load_landmark_ids
+from face4d.landmarks import check_landmark_frames, check_landmark_ids, check_units, load_landmark_file
 from meshops.blendshapes import fit_head
 from meshops.head import HeadModel
 
@@ -168,12 +168,14 @@ def retarget_files(landmarks_path: str | os.PathLike, mesh_path: str | os.PathLi
                    export: str = "ply", neutral_frame: int | None = None, model: str | os.PathLike | None = None,
                    method: str | None = None, landmark_ids_path: str | os.PathLike | None = None,
                    sequence_index: int = 0, overwrite: bool = False, device: str = "cpu") -> tuple[Path, int, str]:
-    """``retarget`` from files into ``out_dir``: ``frame_0000.<export>``, ... (0-based, one per frame
-    of the sequence) and ``neutral.obj`` (the input mesh), written atomically; a non-empty
-    ``out_dir`` is refused unless ``overwrite``. ``method`` None: ``learned`` with a ``model``, ``rbf``
-    with landmark ids, else ``blendshape``. Returns the directory, the number of frames and the method."""
-    from meshops.atomic import atomic_dir, check_dir_target
-    from meshops.io import load_mesh, save_mesh
+    """``retarget`` from files into ``out_dir``: resolve the target mesh (``face4d.decoder.target``),
+    decode the sequence onto it, and write ``frame_0000.<export>``, ... (0-based, one per frame of the
+    sequence) and ``neutral.obj`` (the input mesh) with ``meshops.export.export_frames``, atomically;
+    a non-empty ``out_dir`` is refused unless ``overwrite``. ``method`` None: ``learned`` with a
+    ``model``, ``rbf`` with landmark ids, else ``blendshape``. Returns the directory, the number of
+    frames and the method."""
+    from meshops.atomic import check_dir_target
+    from meshops.export import export_frames
 
     method = method or ("learned" if model is not None else "rbf" if landmark_ids_path is not None
                         else DEFAULT_METHOD)
@@ -185,22 +187,11 @@ def retarget_files(landmarks_path: str | os.PathLike, mesh_path: str | os.PathLi
         raise Face4DError("--model only applies to --method learned")
     out_dir = check_dir_target(out_dir, overwrite)
     seqs = load_landmark_file(landmarks_path)
-    mesh = load_mesh(mesh_path)
-    vertices, faces = np.asarray(mesh.vertices, np.float32), np.asarray(mesh.faces, np.int64)
-    if method == "learned":
-        decoder = load_decoder(model, device=device)
-        decoder.topology.check_mesh(vertices, faces, str(mesh_path))
-        meshes = retarget(seqs, vertices, decoder, neutral_frame, method=method, faces=faces,
-                          sequence_index=sequence_index)
-    elif method == "blendshape":
-        meshes = retarget(seqs, vertices, None, neutral_frame, method=method, faces=faces,
-                          sequence_index=sequence_index)
-    else:
-        ids = None if landmark_ids_path is None else load_landmark_ids(landmark_ids_path, len(vertices))
-        meshes = retarget(seqs, vertices, None, neutral_frame, method="rbf", landmark_ids=ids,
-                          sequence_index=sequence_index)
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        save_mesh(tmp / "neutral.obj", vertices, faces)
-        for i, frame in enumerate(meshes):
-            save_mesh(tmp / f"frame_{i:04d}.{export}", frame, faces)
+    decoder = functools.cache(lambda: load_decoder(model, device=device))
+    target = resolve_target(mesh_path, landmark_ids=landmark_ids_path, method=method, head=HeadModel.load(),
+                            decoder=decoder)
+    meshes = retarget(seqs, target.vertices, decoder() if method == "learned" else None, neutral_frame,
+                      method=method, landmark_ids=target.landmark_ids if method == "rbf" else None,
+                      faces=target.faces, sequence_index=sequence_index)
+    export_frames(out_dir, meshes, target.faces, export, neutral=target.vertices, overwrite=overwrite, progress=False)
     return out_dir, len(meshes), method

@@ -67,14 +67,10 @@ class DecoderTopology:
     def num_vertices(self) -> int:
         return len(self.template)
 
-    @property
-    def num_faces(self) -> int:
-        return len(self.faces)
-
     @cached_property
     def fingerprint(self) -> dict[str, Any]:
         """What a model config stores to recognise this topology (JSON-ready)."""
-        return {"name": self.name, "vertices": self.num_vertices, "faces": self.num_faces,
+        return {"name": self.name, "vertices": self.num_vertices, "faces": len(self.faces),
                 "faces_sha256": _sha256(self.faces), "template_sha256": _sha256(np.round(self.template, 5) + 0.0),
                 "landmarks_sha256": _sha256(self.landmark_ids)}
 

@@ -18,9 +18,7 @@ from face4d.data.interchange import SEQUENCE_TYPES
 from face4d.errors import Face4DError
 from face4d.models.layers import Pretrained, TransformerConfig, check_sequence_inputs, check_transformer_config, \
     sinusoidal_embedding, timestep_mlp, transformer_encoder
-
-SKIPS = ("frame", "mean", "none")
-"""The denoiser's skip paths from ``x_t`` to its output (``Denoiser``)."""
+from face4d.settings import SKIPS
 
 
 @dataclass

@@ -15,6 +15,12 @@ import torch
 from torch import nn
 
 from face4d.errors import Face4DError
+from meshops.head import NUM_LANDMARKS
+
+MAX_FRAMES = 512
+"""Default longest sequence a landmark network accepts (``TransformerConfig.max_frames``): its
+encodings are defined for any length, but one far beyond the training sequences is refused rather
+than silently extrapolated."""
 
 
 class JSONConfig:
@@ -116,13 +122,13 @@ class TransformerConfig(JSONConfig):
     models'; the denoiser is larger: telling expressions apart from a noisy sequence is an easier
     task than predicting all of its noise. ``max_frames`` is the longest sequence a model accepts."""
 
-    num_landmarks: int = 68
+    num_landmarks: int = NUM_LANDMARKS
     d_model: int = 128
     layers: int = 3
     heads: int = 4
     ff: int = 256
     dropout: float = 0.1
-    max_frames: int = 512
+    max_frames: int = MAX_FRAMES
 
 
 class ClassTokenBiT(nn.Module):
