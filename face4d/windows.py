@@ -17,8 +17,8 @@ shot (``face4d.timeline.Timeline``) is generated the way body-motion diffusion d
 3. **Windows**: a run shorter than ``WINDOW - 2 * CONTEXT`` is filled by one window centred on
    it, so both keys it joins are in the window, with at least ``CONTEXT`` frames of either side:
    the held frames, or the frames the previous window produced (the overlap). A longer run is
-   chained: each window starts ``CONTEXT`` frames before the first frame still to fill, with those
-   frames known. Every known frame is re-imposed after each reverse step and pulls the others by
+   chained: cut into equal pieces, each filled by a window that starts ``CONTEXT`` frames before
+   it, with those frames (made by the previous window) known. Every known frame is re-imposed after each reverse step and pulls the others by
    reconstruction guidance (``SamplingConfig.reconstruction``), so a window continues what it
    overlaps with, position and velocity, and the result is one continuous sequence.
    A transition between the neutral face and a label (or a text) is also guided towards it (the
@@ -172,11 +172,12 @@ def _windows(plan: ShotPlan) -> list[Window]:
             start = min(max(first - (length - (stop - first)) // 2, 0), plan.extended - length)
             windows.append(Window(start, length, first, stop, r))
             continue
-        while first < stop:  # chained: each window continues the previous one
-            start = min(max(first - CONTEXT, 0), plan.extended - length)
-            end = min(start + length, stop)
-            windows.append(Window(start, length, first, end, r))
-            first = end
+        # chained: equal pieces, each window starting CONTEXT frames before its piece, so that every
+        # window continues the previous one and the last still has room to reach the next key
+        pieces = -(-(stop - first) // (length - 2 * CONTEXT))
+        bounds = np.linspace(first, stop, pieces + 1).round().astype(int)
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            windows.append(Window(min(max(int(a) - CONTEXT, 0), plan.extended - length), length, int(a), int(b), r))
     return windows
 
 
@@ -289,7 +290,7 @@ def sample_shot(generator, timeline: Timeline, neutral: np.ndarray, seed: int = 
             for w, values in zip(windows, out):
                 x[w.first: w.stop] = values[w.first - w.start: w.stop - w.start]
                 right = w.stop < plan.extended and done[w.stop]
-                inertialize(x, w.first, w.stop, left=w.first > 0, right=right)
+                inertialize(x, w.first, w.stop, left=w.first > 0, right=right, done=done)
                 done[w.first: w.stop] = True
         if plan.extended > plan.frames:  # the loop's copy of the first frames
             x[plan.frames:], done[plan.frames:] = x[: plan.extended - plan.frames], done[: plan.extended - plan.frames]
@@ -315,7 +316,7 @@ def _guidance(timeline: Timeline, run: tuple[int, int, int, int]) -> tuple:
 
 
 def inertialize(x: np.ndarray, first: int, stop: int, left: bool = True, right: bool = True,
-                blend: int = BLEND) -> None:
+                blend: int = BLEND, done: np.ndarray | None = None) -> None:
     """Blend the frames ``x[first:stop]`` a window made into the fixed frames around them, in place.
 
     Filling keeps the known frames exactly and reconstruction guidance pulls the made ones towards
@@ -328,6 +329,8 @@ def inertialize(x: np.ndarray, first: int, stop: int, left: bool = True, right: 
     ``blend`` frames by a cubic Hermite curve (zero value and slope at its end), so position and
     velocity are continuous at the join and the made motion is untouched beyond ``blend`` frames.
     ``left``/``right``: blend at ``first`` (fixed frames before it) and at ``stop`` (fixed after it).
+    ``done`` (bool, per frame of ``x``): which frames are fixed; the fixed side's velocity is taken
+    only between two fixed frames (else it is taken as 0, a hold).
     """
     length = stop - first
     n = min(blend, length)
@@ -345,7 +348,8 @@ def inertialize(x: np.ndarray, first: int, stop: int, left: bool = True, right: 
             fixed, before, made, after = stop, stop + 1, stop - 1, stop - 2
             frames = slice(stop - 1, stop - n - 1 if stop - n - 1 >= 0 else None, -1)
         # velocities pointing into the made frames; the made motion continued back to the fixed frame
-        fixed_velocity = x[fixed] - x[before] if 0 <= before < len(x) else 0.0
+        fixed_velocity = (x[fixed] - x[before] if 0 <= before < len(x) and (done is None or done[before])
+                          else 0.0)
         made_velocity = x[after] - x[made]
         offset = x[fixed] - (x[made] - made_velocity)
         x[frames] += (fade * offset + slope * (fixed_velocity - made_velocity)).astype(x.dtype)
