@@ -5,7 +5,8 @@ of ``docs/results.md``.
 Shots (``face4d.windows.sample_shot`` on the model's mean face, fast sampler, 30 fps, the package's
 default guidance and timeline settings):
 
-* **label shots**: ``--per-label`` shots, each through all 18 labels in a seeded random order,
+* **label shots**: ``--per-label`` shots, each through ``--labels`` labels (default all 18) in a
+  seeded random order,
   ``neutral`` between them, one key every ``--spacing`` seconds (a neutral hold, then a transition
   of at most a second into the label's apex). Each label key's *segment* is the 40 frames that end
   on it (neutral, then the rise): an N2E sequence of the data's length, scored by the independent
@@ -16,7 +17,7 @@ default guidance and timeline settings):
 * **long**: a ``--long``-second shot (keys every 1.5 s, labels in turn at intensities 0.6-1.2,
   neutral every third key), timed (wall clock and process CPU time, ``--threads`` torch threads)
   and measured for memory (peak resident size of the process, and the peak of the memory Python
-  allocates while sampling (tracemalloc, on during the timed run), for it and a shot a third as
+  allocates while sampling (tracemalloc, on during the timed run), for it and a shot a sixth as
   long: bounded memory grows only by the output's few megabytes).
 
 Seams: the speed (mean landmark |x_{f+1} - x_f|, cm/frame) at every frame pair where a window's
@@ -37,9 +38,11 @@ from pathlib import Path
 
 import numpy as np
 
-from face4d.data.interchange import LandmarkSequences
+from face4d.checkpoint import load_pretrained
+from face4d.data.dataset import Dataset
+from face4d.data.interchange import LandmarkSequences, load_sequences
 from face4d.data.labels import LABEL_NAMES
-from face4d.eval.harness import Evaluation, run_script
+from face4d.eval.harness import run_script
 from face4d.eval.metrics import accuracy, classify
 from face4d.eval.motion import sequence_stats
 from face4d.eval.report import markdown_table
@@ -119,20 +122,22 @@ def run(args: argparse.Namespace):
     tracemalloc.stop()
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
     load = os.getloadavg()[0]
+    print(f"long shot: {wall:.1f} s wall, {cpu:.1f} s CPU, peak RSS {peak_rss:.0f} MiB, seams {seams(shot)}, "
+          f"key error {key_error(shot):.1e}, load {load:.1f}", flush=True)
     tracemalloc.start()
-    sample_shot(generator, long_timeline(args.long / 3), neutral, seed=args.seed, sampling=sampling)
-    traced[args.long / 3] = tracemalloc.get_traced_memory()[1] / 2**20
+    sample_shot(generator, long_timeline(args.long / 6), neutral, seed=args.seed, sampling=sampling)
+    traced[args.long / 6] = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
     shots = {"long": shot}
 
     label_shots = []
     for k in range(args.per_label):
-        labels = list(rng.permutation(LABEL_NAMES))
+        labels = list(rng.permutation(LABEL_NAMES))[: args.labels]
         label_shots.append(sample_shot(generator, label_timeline(labels, args.spacing), neutral, seed=args.seed + k,
                                        sampling=sampling, progress=True))
     shots["chained"] = sample_shot(generator, parse_timeline(
-        "0s:neutral, 2.5s:high_smile, 5s:surprise@0.8, 7.5s:neutral, 10s:mouth_open, 12.5s:sadness, 15s:neutral",
-        fps=FPS, duration=16, hold=0, transition=2.5), neutral, seed=args.seed, sampling=sampling)
+        "0s:neutral, 2.5s:high_smile, 5s:surprise@0.8, 7.5s:neutral", fps=FPS, duration=9, hold=0, transition=2.5),
+        neutral, seed=args.seed, sampling=sampling)
     shots["loop"] = sample_shot(generator, parse_timeline("0s:neutral, 1.2s:high_smile, 2.5s:bareteeth@0.7",
                                                           fps=FPS, duration=4, loop=True), neutral, seed=args.seed,
                                 sampling=sampling)
@@ -151,16 +156,16 @@ def run(args: argparse.Namespace):
     table = markdown_table(["shot", "seconds", "keys", "windows", "joins", "speed at joins", "speed elsewhere",
                             "ratio", "key error (cm)"], rows)
 
-    evaluation = Evaluation.load(args.data, args.ic, seed=args.seed)
+    ic, _, _ = load_pretrained(args.ic, "ic")
+    test = Dataset.load(args.data).sequences("test") if args.data.is_dir() else load_sequences(args.data)
     frames, labels = [], []
     for s in label_shots:
         f, names = segments(s)
         frames += f
         labels += names
     seqs = LandmarkSequences(np.stack(frames), np.full(len(frames), WINDOW), labels, ["N2E"] * len(frames), fps=FPS)
-    pred, _ = classify(evaluation.ic, seqs)
-    ours_accuracy, truth = accuracy(pred, labels), evaluation.ground_truth().accuracy
-    test = evaluation.test
+    pred, _ = classify(ic, seqs)
+    ours_accuracy, truth = accuracy(pred, labels), accuracy(classify(ic, test)[0], test.labels)
     chosen = np.flatnonzero((test.types == "N2E") & np.isin(test.labels, labels))
     data = sequence_stats([test.sequence(i) for i in chosen], test.fps, [0] * len(chosen))
     ours = sequence_stats(frames, FPS, [0] * len(frames))
@@ -188,11 +193,11 @@ def run(args: argparse.Namespace):
             f"animation), {cpu:.1f} s of process CPU time, with {args.threads} torch threads; load average "
             f"{load:.1f} on this machine's 2 cores, shared with other work, when it ended. Peak resident size of "
             f"the process after it: {peak_rss:.0f} MiB (models and libraries included). Peak memory Python "
-            f"allocated while sampling: {traced[args.long / 3]:.1f} MiB for {args.long / 3:g} s, "
+            f"allocated while sampling: {traced[args.long / 6]:.1f} MiB for {args.long / 6:g} s, "
             f"{traced[args.long]:.1f} MiB for {args.long:g} s (tracemalloc).")
     text = (f"Every shot is sampled in windows of {WINDOW} frames on the model's mean face "
             f"(`face4d.windows.sample_shot`), fast sampler ({args.steps} steps), seed {args.seed}, at 30 fps. "
-            "Label shots: all 18 labels in a random order, neutral between them, a key every "
+            f"Label shots: {args.labels} labels in a random order, neutral between them, a key every "
             f"{args.spacing:g} s. Chained: keys 2.5 s apart, no hold, transitions up to 2.5 s (two windows "
             "each). Loop: the wrap-around counts as a join. Speeds in cm/frame, mean over landmarks; "
             "'elsewhere' is every other frame pair, holds included. Key error: the largest landmark distance "
@@ -204,11 +209,14 @@ def run(args: argparse.Namespace):
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, type=Path, help="dataset of another seed (its test split)")
+    parser.add_argument("--data", required=True, type=Path, help="dataset of another seed (its test split is the "
+                        "reference), or that test split as one interchange .npz")
     parser.add_argument("--ic", required=True, type=Path, help="independent classifier")
     parser.add_argument("--model", type=Path, help="model bundle (default: the embedded one)")
     parser.add_argument("--steps", type=int, default=SamplingConfig().steps, help="fast sampler steps")
     parser.add_argument("--per-label", type=int, default=2, help="label shots (each has every label once)")
+    parser.add_argument("--labels", type=int, default=len(LABEL_NAMES),
+                        help="labels per label shot (the first of a random order; default all 18)")
     parser.add_argument("--spacing", type=float, default=1.3, help="seconds between keys of the label shots")
     parser.add_argument("--long", type=float, default=60.0, help="seconds of the timed shot")
     parser.add_argument("--seed", type=int, default=0)
