@@ -16,9 +16,7 @@ default guidance and timeline settings):
 * **loop**: a short looping shot, the wrap-around (last frame to first) measured like a join;
 * **long**: a ``--long``-second shot (keys every 1.5 s, labels in turn at intensities 0.6-1.2,
   neutral every third key), timed (wall clock and process CPU time, ``--threads`` torch threads)
-  and measured for memory (peak resident size of the process, and the peak of the memory Python
-  allocates while sampling (tracemalloc, on during the timed run), for it and a shot a sixth as
-  long: bounded memory grows only by the output's few megabytes).
+  and measured for memory (peak resident size of the process before and after it).
 
 Seams: the speed (mean landmark |x_{f+1} - x_f|, cm/frame) at every frame pair where a window's
 frames meet frames it did not make, over the mean speed of every other frame pair of the shot
@@ -33,7 +31,6 @@ import argparse
 import os
 import resource
 import time
-import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -113,21 +110,14 @@ def run(args: argparse.Namespace):
 
     # The long shot first, so that the process's peak resident size is its own.
     long = long_timeline(args.long)
-    traced = {}
-    tracemalloc.start()
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
     wall, cpu = time.perf_counter(), time.process_time()
     shot = sample_shot(generator, long, neutral, seed=args.seed, sampling=sampling, progress=True)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    traced[args.long] = tracemalloc.get_traced_memory()[1] / 2**20
-    tracemalloc.stop()
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
     load = os.getloadavg()[0]
     print(f"long shot: {wall:.1f} s wall, {cpu:.1f} s CPU, peak RSS {peak_rss:.0f} MiB, seams {seams(shot)}, "
           f"key error {key_error(shot):.1e}, load {load:.1f}", flush=True)
-    tracemalloc.start()
-    sample_shot(generator, long_timeline(args.long / 6), neutral, seed=args.seed, sampling=sampling)
-    traced[args.long / 6] = tracemalloc.get_traced_memory()[1] / 2**20
-    tracemalloc.stop()
     shots = {"long": shot}
 
     label_shots = []
@@ -191,10 +181,9 @@ def run(args: argparse.Namespace):
     cost = (f"The {args.long:g}-second shot ({long.num_frames} frames, {len(long.keys)} keys, "
             f"{len(shot.plan.windows)} windows): {wall:.1f} s wall clock ({per_second:.2f} s per second of "
             f"animation), {cpu:.1f} s of process CPU time, with {args.threads} torch threads; load average "
-            f"{load:.1f} on this machine's 2 cores, shared with other work, when it ended. Peak resident size of "
-            f"the process after it: {peak_rss:.0f} MiB (models and libraries included). Peak memory Python "
-            f"allocated while sampling: {traced[args.long / 6]:.1f} MiB for {args.long / 6:g} s, "
-            f"{traced[args.long]:.1f} MiB for {args.long:g} s (tracemalloc).")
+            f"{load:.1f} on this machine's 2 cores, shared with other work, when it ended: CPU time per thread is "
+            f"the better guide to a free machine. Peak resident size of the process: {rss_before:.0f} MiB "
+            f"with the models loaded, {peak_rss:.0f} MiB after the shot.")
     text = (f"Every shot is sampled in windows of {WINDOW} frames on the model's mean face "
             f"(`face4d.windows.sample_shot`), fast sampler ({args.steps} steps), seed {args.seed}, at 30 fps. "
             f"Label shots: {args.labels} labels in a random order, neutral between them, a key every "

@@ -218,7 +218,7 @@ def test_real_loop_joins_the_first_frame(generator):
 def test_cli_timeline_exports_and_streams_the_preview(tmp_path, capsys):
     import imageio.v3 as iio
 
-    from meshops.export import read_pc2
+    from meshops.pointcache import read_pc2
 
     out = tmp_path / "shot"
     code = main(["generate", "--timeline", "0s:high_smile@0.5, 1s:neutral", "--duration", "1.5", "--fps", "24",
@@ -226,16 +226,11 @@ def test_cli_timeline_exports_and_streams_the_preview(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     cache = read_pc2(out / "sample_000" / "animation.pc2").frames
     assert cache.shape[0] == 36
-    assert iio.improps(out / "preview.mp4", plugin="pyav").shape[0] == 36 if _has_pyav() else True
+    assert len(iio.imread(out / "preview.mp4")) == 36
     manifest = json.loads((out / "samples.json").read_text())
     assert manifest["fps"] == 24
     # the first key is not neutral: the motion is measured from the mesh's own neutral face
     assert np.abs(cache[-1] - cache[0]).max() > 0.05
-
-
-def _has_pyav() -> bool:
-    import importlib.util
-    return importlib.util.find_spec("av") is not None
 
 
 def test_timeline_keys_are_frozen_and_timeline_checks_on_creation():
