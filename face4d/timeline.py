@@ -305,18 +305,12 @@ def load_timeline(path: str | Path, **options) -> Timeline:
     for i, entry in enumerate(data["keys"]):
         if not isinstance(entry, dict):
             raise Face4DError(f"{path}: key {i} must be an object such as {{\"time\": 1.2, \"label\": \"high_smile\"}}")
-        unknown = sorted(set(entry) - _KEY_FIELDS)
-        if unknown or "time" not in entry:
-            raise Face4DError(f"{path}: key {i} " + (f"has unknown field(s) {', '.join(unknown)}" if unknown
-                                                     else "has no time"))
-        time, unit = parse_time(entry["time"])
-        values = {name: entry[name] for name in _KEY_FIELDS - {"time"} if name in entry}
-        if isinstance(values.get("keyframe"), str):
-            values["keyframe"] = str(path.parent / values["keyframe"])
         for name in ("label", "text", "keyframe"):
-            if name in values and not isinstance(values[name], str):
-                raise Face4DError(f"{path}: key {i}: {name} must be a string, got {values[name]!r}")
-        keys.append(Key(time, unit, **values))
+            if name in entry and not isinstance(entry[name], str):
+                raise Face4DError(f"{path}: key {i}: {name} must be a string, got {entry[name]!r}")
+        if "keyframe" in entry:
+            entry = dict(entry, keyframe=str(path.parent / entry["keyframe"]))
+        keys.append(key_from(entry, f"{path}: key {i}"))
     fields = {name: data[name] for name in _TIMELINE_FIELDS - {"keys"} if name in data}
     fields.update({name: value for name, value in options.items() if value is not None})
     return Timeline(tuple(keys), **fields)
@@ -336,16 +330,16 @@ def timeline_arg(value: str | Path | Timeline, fps: float | None = None, duratio
     return parse_timeline(str(value), **options)
 
 
-def key_from(value: Key | dict | str) -> Key:
-    """A key given as a ``Key``, a dict of the JSON form, or a string of the command-line form."""
+def key_from(value: Key | dict | str, where: str = "timeline key") -> Key:
+    """A key given as a ``Key``, a dict of the JSON form, or a string of the command-line form;
+    ``where`` names it in errors."""
     if isinstance(value, Key):
         return value
     if isinstance(value, str):
         return parse_key(value)
     unknown = sorted(set(value) - _KEY_FIELDS)
     if unknown or "time" not in value:
-        raise Face4DError(f"timeline key {value!r}: " + (f"unknown field(s) {', '.join(unknown)}" if unknown
-                                                         else "no time"))
+        raise Face4DError(f"{where} " + (f"has unknown field(s) {', '.join(unknown)}" if unknown else "has no time"))
     time, unit = parse_time(value["time"])
     return Key(time, unit, **{k: v for k, v in value.items() if k != "time"})
 
