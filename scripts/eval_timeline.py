@@ -212,5 +212,5 @@ def arguments(parser: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    run_script("scripts/eval_timeline.py", __doc__, "timeline", "Timelines: long shots in windows", run,
+    run_script("eval_timeline.py", __doc__, "timeline", "Timelines: long shots in windows", run,
                arguments=arguments, common=False)
