@@ -134,14 +134,14 @@ class LandmarkGenerator:
             raise Face4DError("a sequence type is only enforced together with a label")
         if any(types) and None in types:
             raise Face4DError("either every sequence of a batch has a sequence type or none has")
-        diffusion = self._sampling_diffusion(sampling)
+        diffusion = self.sampling_diffusion(sampling)
         hook = None
         if labels[0] is not None:
-            hook = self._label_guidance(diffusion, labels, types, sampling)
+            hook = self.label_guidance(diffusion, labels, types, sampling)
         elif text is not None:
-            hook = GradientGuidance(diffusion, self._text_objective(texts_in), sampling.text_guidance)
+            hook = GradientGuidance(diffusion, self.text_objective(texts_in), sampling.text_guidance)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        x = diffusion.sample_loop(self._noise_model(labels, types, sampling), (num, frames, NUM_LANDMARKS, 3),
+        x = diffusion.sample_loop(self.noise_model(labels, types, sampling), (num, frames, NUM_LANDMARKS, 3),
                                   generator=generator,
                                     progress=progress, step_hook=hook, device=self.device)
         landmarks = self.normalizer.denormalize(x.detach().cpu()).numpy()
@@ -172,7 +172,8 @@ class LandmarkGenerator:
         joint = torch.log_softmax(logits, dim=-1).view(len(seqs), -1, len(SEQUENCE_TYPES))
         return [SEQUENCE_TYPES[i] for i in torch.logsumexp(joint, dim=1).argmax(dim=1).tolist()]
 
-    def _text_objective(self, texts: list[str]):
+    def text_objective(self, texts: list[str]):
+        """The text guide's objective towards ``texts`` (one per sample), for a ``GradientGuidance``."""
         if self.text_guide is None:
             raise Face4DError("this model bundle has no text guide (text_guide/), needed for text control; "
                               "train one with 'face4d train text-guide'")
@@ -193,7 +194,7 @@ class LandmarkGenerator:
                               "--conditional'); this bundle's is unconditional")
         return control
 
-    def _noise_model(self, labels: list[str | None], types: list[str | None], sampling: SamplingConfig):
+    def noise_model(self, labels: list[str | None], types: list[str | None], sampling: SamplingConfig):
         """The denoiser, asked for ``labels`` (and ``types``) when it steers them itself."""
         if labels[0] is None or self._label_control(sampling) == "classifier":
             return self.denoiser
@@ -201,14 +202,15 @@ class LandmarkGenerator:
         type_ids = None if types[0] is None else torch.tensor([type_index(name) for name in types], device=self.device)
         return self.denoiser.conditioned(label_ids, type_ids, sampling.condition_scale)
 
-    def _label_guidance(self, diffusion: GaussianDiffusion, labels: list[str], types: list[str | None],
-                        sampling: SamplingConfig, mask: torch.Tensor | None = None) -> GradientGuidance | None:
+    def label_guidance(self, diffusion: GaussianDiffusion, labels: list[str], types: list[str | None],
+                       sampling: SamplingConfig, mask: torch.Tensor | None = None) -> GradientGuidance | None:
         """Classifier guidance towards ``labels`` (Alg. 1); None when the denoiser steers them alone."""
         if self._label_control(sampling) == "conditional":
             return None
-        return GradientGuidance(diffusion, self._label_objective(labels, types), sampling.guidance, mask=mask)
+        return GradientGuidance(diffusion, self.label_objective(labels, types), sampling.guidance, mask=mask)
 
-    def _label_objective(self, labels: list[str], types: list[str | None]):
+    def label_objective(self, labels: list[str], types: list[str | None]):
+        """The guiding classifier's objective towards ``labels`` (type S with ``types``, else type I)."""
         kind = "S" if types[0] is not None else "I"
         if kind not in self.classifiers:
             raise Face4DError(f"this model bundle has no type {kind} classifier, needed for "
@@ -257,7 +259,7 @@ class LandmarkGenerator:
         valid = np.arange(f)[None] < np.asarray(lengths)[:, None]
         check_units(landmarks[valid], self.normalizer.mean, "the landmarks to fill", "the model's mean face")
         label = get_label(label).name if label is not None else None
-        diffusion = self._sampling_diffusion(sampling)
+        diffusion = self.sampling_diffusion(sampling)
 
         n = b * num
         landmarks, lengths = np.repeat(landmarks, num, axis=0), np.repeat(lengths, num)
@@ -268,9 +270,9 @@ class LandmarkGenerator:
         mask = None if valid.all() else valid_t
         hook = None
         if label is not None:
-            hook = self._label_guidance(diffusion, [label] * n, [None] * n, sampling, mask=mask)
+            hook = self.label_guidance(diffusion, [label] * n, [None] * n, sampling, mask=mask)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        x = sample_with_known_frames(diffusion, self._noise_model([label] * n, [None] * n, sampling), x0, known, passes=passes, guidance=hook, mask=mask,
+        x = sample_with_known_frames(diffusion, self.noise_model([label] * n, [None] * n, sampling), x0, known, passes=passes, guidance=hook, mask=mask,
                                      generator=generator, progress=progress, device=self.device,
                                      reconstruction=sampling.reconstruction, anchor=sampling.anchor)
         out = self.normalizer.denormalize(x.detach().cpu()).numpy()
@@ -325,7 +327,7 @@ class LandmarkGenerator:
         label None and no texts: unguided). Arguments are checked by the caller
         (``generate_from_neutral``; the evaluation of Table 4 batches one neutral per test sequence)."""
         num = len(neutrals)
-        diffusion = self._sampling_diffusion(sampling)
+        diffusion = self.sampling_diffusion(sampling)
         index = np.array([0 if kind == "N2E" else frames - 1 for kind in types])
         known = np.zeros((num, frames), dtype=bool)
         known[np.arange(num), index] = True
@@ -334,11 +336,11 @@ class LandmarkGenerator:
                                                                               device=self.device))
         hook = None
         if labels[0] is not None:
-            hook = self._label_guidance(diffusion, list(labels), list(types), sampling)
+            hook = self.label_guidance(diffusion, list(labels), list(types), sampling)
         elif texts is not None:
-            hook = GradientGuidance(diffusion, self._text_objective(list(texts)), sampling.text_guidance)
+            hook = GradientGuidance(diffusion, self.text_objective(list(texts)), sampling.text_guidance)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        noise_model = self._noise_model(list(labels), list(types), sampling) if labels[0] is not None else self.denoiser
+        noise_model = self.noise_model(list(labels), list(types), sampling) if labels[0] is not None else self.denoiser
         x = sample_with_known_frames(diffusion, noise_model, x0, known, passes=passes, guidance=hook,
                                      generator=generator, progress=progress, device=self.device,
                                      reconstruction=sampling.reconstruction, anchor=sampling.anchor)
@@ -350,7 +352,7 @@ class LandmarkGenerator:
                                  texts_enriched=[get_label(name).enriched_text(kind) if name else ""
                                                  for name, kind in zip(labels, types)])
 
-    def _sampling_diffusion(self, sampling: SamplingConfig) -> GaussianDiffusion:
+    def sampling_diffusion(self, sampling: SamplingConfig) -> GaussianDiffusion:
         """The diffusion ``sampling`` runs: the trained one (``paper``) or its ``steps``-step respacing."""
         if sampling.sampler == "fast" and sampling.steps > self.diffusion.num_timesteps:
             raise Face4DError(f"sampler steps must be at most T={self.diffusion.num_timesteps}, got {sampling.steps}")

@@ -62,6 +62,8 @@ BATCH_FRAMES = 64 * 40
 disk: memory stays bounded whatever the request (64 sequences of 40 frames per batch)."""
 BATCH_BYTES = 2**30
 """Most bytes of decoded meshes held at once while streaming."""
+DECODE_FRAMES = 256
+"""Frames decoded at once for a timeline's long sequences: the decoder's working memory stays bounded."""
 TARGET_PASSES = 1
 """Sampling passes when a sequence starts from the target mesh's neutral face (``start="target"``,
 and ``face4d demo``): one pass is Alg. 3's filling from that known frame; the later harmonising
@@ -87,6 +89,9 @@ class PipelineResult:
     target: Target
     names: list[str]
     flame: list | None = None
+    neutral: np.ndarray | None = None
+    """The landmarks (68, 3) the motion is measured from when the sequences' first frame is not
+    neutral (a timeline that starts on an expression); None: each sequence's own neutral frame."""
 
     def __len__(self) -> int:
         return len(self.meshes)
@@ -113,7 +118,8 @@ class PipelineResult:
         from face4d.decoder.retarget import sequence_frames
 
         frames, neutral = sequence_frames(self.landmarks, sequence_index=i)
-        return self.target.landmarks[None] + (frames - frames[neutral])
+        rest = frames[neutral] if self.neutral is None else self.neutral
+        return self.target.landmarks[None] + (frames - rest)
 
 
 def sample_names(count: int, start: int = 0) -> list[str]:
@@ -144,6 +150,17 @@ def batches(num: int, per_batch: int) -> list[tuple[int, int]]:
     """``(start, count)`` of each batch of ``num`` items, ``per_batch`` at most."""
     per_batch = max(1, per_batch)
     return [(start, min(per_batch, num - start)) for start in range(0, num, per_batch)]
+
+
+def _timeline_frames(condition: dict, frames: int) -> int:
+    """The frames per sequence of a request: a timeline's (checked, and kept in ``condition`` as a
+    ``Timeline``) or ``frames``."""
+    if condition.get("timeline") is None:
+        return frames
+    from face4d.timeline import timeline_arg
+
+    condition["timeline"] = timeline_arg(condition["timeline"])
+    return condition["timeline"].num_frames
 
 
 def load_flame(flame_model, trust_pickle: bool = False):
@@ -228,7 +245,7 @@ class Pipeline:
                keyframes=None, known=None, neutral_mesh=None, neutral_landmarks=None, frames: int = 40,
                num: int = 1, seed: int = 0, sequence_type: str | None = None, passes: int | None = None,
                sequence_index: int = 0, sampling=None, progress: bool = False,
-               intensity: float = 1.0) -> LandmarkSequences:
+               intensity: float = 1.0, timeline=None) -> LandmarkSequences:
         """The landmark step alone: sequences for one condition.
 
         * ``label`` / ``text``: label- or text-controlled generation (``LandmarkGenerator.generate``);
@@ -243,12 +260,25 @@ class Pipeline:
 
         ``intensity`` (0 to 1.5) scales how far a generated expression goes from the neutral face
         (``face4d.generate.scale_intensity``); keyframes are kept as given, so it does not apply there.
+
+        * ``timeline``: a shot of timed keys (a ``face4d.timeline.Timeline``, its command-line string
+          or a .json path; docs/timeline.md) on the person of ``neutral_mesh`` / ``neutral_landmarks``
+          (default: the model's mean face); ``num`` takes of it, each one sequence of the timeline's
+          frames at its fps (``face4d.windows.sample_shot``). ``frames`` does not apply.
         """
         from face4d.data.interchange import LandmarkSequences, load_sequences
         from face4d.filling import parse_known
 
         seed = check_seed(seed)
         neutral = self.neutral_landmarks(neutral_mesh, neutral_landmarks)
+        if timeline is not None:
+            others = dict(label=label, text=text, keyframes=keyframes, known=known, sequence_type=sequence_type,
+                          passes=passes)
+            given = [name for name, value in others.items() if value is not None] + (["intensity"] * (intensity != 1.0))
+            if given:
+                raise Face4DError(f"a timeline holds its own conditions; it does not combine with {', '.join(given)} "
+                                  "(give labels, texts, keyframes and intensities as keys)")
+            return self.sample_timeline(timeline, neutral, num, seed, sampling, progress)
         if keyframes is not None:
             if neutral is not None or text is not None:
                 raise Face4DError("keyframes combine with a label only, not with a text or a neutral face")
@@ -282,6 +312,21 @@ class Pipeline:
         return self.generator.generate(label, frames=frames, num=num, seed=seed, sequence_type=sequence_type,
                                        sampling=sampling, progress=progress, text=text, intensity=intensity)
 
+    def sample_timeline(self, timeline, neutral: np.ndarray | None = None, num: int = 1, seed: int = 0,
+                        sampling=None, progress: bool = False) -> LandmarkSequences:
+        """``num`` takes of a timeline (take k > 0 with ``batch_seed(seed, k)``) on the person of
+        ``neutral`` (68, 3), default the model's mean face: one sequence each, in a batch."""
+        from face4d.data.interchange import LandmarkSequences
+        from face4d.timeline import timeline_arg
+        from face4d.windows import sample_shot
+
+        timeline = timeline_arg(timeline)
+        num, seed = _check_num(num), check_seed(seed)
+        neutral = self.generator.normalizer.mean if neutral is None else neutral
+        takes = [sample_shot(self.generator, timeline, neutral, batch_seed(seed, k), sampling, progress).sequences()
+                 for k in range(num)]
+        return LandmarkSequences.concatenate(takes)
+
     def neutral_landmarks(self, neutral_mesh=None, neutral_landmarks=None) -> np.ndarray | None:
         """The (68, 3) neutral landmarks of a geometry-adaptive request, or None."""
         from face4d.landmarks import check_neutral, neutral_landmarks_from_file, neutral_landmarks_from_mesh
@@ -304,10 +349,12 @@ class Pipeline:
 
     # -- landmark sequences -> meshes -----------------------------------------------------------------
     def decode(self, seqs: LandmarkSequences, target: Target | None = None, names: Sequence[str] | None = None,
-               progress: bool = False, **target_options) -> PipelineResult:
+               progress: bool = False, neutral: np.ndarray | None = None, **target_options) -> PipelineResult:
         """Animate the target (a ``Target``, or ``target(**target_options)``) with every sequence of
         ``seqs``: each sequence's displacements from its neutral frame (the first, or the last of an
-        E2N one) are decoded onto the mesh, so that frame gives the mesh back exactly."""
+        E2N one) are decoded onto the mesh, so that frame gives the mesh back exactly. ``neutral``
+        (68, 3): the landmarks to measure the displacements from instead (a timeline's person), the
+        sequences then decoded ``DECODE_FRAMES`` frames at a time."""
         from tqdm.auto import tqdm
 
         from face4d.decoder.retarget import retarget
@@ -318,8 +365,20 @@ class Pipeline:
             raise Face4DError("give a Target or the target options, not both")
         names = check_names(sample_names(len(seqs)) if names is None else names, len(seqs))
         decoder = self.decoder if target.method == "learned" else None
-        meshes = [retarget(seqs, target.vertices, decoder, method=target.method, landmark_ids=target.landmark_ids,
-                           faces=target.faces, sequence_index=i)
+        options = dict(method=target.method, landmark_ids=target.landmark_ids, faces=target.faces)
+        if neutral is not None:
+            rest = np.asarray(neutral, np.float32)[None]
+            meshes = []
+            for i in range(len(seqs)):
+                frames = seqs.sequence(i)
+                meshes.append(np.empty((len(frames), *target.vertices.shape), np.float32))
+                for start in tqdm(range(0, len(frames), DECODE_FRAMES), desc="decoding meshes", unit="chunk",
+                                  disable=not progress or len(frames) <= DECODE_FRAMES):
+                    chunk = np.concatenate([rest, frames[start: start + DECODE_FRAMES]])
+                    meshes[i][start: start + DECODE_FRAMES] = retarget(chunk, target.vertices, decoder, neutral_frame=0,
+                                                                       **options)[1:]
+            return PipelineResult(seqs, meshes, target, names, neutral=rest[0])
+        meshes = [retarget(seqs, target.vertices, decoder, sequence_index=i, **options)
                   for i in tqdm(range(len(seqs)), desc="decoding meshes", unit="sequence",
                                 disable=not progress or len(seqs) < 2)]
         return PipelineResult(seqs, meshes, target, names)
@@ -330,7 +389,7 @@ class Pipeline:
                  sequence_index: int = 0, mesh=None, identity_seed: int | None = None, faces=None,
                  landmark_ids=None, method: str | None = None, start: str = "auto", sampling=None,
                  names: Sequence[str] | None = None, progress: bool = False, intensity: float = 1.0,
-                 flame_model=None, trust_pickle: bool = False) -> PipelineResult:
+                 flame_model=None, trust_pickle: bool = False, timeline=None) -> PipelineResult:
         """Condition -> landmark sequences (``sample``) -> meshes on the target (``decode``).
 
         The condition's arguments are ``sample``'s, the target's ``target``'s (without ``mesh`` or
@@ -348,6 +407,10 @@ class Pipeline:
 
         ``flame_model``: a FLAME model (path, or a loaded ``face4d.flame.FlameModel``) also fitted to
         every generated sequence (``fit_flame``); it is loaded and checked before sampling.
+
+        ``timeline``: a shot of timed keys (see ``sample``) on the target mesh's own neutral face (or
+        the ``neutral_mesh`` / ``neutral_landmarks`` given; the model's mean face for the RBF
+        fallback); its motion is decoded from that face, whatever the first key.
         """
         if start not in STARTS:
             raise Face4DError(f"unknown start {start!r}; use one of {', '.join(STARTS)}")
@@ -355,6 +418,17 @@ class Pipeline:
             mesh = neutral_mesh
         target = self.target(mesh, identity_seed, faces, landmark_ids, method)
         flame = None if flame_model is None else load_flame(flame_model, trust_pickle)
+        if timeline is not None:
+            from face4d.timeline import timeline_arg
+
+            timeline = timeline_arg(timeline)  # checked before the slow steps
+            neutral = self.neutral_landmarks(neutral_mesh, neutral_landmarks)
+            if neutral is None:
+                neutral = target.landmarks if target.method != "rbf" else self.generator.normalizer.mean
+            seqs = self.sample(label, text, keyframes, known, None, neutral, frames, num, seed, sequence_type, passes,
+                               sequence_index, sampling, progress, intensity, timeline)
+            result = self.decode(seqs, target, names=names, progress=progress, neutral=neutral)
+            return result if flame is None else self.fit_flame(result, flame, progress=progress)
         conditioned = keyframes is not None or neutral_mesh is not None or neutral_landmarks is not None
         if start == "target" and conditioned:
             raise Face4DError("starting from the target mesh (--start target) combines with a label or a text, not "
@@ -417,7 +491,9 @@ class Pipeline:
         from render import save_animation
 
         if preview:
-            frames = self.render_frames(result, overlay_landmarks=overlay_landmarks, size=size, progress=progress)
+            # An MP4 alone is streamed to its writer frame by frame (a long shot is never held whole).
+            frames = self.render_frames(result, overlay_landmarks=overlay_landmarks, size=size, progress=progress,
+                                        stream=tuple(preview) == ("mp4",))
             for fmt in preview:
                 save_animation(out_dir / f"preview.{fmt}", frames, fps=fps)
 
@@ -432,6 +508,7 @@ class Pipeline:
         from meshops.atomic import atomic_dir
 
         num, seed = _check_num(num), check_seed(seed)
+        frames = _timeline_frames(condition, frames)
         out_dir = check_out_dir(out_dir, overwrite)
         check_disk_space(out_dir, estimate_output_bytes(num, frames))
         plan = batches(num, BATCH_FRAMES // max(frames, 1))
@@ -461,6 +538,7 @@ class Pipeline:
 
         formats, preview = check_export_formats(formats), check_preview_formats(preview)
         num, seed = _check_num(num), check_seed(seed)
+        frames = _timeline_frames(condition, frames)
         if preview:
             check_preview_size(num, frames, size)
         out_dir = check_out_dir(out_dir, overwrite)
@@ -506,12 +584,14 @@ class Pipeline:
     @staticmethod
     def render_frames(result: PipelineResult, reference: PipelineResult | None = None,
                       overlay_landmarks: bool = False, size: int = 256, columns: int | None = None,
-                      view: str = "front", progress: bool = False) -> np.ndarray:
+                      view: str = "front", progress: bool = False, stream: bool = False) -> np.ndarray:
         """The preview's frames (F, H, W, 3) uint8: one ``size``-pixel tile per sample, captioned, one
         camera framing the face over all frames. ``reference``: another result on the same target
         shown beside each sample (sample i next to reference i, or next to the only one).
-        ``overlay_landmarks``: the driving landmarks (``PipelineResult.driving_landmarks``) as dots."""
-        from render import face_box, render_grid
+        ``overlay_landmarks``: the driving landmarks (``PipelineResult.driving_landmarks``) as dots.
+        ``stream``: an iterator of the (H, W, 3) frames instead, rendered as they are taken
+        (``render.grid_frames``), for ``render.save_animation`` to write an MP4 as they come."""
+        from render import face_box, grid_frames, render_grid
 
         require_render()
         check_preview_size(len(result) * (1 if reference is None else 2), max(len(m) for m in result.meshes), size)
@@ -528,8 +608,8 @@ class Pipeline:
             columns = 2
         bounds = face_box(np.concatenate([result.target.landmarks[None], *marks]).reshape(-1, 3))
         try:
-            return render_grid(sequences, result.faces, labels=captions, columns=columns, size=(size, size),
-                               view=view, landmarks=marks if overlay_landmarks else None, bounds=bounds,
-                               progress=progress)
+            return (grid_frames if stream else render_grid)(
+                sequences, result.faces, labels=captions, columns=columns, size=(size, size), view=view,
+                landmarks=marks if overlay_landmarks else None, bounds=bounds, progress=progress)
         except ValueError as exc:  # a bad view name, mostly
             raise Face4DError(f"cannot render the preview: {exc}") from None

@@ -14,9 +14,10 @@ surface hides them (the far cheek in a turned view).
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -422,10 +423,12 @@ def save_image(path: str | os.PathLike, image: np.ndarray, overwrite: bool = Fal
     return path
 
 
-def save_animation(path: str | os.PathLike, frames: np.ndarray, fps: float = 30,
+def save_animation(path: str | os.PathLike, frames: np.ndarray | Iterable[np.ndarray], fps: float = 30,
                    overwrite: bool = False) -> Path:
     """Write ``(F, H, W, 3)`` uint8 frames as a looping GIF or an H.264 MP4 (by suffix), atomically.
 
+    ``frames`` may also be an iterable of ``(H, W, 3)`` frames (``render.grid_frames``): an MP4 is
+    then written as they come, one frame in memory at a time (a GIF's palette needs them all).
     GIF timing follows ``gif_delays``; ``check_animation_fps`` gives the highest fps of each format.
 
     MP4 frames are padded by one edge row/column where needed, because yuv420p needs even sizes.
@@ -438,21 +441,26 @@ def save_animation(path: str | os.PathLike, frames: np.ndarray, fps: float = 30,
     if suffix not in ANIMATION_SUFFIXES:
         raise ValueError(f"{path}: unsupported animation format {suffix or '(none)'!r}; "
                          f"use {', '.join(ANIMATION_SUFFIXES)}")
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or len(frames) == 0:
-        raise ValueError(f"frames must have shape (F, H, W, 3) with F >= 1, got {frames.shape}")
-    _check_image(frames[0], "frames[0]")
     check_animation_fps(suffix, fps)
-    with atomic_file(path, overwrite) as tmp:
-        if suffix == ".gif":
+    if isinstance(frames, np.ndarray) or suffix == ".gif":
+        frames = np.asarray(frames if isinstance(frames, np.ndarray) else list(frames))
+        if frames.ndim != 4 or len(frames) == 0:
+            raise ValueError(f"frames must have shape (F, H, W, 3) with F >= 1, got {frames.shape}")
+        _check_image(frames[0], "frames[0]")
+    if suffix == ".gif":
+        with atomic_file(path, overwrite) as tmp:
             iio.imwrite(tmp, frames, extension=".gif", duration=gif_delays(len(frames), fps), loop=0)
-        else:
-            h, w = frames.shape[1:3]
-            frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-            with imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264",
-                                    pixelformat="yuv420p", macro_block_size=1, quality=8) as writer:
-                for frame in frames:
-                    writer.append_data(frame)
+        return path
+    frames = iter(frames)
+    first = _check_image(next(frames, np.zeros(0)), "frames[0]")
+    h, w = first.shape[:2]
+    with atomic_file(path, overwrite) as tmp:
+        with imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264",
+                                pixelformat="yuv420p", macro_block_size=1, quality=8) as writer:
+            for frame in itertools.chain([first], frames):
+                if frame.shape != first.shape:
+                    raise ValueError(f"frames must all have one shape, got {frame.shape} after {first.shape}")
+                writer.append_data(np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge"))
     return path
 
 

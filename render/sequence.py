@@ -9,7 +9,7 @@ The results are ``(F, H, W, 3)`` uint8 arrays; ``render.save_animation`` writes 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -46,7 +46,20 @@ def render_grid(sequences: Sequence[np.ndarray], faces: np.ndarray, labels: Sequ
     near-square), with ``labels`` as captions under them. The result has ``max(F_i)`` frames; a shorter
     sequence holds its last frame. ``landmarks`` is one entry per sequence, each ``None`` or ``(F_i, K, 3)``.
     One camera frames all frames of all sequences unless ``bounds`` is given. ``(F, H, W, 3)`` uint8.
+    ``grid_frames`` makes the same frames one at a time, for long sequences.
     """
+    return np.stack(list(grid_frames(sequences, faces, labels, columns, size, view, landmarks, bounds, progress,
+                                     antialias)))
+
+
+def grid_frames(sequences: Sequence[np.ndarray], faces: np.ndarray, labels: Sequence[str] | None = None,
+                columns: int | None = None, size: tuple[int, int] = (256, 256), view: str = "front",
+                landmarks: Sequence[np.ndarray | None] | None = None,
+                bounds: Sequence[float] | np.ndarray | None = None, progress: bool = True,
+                antialias: str = "ssaa") -> Iterator[np.ndarray]:
+    """``render_grid``'s frames ``(H, W, 3)`` uint8, made one at a time as they are iterated, so a
+    long animation can go to a video writer without ever being held whole. The arguments are checked
+    before the first frame is asked for."""
     faces = _check_faces(faces)
     num_vertices = int(faces.max()) + 1
     if isinstance(sequences, np.ndarray) and sequences.ndim == 4:
@@ -67,28 +80,35 @@ def render_grid(sequences: Sequence[np.ndarray], faces: np.ndarray, labels: Sequ
         hi = np.max([s.max((0, 1)) for s in sequences], 0)
         bounds = np.stack([lo, hi], 1).ravel()
     bounds = _as_bounds(bounds)
+    return _grid_frames(sequences, faces, labels, columns, (int(size[0]), int(size[1])), view, landmarks, bounds,
+                        progress, antialias)
 
-    width, height = int(size[0]), int(size[1])
+
+def _grid_frames(sequences, faces, labels, columns, size, view, landmarks, bounds, progress,
+                 antialias) -> Iterator[np.ndarray]:
+    """The frames of checked arguments (``grid_frames``), frame by frame: every tile of frame f, then f + 1
+    (a shorter sequence holds its last frame)."""
+    width, height = size
     canvas, origins = grid_layout(len(sequences), (height, width), labels, columns)
     count = max(len(s) for s in sequences)
-    out = np.broadcast_to(canvas, (count, *canvas.shape)).copy()
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=sum(len(s) for s in sequences), desc="rendering", unit="frame")
+        bar = tqdm(total=count * len(sequences), desc="rendering", unit="frame")
     try:
         with MeshRenderer(faces, (width, height), view=view, bounds=bounds, antialias=antialias) as renderer:
-            for seq, marks, (top, left) in zip(sequences, landmarks, origins):
-                tiles = out[:, top:top + height, left:left + width]
-                for f in range(len(seq)):
-                    tiles[f] = renderer.render(seq[f], None if marks is None else marks[f])
+            for f in range(count):
+                frame = canvas.copy()
+                for seq, marks, (top, left) in zip(sequences, landmarks, origins):
+                    g = min(f, len(seq) - 1)
+                    frame[top:top + height, left:left + width] = renderer.render(seq[g],
+                                                                                 None if marks is None else marks[g])
                     if bar is not None:
                         bar.update()
-                tiles[len(seq):] = tiles[len(seq) - 1]  # hold the last frame
+                yield frame
     finally:
         if bar is not None:
             bar.close()
-    return out
 
 
 def render_side_by_side(frames: np.ndarray, reference: np.ndarray, faces: np.ndarray,

@@ -107,3 +107,39 @@ def test_the_check_catches_frames_off_by_one(export, tmp_path):
     lines = result_lines(proc)
     assert proc.returncode == 1, "\n".join(lines) + proc.stderr[-3000:]
     assert len(lines) == 2 and all(line.startswith("FAIL") for line in lines), "\n".join(lines)
+
+
+LONG_FRAMES = 300
+
+
+@pytest.fixture(scope="module")
+def long_export(tmp_path_factory, head):
+    """A 300-frame shot through a timeline's downstream path: landmarks decoded in chunks from a given
+    neutral face (``Pipeline.decode(..., neutral=)``, ``DECODE_FRAMES`` at a time) and exported."""
+    from face4d.data.interchange import LandmarkSequences
+    from face4d.pipeline import DECODE_FRAMES, Pipeline
+
+    assert LONG_FRAMES > DECODE_FRAMES  # more than one chunk
+    root = tmp_path_factory.mktemp("blender_long")
+    frames = jaw_smile_animation(head, LONG_FRAMES, seed=2)
+    landmarks = frames[:, head.landmark_ids]
+    pipe = Pipeline(head=head)
+    seqs = LandmarkSequences(landmarks[None], [LONG_FRAMES], [""], [""], fps=30)
+    result = pipe.decode(seqs, pipe.target(frames[0]), neutral=landmarks[0])
+    formats = ("pc2", "mdd") + (("usd",) if importlib.util.find_spec("pxr") else ())
+    pipe.export(result, root / "out", formats=formats)
+    np.savez(root / "expected.npz", frames=result.meshes[0], neutral=frames[0])
+    return root / "out" / "sample_000", root / "expected.npz", result.meshes[0], frames
+
+
+def test_blender_imports_a_300_frame_export(long_export):
+    export_dir, expected, meshes, frames = long_export
+    assert meshes.shape == frames.shape
+    np.testing.assert_allclose(meshes, frames, atol=1e-3)  # the chunks join: the blendshape path is exact here
+    checks = ["pc2", "mdd"] + (["usd"] if (export_dir / "animation.usdc").exists() else [])
+    proc = run_blender(export_dir, expected, *checks)
+    lines = result_lines(proc)
+    assert proc.returncode == 0, "\n".join(lines) + proc.stdout[-3000:] + proc.stderr[-3000:]
+    ok = [line for line in lines if line.startswith("OK")]
+    assert any("Mesh Cache PC2" in line for line in ok) and any("Mesh Cache MDD" in line for line in ok), lines
+    assert not [line for line in lines if line.startswith("FAIL")], "\n".join(lines)

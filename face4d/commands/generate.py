@@ -20,6 +20,7 @@ also flame/) and OUT/preview.<fmt>."""
 MESH_OPTIONS = ("mesh", "identity_seed", "landmark_ids", "method", "decoder", "export", "preview", "start",
                 "flame_model")
 """Any of these turns on meshes (a target, exports, a preview) instead of landmark files only."""
+TIMELINE_OPTIONS = ("hold", "fps", "duration", "loop")
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -32,6 +33,17 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     condition.add_argument("--label", help="expression label to steer towards (see 'face4d dataset info')")
     condition.add_argument("--text", help="a description to steer towards, e.g. 'disgust high smile' "
                                           "(needs the text extra: pip install 'face4d[text]')")
+    condition.add_argument("--timeline", help="a shot of timed keys, e.g. \"0s:neutral, 1.2s:high_smile@0.8, "
+                                              "2.5s:surprise, 4s:neutral\", or a .json file (docs/timeline.md)")
+    shot = gen.add_argument_group("timeline options (with --timeline; they override the JSON file's)")
+    shot.add_argument("--hold", type=float, metavar="SECONDS", help="how long each key is held after it lands, at "
+                      "least (default 0.3)")
+    shot.add_argument("--fps", type=float, help="output frame rate, e.g. 24, 25, 30, 60 (default 30); the motion "
+                                                "is resampled exactly, keys land on their frames")
+    shot.add_argument("--duration", type=float, metavar="SECONDS", help="length of the shot (default: a second after "
+                                                                        "the last key)")
+    shot.add_argument("--loop", action="store_true", default=None,
+                      help="the last frame joins the first seamlessly")
     gen.add_argument("--type", dest="sequence_type", choices=("N2E", "E2N"),
                      help="also enforce the order: neutral->expression or back (type S classifier); with a "
                           "neutral face, where it goes: first frame (N2E, the default) or last (E2N)")
@@ -76,12 +88,19 @@ def run(args) -> None:
         raise Face4DError("--overlay-landmarks and --size apply to the preview (--preview mp4)")
     if args.trust_pickle and args.flame_model is None:
         raise Face4DError("--trust-pickle applies to the files of --flame-model")
+    timeline = None
+    if args.timeline is not None:
+        from face4d.timeline import timeline_arg
+
+        timeline = timeline_arg(args.timeline, fps=args.fps, duration=args.duration, hold=args.hold, loop=args.loop)
+    elif any(getattr(args, name) is not None for name in TIMELINE_OPTIONS):
+        raise Face4DError("--hold, --fps, --duration and --loop apply to a --timeline")
     pipe = pipeline(args)
     condition = dict(label=args.label, text=args.text, keyframes=args.keyframes, known=args.known,
                      neutral_mesh=args.neutral_mesh, neutral_landmarks=args.neutral_landmarks, frames=args.frames,
                      num=args.num, seed=args.seed, sequence_type=args.sequence_type, passes=args.passes,
                      sequence_index=args.sequence_index, sampling=sampling_config(args), progress=not args.quiet,
-                     intensity=args.intensity)
+                     intensity=args.intensity, timeline=timeline)
     if not meshes:  # landmarks only: one interchange file per sequence, streamed in batches
         frames = pipe.sample_to(args.out, overwrite=args.overwrite, **condition)
         print(f"wrote {args.num} sequence(s) of {frames} frames to {args.out}")

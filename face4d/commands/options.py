@@ -19,6 +19,8 @@ EXAMPLES = """examples:
   face4d generate --label surprise --mesh character.obj --landmark-ids ids.npy --out out/ --export obj
   face4d generate --keyframes seq.npz --known 0-9,30-39 --label anger --out out/ --export pc2 --preview gif
   face4d generate --label high_smile --flame-model ~/flame --out out/ --export obj,pc2
+  face4d generate --timeline "0s:neutral, 1.2s:high_smile@0.8, 2.5s:surprise, 4s:neutral" --duration 5 --fps 30 --export pc2,usd --preview mp4 --out shot/
+  face4d generate --timeline shot.json --loop --fps 24 --out loop/ --preview mp4
   face4d render samples/sequence_000.npz --out preview.mp4 --overlay-landmarks
   face4d render samples/sequence_000.npz --reference data.npz --mesh neutral.obj --out compare.gif
   face4d dataset build --out data/face4d --sequences 2000 --seed 0
