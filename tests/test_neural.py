@@ -153,6 +153,7 @@ def _train_micro(portraits, out, steps, checkpoint_every=100):
     from render.neural.evaluators import EvaluatorConfig, Evaluators
     from render.neural.training import NeuralTrainConfig
 
+    torch.manual_seed(0)  # untrained but fixed loss networks: what matters is that every run sees the same
     evaluators = Evaluators(EvaluatorConfig(size=32, widths=(16, 32), identities=4, labels=tuple(LABELS)))
     config = NeuralTrainConfig(steps=steps, batch_size=4, checkpoint_every=checkpoint_every, seed=3)
     return train_ccfexp(load_images(portraits, "train"), load_neutrals(portraits), out, config,

@@ -18,14 +18,9 @@ HELPS = {"neural-evaluators": "the landmark regressor, identity encoder and expr
          "neural-edit": "the label + VAE editing model, image + label -> image"}
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from face4d.commands.train import _channels as _ints  # comma-separated integers (train imports this module)
+
     for kind, text in HELPS.items():
         cmd = sub.add_parser(kind, help=f"train {text}", epilog=EXAMPLES,
                              formatter_class=argparse.RawDescriptionHelpFormatter)

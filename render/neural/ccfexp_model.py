@@ -38,13 +38,13 @@ KIND = "ccfexp"
 @dataclass
 class CCFExpConfig:
     size: int = 64
-    channels: tuple[int, ...] = (32, 64, 96)
+    channels: tuple[int, ...] = (32, 64, 64)
     """UNet block widths; the lower two levels carry cross-attention."""
     layers_per_block: int = 1
-    dim: int = 96
+    dim: int = 64
     """Token width: the cross-attention context and the fused features."""
     heads: int = 4
-    encoder_widths: tuple[int, ...] = (32, 64, 96)
+    encoder_widths: tuple[int, ...] = (32, 48, 64)
     """The identity and expression CNNs; the token grid is size / 2^len."""
     landmarks: bool = True
     cross_fusion: bool = True

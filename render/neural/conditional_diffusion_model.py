@@ -32,7 +32,7 @@ VARIANTS = ("vae", "label")
 @dataclass
 class VAEConfig:
     size: int = 64
-    widths: tuple[int, ...] = (32, 64, 96)
+    widths: tuple[int, ...] = (32, 48, 64)
     latent: int = 64
     kl_weight: float = 1e-3
 
@@ -72,7 +72,7 @@ class EditConfig:
     size: int = 64
     labels: tuple[str, ...] = field(default_factory=tuple)
     variant: str = "vae"
-    channels: tuple[int, ...] = (32, 64, 96)
+    channels: tuple[int, ...] = (32, 64, 64)
     layers_per_block: int = 1
     label_dim: int = 128
     semantic_dim: int = 64

@@ -51,7 +51,7 @@ def load_images(directory: str | os.PathLike, split: str | None = None) -> dict[
     directory = Path(directory)
     manifest = read_manifest(directory)
     parts: dict[str, list[np.ndarray]] = {}
-    for name in manifest["shards"]:
+    for name in (n for n in manifest["shards"] if n.startswith("images-")):  # clips-* hold the clips
         with np.load(directory / name, allow_pickle=False) as shard:
             for key in IMAGE_KEYS:
                 if key in shard:
