@@ -129,6 +129,7 @@ def train_evaluators(images: dict, out_dir, config, labels, progress: bool = Tru
     size = int(images["rgb"].shape[1])
     base = evaluator_config or EvaluatorConfig(size=size)
     identities = int(images["identity"].max()) + 1
+    torch.manual_seed(config.seed)
     model = Evaluators(EvaluatorConfig(**{**base.__dict__, "size": size, "identities": identities,
                                           "labels": tuple(labels)}))
     dataset = PortraitPairs(images, identity="other")
