@@ -91,13 +91,15 @@ class CCFExpLoss(nn.Module):
 def train_ccfexp(images: dict, neutrals: dict, out_dir, config, model_config: CCFExpConfig | None = None,
                  loss_config: CCFExpLossConfig | None = None, evaluators: Evaluators | None = None,
                  progress: bool = True, cpu: bool = True):
-    """Train CCFExp on (neutral, target) pairs of ``images`` (the training identities) and save it,
-    with its EMA weights, into ``out_dir``; rerunning resumes."""
+    """Train CCFExp on (neutral, target) pairs of ``images`` (the training identities; without
+    ``neutrals``, as from the real-data loaders, another image of the same person is the identity
+    image) and save it, with its EMA weights, into ``out_dir``; rerunning resumes."""
     from render.neural.training import fit
 
     size = int(images["rgb"].shape[1])
     torch.manual_seed(config.seed)
     model = CCFExp(CCFExpConfig(**{**(model_config or CCFExpConfig()).__dict__, "size": size}))
     loss = CCFExpLoss(model, evaluators, loss_config or CCFExpLossConfig())
-    return fit(out_dir, loss, PortraitPairs(images, neutrals, identity="neutral"), config,
+    pairs = PortraitPairs(images, neutrals, identity="other" if neutrals is None else "neutral")  # real data: no neutrals
+    return fit(out_dir, loss, pairs, config,
                lambda d, m: m.save_pretrained(d), KIND, progress=progress, cpu=cpu)
