@@ -613,3 +613,56 @@ class Pipeline:
                 landmarks=marks if overlay_landmarks else None, bounds=bounds, progress=progress)
         except ValueError as exc:  # a bad view name, mostly
             raise Face4DError(f"cannot render the preview: {exc}") from None
+
+    def render_neural(self, landmarks, identity_image: np.ndarray, identity_landmarks: np.ndarray,
+                      model: str | os.PathLike, path: str | os.PathLike | None = None, steps: int = 25,
+                      seed: int = 0, fps: float | None = None, overwrite: bool = False,
+                      progress: bool = False) -> np.ndarray:
+        """A person drawn making a landmark sequence, frame by frame, by a CCFExp model (``face4d train
+        neural-faces``): ``landmarks`` a ``LandmarkSequences`` (its first sequence) or (F, 68, 3) frames in
+        cm, projected onto the identity image (``face4d.neural.project_sequence``: its first frame onto
+        ``identity_landmarks``); ``identity_image`` (S, S, 3) uint8 at the model's size. Returns the frames
+        (F, S, S, 3) uint8 and writes them to ``path`` (.mp4/.gif) when given."""
+        from face4d.neural import neural_errors, project_sequence
+
+        frames, seq_fps = (landmarks, None) if isinstance(landmarks, np.ndarray) else (
+            landmarks.landmarks[0, :landmarks.lengths[0]], landmarks.fps)
+        if path is not None:
+            path = check_out_file(path, (".mp4", ".gif"), overwrite)
+        with neural_errors():
+            from render.neural.ccfexp_model import CCFExp
+            from render.neural.data import check_landmarks, to_uint8
+
+            identity_landmarks = check_landmarks(identity_landmarks, "identity landmarks")
+            net = CCFExp.from_pretrained(model, self.device)
+            targets = project_sequence(frames, identity_landmarks)
+            images = to_uint8(net.generate(identity_image, identity_landmarks, targets, steps=steps, seed=seed,
+                                           progress=progress))
+        if path is not None:
+            from render.preview import save_animation
+
+            fps = check_preview_fps([path.suffix], fps or seq_fps or 30.0)
+            save_animation(path, images, fps=fps, overwrite=overwrite)
+        return images
+
+    def edit(self, image: np.ndarray, label: str, model: str | os.PathLike, path: str | os.PathLike | None = None,
+             steps: int = 25, strength: float = 1.0, guidance: float = 1.0, seed: int = 0,
+             overwrite: bool = False) -> np.ndarray:
+        """``image`` (S, S, 3) uint8 edited to ``label`` by a label + VAE editing model (``face4d train
+        neural-edit``); ``strength`` < 1 starts from the noised image (SDEdit), ``guidance`` > 1 is
+        classifier-free guidance. Returns the (S, S, 3) uint8 result, written to ``path`` when given."""
+        from face4d.neural import neural_errors
+
+        if path is not None:
+            path = check_out_file(path, (".png", ".jpg", ".jpeg"), overwrite)
+        with neural_errors():
+            from render.neural.conditional_diffusion_model import EditModel
+            from render.neural.data import to_uint8
+
+            net = EditModel.from_pretrained(model, self.device)
+            edited = to_uint8(net.edit(image, label, steps=steps, strength=strength, guidance=guidance, seed=seed))[0]
+        if path is not None:
+            from render.preview import save_image
+
+            save_image(path, edited, overwrite=overwrite)
+        return edited

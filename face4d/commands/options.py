@@ -42,6 +42,11 @@ EXAMPLES = """examples:
   face4d train decoder --data data/face4d --out models/decoder --steps 20000
   face4d retarget --landmarks samples/sequence_000.npz --mesh neutral.obj --out meshes/ --export ply
   face4d retarget --landmarks seq.npz --mesh my_character.obj --method rbf --landmark-ids ids.npy --out meshes/
+  face4d train neural-evaluators --data portraits/ --out models/neural/evaluators
+  face4d train neural-faces --data portraits/ --evaluators models/neural/evaluators --out models/neural/ccfexp
+  accelerate launch --num_processes 2 --cpu -m face4d.cli train neural-edit --data portraits/ --out models/neural/edit
+  face4d render seq.npz --neural faces --neural-model models/neural/ccfexp --portraits portraits/ --identity 3 --out faces.mp4
+  face4d edit face.png --label happiness --model models/neural/edit --out edited.png --strength 0.6
 """
 
 

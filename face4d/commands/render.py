@@ -25,13 +25,30 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     rend.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     rend.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     rend.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_neural_args(rend)
     rend.set_defaults(run=run)
+
+
+def _add_neural_args(rend: argparse.ArgumentParser) -> None:
+    group = rend.add_argument_group("neural rendering (the 'neural' extra): a person's image instead of meshes")
+    group.add_argument("--neural", choices=("faces",), help="faces: draw the first sequence on a person's image, "
+                                                            "frame by frame, with a CCFExp model")
+    group.add_argument("--neural-model", type=Path, help="a CCFExp model ('face4d train neural-faces')")
+    group.add_argument("--identity-image", type=Path, help="the person: an RGB image at the model's size")
+    group.add_argument("--identity-landmarks", type=Path, help="its 68 landmarks in pixels (.npy (68, 2) or .pts)")
+    group.add_argument("--portraits", type=Path, help="or take the person from a portrait dataset ...")
+    group.add_argument("--identity", type=int, help="... by its identity id (its neutral image and landmarks)")
+    group.add_argument("--steps", type=int, default=25, help="DDIM steps per frame (default 25)")
+    group.add_argument("--seed", type=int, default=0, help="the starting noise, shared by every frame")
 
 
 def run(args) -> None:
     from face4d.landmarks import load_landmark_file
     from face4d.outputs import check_out_file, check_preview_fps, check_preview_size, require_render
 
+    if args.neural:
+        _render_neural(args)
+        return
     require_render()
     check_out_file(args.out, (".mp4", ".gif"), args.overwrite)
     check_preview_size(1, 1, args.size)  # before the slow steps, as the rest
@@ -49,3 +66,32 @@ def run(args) -> None:
                 columns=args.columns, view=args.view, fps=args.fps, overwrite=args.overwrite, progress=progress)
     print(f"wrote {args.out}: {len(result)} sequence(s) on {target.name} ({target.method})"
           + ("" if reference is None else f", beside {args.reference}"))
+
+
+def _render_neural(args) -> None:
+    from face4d.errors import Face4DError
+    from face4d.landmarks import load_landmark_file
+    from face4d.neural import portrait_identity, read_image, read_points, require_neural
+    from face4d.outputs import check_out_file
+    from face4d.pipeline import Pipeline
+
+    require_neural()
+    if args.neural_model is None:
+        raise Face4DError("--neural faces needs --neural-model DIR (train one with 'face4d train neural-faces')")
+    if (args.portraits is None) == (args.identity_image is None):
+        raise Face4DError("--neural faces needs the person: --identity-image with --identity-landmarks, "
+                          "or --portraits with --identity")
+    if args.portraits is not None:
+        if args.identity is None:
+            raise Face4DError("--portraits needs --identity N")
+        image, points = portrait_identity(args.portraits, args.identity)
+    else:
+        if args.identity_landmarks is None:
+            raise Face4DError("--identity-image needs --identity-landmarks (68 points in pixels)")
+        image, points = read_image(args.identity_image), read_points(args.identity_landmarks)
+    seqs = load_landmark_file(args.landmarks)
+    check_out_file(args.out, (".mp4", ".gif"), args.overwrite)
+    frames = Pipeline(device=args.device).render_neural(seqs, image, points, args.neural_model, args.out,
+                                                        steps=args.steps, seed=args.seed, fps=args.fps,
+                                                        overwrite=args.overwrite, progress=not args.quiet)
+    print(f"wrote {args.out}: {len(frames)} neural frame(s) of {args.landmarks}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from face4d.commands import neural_train
 from face4d.commands.options import EXAMPLES, add_training_args, given, training_options
 from face4d.errors import Face4DError
 
@@ -43,11 +44,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             group.add_argument("--text-encoder", help="minilm (default), a local sentence-transformers "
                                                       "directory, or clip:DIR")
     _add_decoder_parser(sub)
+    neural_train.add_parsers(sub)
     train.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.train_command == "decoder":
+    if args.train_command in neural_train.HELPS:
+        neural_train.run(args)
+    elif args.train_command == "decoder":
         _train_decoder(args)
     else:
         _train_model(args)

@@ -1,0 +1,110 @@
+"""``face4d train neural-evaluators|neural-faces|neural-edit``: the neural renderer's models, trained on
+a portrait dataset (``face4d dataset portraits``) through ``render.neural``'s training functions.
+
+Each runs on one process or on many under ``accelerate launch`` (``--num_processes N``, ``--cpu`` for
+CPU processes); rerunning the same command resumes from ``--out``'s checkpoint, and the same
+``--seed`` gives the same weights."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from face4d.commands.options import EXAMPLES, given
+from face4d.errors import Face4DError
+
+HELPS = {"neural-evaluators": "the landmark regressor, identity encoder and expression classifier (judges "
+                              "of the image models, and CCFExp's loss networks)",
+         "neural-faces": "CCFExp, identity image + target landmarks -> image",
+         "neural-edit": "the label + VAE editing model, image + label -> image"}
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from face4d.commands.train import _channels as _ints  # comma-separated integers (train imports this module)
+
+    for kind, text in HELPS.items():
+        cmd = sub.add_parser(kind, help=f"train {text}", epilog=EXAMPLES,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        cmd.add_argument("--data", required=True, type=Path, help="portrait dataset ('face4d dataset portraits')")
+        cmd.add_argument("--out", required=True, type=Path, help="model directory; one holding a run is resumed")
+        group = cmd.add_argument_group("training (defaults: render.neural.training.NeuralTrainConfig)")
+        group.add_argument("--steps", type=int, help="total optimiser steps, resumed ones included")
+        group.add_argument("--batch-size", type=int, help="global batch, split over accelerate's processes")
+        group.add_argument("--lr", type=float, help="AdamW learning rate")
+        group.add_argument("--ema-decay", type=float, help="0 for no EMA")
+        group.add_argument("--grad-clip", type=float, help="gradient norm limit, 0 for none")
+        group.add_argument("--seed", type=int, help="the same seed gives the same weights")
+        group.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+        group.add_argument("--device", choices=("cpu", "auto"), default="cpu",
+                           help="cpu (default) or auto (the accelerator accelerate finds)")
+        group.add_argument("--quiet", action="store_true", help="no progress bar")
+        arch = cmd.add_argument_group("architecture (defaults: the model's config dataclass)")
+        if kind == "neural-evaluators":
+            arch.add_argument("--widths", type=_ints, help="CNN widths, one per stride-2 level, e.g. 32,64,96,128")
+            continue
+        arch.add_argument("--channels", type=_ints, help="UNet block widths, e.g. 32,64,96")
+        if kind == "neural-faces":
+            cmd.add_argument("--evaluators", type=Path, help="trained evaluators ('face4d train neural-evaluators'): "
+                                                             "the identity and landmark losses' networks")
+            arch.add_argument("--dim", type=int, help="token width of the condition")
+            ablation = cmd.add_argument_group("ablations (the paper's table)")
+            ablation.add_argument("--no-landmarks", action="store_true", help="no landmark encoder, maps or loss")
+            ablation.add_argument("--no-cross-fusion", action="store_true", help="concatenate the raw tokens")
+            ablation.add_argument("--no-cycle", action="store_true", help="no cycle step (its loss weight 0)")
+            loss = cmd.add_argument_group("loss (defaults: render.neural.ccfexp_training.CCFExpLossConfig)")
+            loss.add_argument("--identity-weight", type=float, help="λ of the time-dependent identity loss")
+            loss.add_argument("--landmark-weight", type=float, help="γ of the landmark loss")
+            loss.add_argument("--cycle-weight", type=float, help="σ of the cycle step's loss")
+        else:
+            arch.add_argument("--variant", choices=("vae", "label"), default="vae",
+                              help="vae: label + the source's VAE latent (the paper's); label: label only")
+            arch.add_argument("--label-dropout", type=float, help="share of null labels (classifier-free guidance)")
+            cmd.add_argument("--vae-steps", type=int, help="steps of the VAE stage (default: --steps)")
+
+
+def run(args: argparse.Namespace) -> None:
+    from face4d.neural import neural_errors
+
+    with neural_errors():
+        from render.neural.data import load_images, load_neutrals, read_manifest
+        from render.neural.training import NeuralTrainConfig
+
+        manifest = read_manifest(args.data)
+        images = load_images(args.data, "train")  # the test identities stay unseen
+        config = NeuralTrainConfig(**given(args, "steps", "batch_size", "lr", "ema_decay", "grad_clip", "seed",
+                                           "checkpoint_every"))
+        common = {"progress": not args.quiet, "cpu": args.device == "cpu"}
+        if args.train_command == "neural-evaluators":
+            from render.neural.evaluators import EvaluatorConfig, train_evaluators
+
+            result = train_evaluators(images, args.out, config, manifest["labels"],
+                                      evaluator_config=EvaluatorConfig(**given(args, "widths")), **common)
+        elif args.train_command == "neural-faces":
+            result = _train_faces(args, images, load_neutrals(args.data), config, common)
+        else:
+            from render.neural.conditional_diffusion_model import EditConfig
+            from render.neural.conditional_diffusion_training import train_edit
+
+            edit_config = EditConfig(variant=args.variant, **given(args, "channels", "label_dropout"))
+            result = train_edit(images, args.out, config, manifest["labels"], edit_config,
+                                vae_steps=args.vae_steps, **common)
+    if result.is_main:
+        resumed = f" (resumed from step {result.start_step})" if result.start_step else ""
+        print(f"{args.train_command} at step {result.step}{resumed}; model saved in {args.out}")
+
+
+def _train_faces(args, images, neutrals, config, common):
+    from render.neural.ccfexp_model import CCFExpConfig
+    from render.neural.ccfexp_training import CCFExpLossConfig, train_ccfexp
+    from render.neural.evaluators import Evaluators
+
+    loss = CCFExpLossConfig(**given(args, "identity_weight", "landmark_weight", "cycle_weight"))
+    if args.no_cycle:
+        loss.cycle_weight = 0.0
+    model = CCFExpConfig(landmarks=not args.no_landmarks, cross_fusion=not args.no_cross_fusion,
+                         **given(args, "channels", "dim"))
+    needs = loss.identity_weight > 0 or (model.landmarks and loss.landmark_weight > 0)
+    if needs and args.evaluators is None:
+        raise Face4DError("the identity and landmark losses need --evaluators DIR ('face4d train "
+                          "neural-evaluators'), or --identity-weight 0 --landmark-weight 0")
+    evaluators = Evaluators.from_pretrained(args.evaluators) if args.evaluators is not None else None
+    return train_ccfexp(images, neutrals, args.out, config, model, loss, evaluators, **common)

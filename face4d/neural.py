@@ -1,0 +1,109 @@
+"""face4d's side of the neural renderer (``render.neural``): the ``neural`` extra's check, its errors as
+``Face4DError``, images from disk, and generated 3D landmark sequences as image landmarks.
+
+``render.neural`` takes arrays and never imports face4d; this module is where face4d's inputs (files,
+landmark sequences in centimetres, portrait datasets) become those arrays.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from face4d.errors import Face4DError
+
+NEURAL_MODULES = {"diffusers": "diffusers", "accelerate": "accelerate", "skimage": "scikit-image"}
+
+
+def require_neural() -> None:
+    """One line naming the extra when its packages are missing."""
+    missing = [package for module, package in NEURAL_MODULES.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise Face4DError(f"the neural renderer needs {', '.join(missing)}: pip install 'face4d[neural]'")
+
+
+@contextmanager
+def neural_errors() -> Iterator[None]:
+    """Check the extra, and turn ``render.neural``'s input errors into face4d's one-line error."""
+    require_neural()
+    from render.neural.data import NeuralInputError
+
+    try:
+        yield
+    except NeuralInputError as exc:
+        raise Face4DError(str(exc)) from None
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An RGB image file as (H, W, 3) uint8; other modes (grey, RGBA, 16-bit) are refused, not converted,
+    because the models were trained on 8-bit RGB renders."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    if not path.is_file():
+        raise Face4DError(f"{path}: no such image file")
+    try:
+        image = np.asarray(iio.imread(path))
+    except Exception as exc:  # imageio raises many types for a file that is not an image
+        raise Face4DError(f"{path}: not a readable image ({type(exc).__name__})") from None
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise Face4DError(f"{path}: the image must be RGB (H, W, 3), got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise Face4DError(f"{path}: the image must be 8-bit, got {image.dtype}")
+    return image
+
+
+def read_points(path: str | os.PathLike) -> np.ndarray:
+    """68 image landmarks (pixels) from a .npy (68, 2) or an iBUG .pts file."""
+    path = Path(path)
+    if not path.is_file():
+        raise Face4DError(f"{path}: no such landmark file")
+    if path.suffix.lower() == ".pts":
+        text = path.read_text().split("{", 1)[-1].split("}", 1)[0]
+        points = np.array([[float(v) for v in line.split()] for line in text.strip().splitlines()], np.float32)
+    else:
+        points = np.load(path, allow_pickle=False).astype(np.float32)
+    if points.shape != (68, 2):
+        raise Face4DError(f"{path}: identity landmarks must have shape (68, 2), got {points.shape}")
+    return points
+
+
+def portrait_identity(directory: str | os.PathLike, identity: int) -> tuple[np.ndarray, np.ndarray]:
+    """The neutral image and its landmarks of one identity of a portrait dataset."""
+    with neural_errors():
+        from render.neural.data import load_neutrals, read_manifest
+
+        read_manifest(directory)
+        neutrals = load_neutrals(directory)
+    if neutrals is None:
+        raise Face4DError(f"{directory} has no neutrals.npz")
+    rows = np.flatnonzero(neutrals["identity"] == identity)
+    if not len(rows):
+        raise Face4DError(f"{directory} has no identity {identity} "
+                          f"(identities {int(neutrals['identity'].min())}..{int(neutrals['identity'].max())})")
+    return neutrals["rgb"][rows[0]], neutrals["landmarks"][rows[0]]
+
+
+def project_sequence(landmarks: np.ndarray, identity_landmarks: np.ndarray, neutral_frame: int = 0) -> np.ndarray:
+    """Image landmarks (F, 68, 2) of a 3D landmark sequence (F, 68, 3), cm, Y up, facing +z.
+
+    A scaled orthographic camera looking down -z, fitted (least squares: scale, in-plane rotation,
+    translation) so that the sequence's neutral frame lands on the identity image's landmarks; every
+    frame goes through the same camera, so the image moves as the sequence moves from its neutral.
+    """
+    frames = np.asarray(landmarks, np.float64)
+    if frames.ndim != 3 or frames.shape[1:] != (68, 3):
+        raise Face4DError(f"landmark frames must have shape (F, 68, 3), got {frames.shape}")
+    flat = frames[..., :2] * np.array([1.0, -1.0])  # image y points down
+    source, target = flat[neutral_frame], np.asarray(identity_landmarks, np.float64)
+    mu_s, mu_t = source.mean(0), target.mean(0)
+    a, b = source - mu_s, target - mu_t
+    u, s, vt = np.linalg.svd(b.T @ a)
+    d = np.diag([1.0, np.sign(np.linalg.det(u @ vt))])
+    rotation = u @ d @ vt
+    scale = np.trace(np.diag(s) @ d) / (a**2).sum()
+    return (scale * (flat - mu_s) @ rotation.T + mu_t).astype(np.float32)

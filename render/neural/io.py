@@ -1,0 +1,67 @@
+"""Model folders of the neural renderers: ``config.json`` (the model's config dataclass, plus its kind)
+and ``model.safetensors``; nothing is pickled. Every file goes through ``meshops.atomic.atomic_file``,
+so an interrupted save leaves the old or the new file whole."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from meshops.atomic import atomic_file
+from render.neural.data import NeuralInputError
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def write_json(path: Path, data: Any) -> None:
+    with atomic_file(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    with atomic_file(path, overwrite=True) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+
+
+def config_from_dict(cls: type, data: dict) -> Any:
+    """A config dataclass from JSON; lists become tuples where the field's default is a tuple."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise NeuralInputError(f"{cls.__name__}: unknown fields {unknown}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def save_model(directory: str | os.PathLike, kind: str, config: Any, module: torch.nn.Module,
+               extra: dict | None = None) -> Path:
+    """Write ``module``'s weights and ``config`` (a dataclass) into ``directory`` (created if missing)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_tensors(directory / WEIGHTS_FILE, module.state_dict())
+    write_json(directory / CONFIG_FILE, {"kind": kind, "config": dataclasses.asdict(config), **(extra or {})})
+    return directory
+
+
+def read_config(directory: str | os.PathLike, kind: str) -> dict:
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file() or not (Path(directory) / WEIGHTS_FILE).is_file():
+        raise NeuralInputError(f"{directory} holds no trained model (config.json and model.safetensors)")
+    data = json.loads(path.read_text())
+    if data.get("kind") != kind:
+        raise NeuralInputError(f"{directory} holds a {data.get('kind')!r} model, not {kind!r}")
+    return data
+
+
+def load_model(directory: str | os.PathLike, kind: str, config_cls: type, model_cls: type,
+               device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The model saved by ``save_model``, in eval mode."""
+    data = read_config(directory, kind)
+    model = model_cls(config_from_dict(config_cls, data["config"]))
+    model.load_state_dict(load_file(str(Path(directory) / WEIGHTS_FILE)))
+    return model.to(device).eval()

@@ -1,0 +1,275 @@
+"""The neural renderer (``render.neural``): portrait data, landmark maps, metrics and the warp baseline
+(fast); the models' shapes and ablation switches, deterministic resumable training, and the CLI
+(slow: they train micro models at 32² on a tiny synthetic portrait folder, ``tests/neural_fixtures``)."""
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from neural_fixtures import LABELS, make_portraits
+from render.neural import metrics
+from render.neural.data import (NeuralInputError, PortraitPairs, check_image, check_landmarks,
+                                landmark_maps, load_images, load_neutrals)
+
+ROOT = Path(__file__).resolve().parents[1]
+MICRO = {"channels": (16, 32), "dim": 32, "heads": 2, "encoder_widths": (16, 32, 32)}
+
+
+@pytest.fixture(scope="module")
+def portraits(tmp_path_factory):
+    return make_portraits(tmp_path_factory.mktemp("portraits") / "data")
+
+
+def test_render_init_does_not_import_neural():
+    tree = ast.parse((ROOT / "render" / "__init__.py").read_text())
+    modules = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    modules += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in modules if m and "neural" in m]
+
+
+def test_load_images_split_and_pairs(portraits):
+    train, test = load_images(portraits, "train"), load_images(portraits, "test")
+    assert train["rgb"].shape == (24, 32, 32, 3) and train["rgb"].dtype == np.uint8
+    assert set(train["identity"]) == {0, 1, 2, 3} and set(test["identity"]) == {4, 5}
+    neutrals = load_neutrals(portraits)
+    pairs = PortraitPairs(train, neutrals, identity="neutral")
+    item = pairs[7]
+    assert item["target"].shape == (3, 32, 32) and -1 <= item["target"].min() and item["target"].max() <= 1
+    row = int(np.flatnonzero(neutrals["identity"] == train["identity"][7])[0])
+    assert np.allclose(item["identity_landmarks"].numpy(), neutrals["landmarks"][row])
+    other = PortraitPairs(train, identity="other")
+    for i in range(len(other)):
+        j = other.partner[i]
+        assert j != i and train["identity"][j] == train["identity"][i]
+    batch = other.batch([0, 3, 5])
+    assert batch["target"].shape == (3, 3, 32, 32) and batch["label"].dtype == torch.long
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, portraits):
+    with pytest.raises(NeuralInputError, match="not a portrait dataset"):
+        load_images(tmp_path)
+    with pytest.raises(NeuralInputError, match="the model takes 32x32"):
+        check_image(np.zeros((64, 64, 3), np.uint8), 32)
+    with pytest.raises(NeuralInputError, match="RGB"):
+        check_image(np.zeros((32, 32, 4), np.uint8), 32)
+    with pytest.raises(NeuralInputError, match="uint8"):
+        check_image(np.zeros((32, 32, 3), np.float32), 32)
+    with pytest.raises(NeuralInputError, match=r"\(\.\.\., 68, 2\)"):
+        check_landmarks(np.zeros((5, 68, 3)))
+    with pytest.raises(NeuralInputError, match="neutrals"):
+        PortraitPairs(load_images(portraits), None, identity="neutral")
+
+
+def test_landmark_maps_peak_at_the_points():
+    points = torch.tensor([[[10.5, 20.5]] * 68], dtype=torch.float32)
+    points[0, 48:] = torch.tensor([5.5, 7.5])
+    maps = landmark_maps(points, 32)
+    assert maps.shape == (1, 5, 32, 32)
+    assert maps[0, 0, 20, 10] == pytest.approx(1.0) and maps[0, 4, 7, 5] == pytest.approx(1.0)
+    assert maps[0, 4, 20, 10] < 1e-3  # the mouth channel holds only the mouth's points
+
+
+def test_metrics_numbers():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    noisy = np.clip(truth.astype(int) + rng.choice([-4, 4], truth.shape), 0, 255).astype(np.uint8)
+    mse = ((noisy.astype(float) - truth) ** 2).mean(axis=(1, 2, 3))
+    assert metrics.psnr(noisy, truth) == pytest.approx(np.mean(10 * np.log10(255**2 / mse)), rel=1e-6)
+    assert metrics.ssim(truth, truth) == pytest.approx(1.0)
+    assert metrics.ssim(noisy, truth) < 1.0
+    lm = rng.uniform(0, 32, (4, 68, 2)).astype(np.float32)
+    lm[:, 36], lm[:, 45] = [8, 12], [24, 12]  # inter-ocular distance 16
+    shifted = lm.copy()
+    shifted[:, 17:] += [1.6, 0]
+    shifted[:, :17] += 50  # the jaw is not counted
+    assert metrics.nme_inner(lm, lm) == 0
+    assert metrics.nme_inner(shifted, lm) == pytest.approx(0.1, rel=1e-5)
+    a = rng.normal(size=(500, 4))
+    assert metrics.frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
+    assert metrics.frechet_distance(a + [2, 0, 0, 0], a) == pytest.approx(4, rel=1e-3)
+
+
+def test_warp_baseline_moves_features_to_the_target():
+    from neural_fixtures import draw, template
+
+    skin, background = np.array([200, 160, 140], np.float32), np.array([20, 40, 60], np.float32)
+    source = template() * 64
+    target = source.copy()
+    target[48:68, 1] += 4  # mouth down by 4 px
+    image, _ = draw(64, skin, background, source)
+    same = metrics.warp_baseline(image, source, source)
+    assert np.abs(same.astype(int) - image).mean() < 1.0
+    warped = metrics.warp_baseline(image, source, target)
+    expected, _ = draw(64, skin, background, target)
+    mouth = np.zeros((64, 64), bool)
+    mouth[40:60, 16:48] = True
+    err_warped = np.abs(warped.astype(int) - expected)[mouth].mean()
+    err_unwarped = np.abs(image.astype(int) - expected)[mouth].mean()
+    assert err_warped < 0.5 * err_unwarped
+
+
+@pytest.mark.parametrize("options, streams", [({}, 3), ({"landmarks": False}, 2), ({"cross_fusion": False}, 3)])
+def test_ccfexp_ablations(options, streams):
+    from render.neural.ccfexp_model import CCFExp, CCFExpConfig
+
+    torch.manual_seed(0)
+    model = CCFExp(CCFExpConfig(size=32, **MICRO, **options))
+    grid = (32 // 8) ** 2
+    tokens = (1 + grid) + grid + (68 if streams == 3 else 0)
+    lm = torch.rand(2, 68, 2) * 32
+    condition = model.encode(torch.rand(2, 3, 32, 32) * 2 - 1, lm, lm)
+    assert condition["tokens"].shape == (2, tokens, 32)
+    assert hasattr(model, "fusion") == options.get("cross_fusion", True)
+    assert hasattr(model, "landmark_mlp") == options.get("landmarks", True)
+    assert model.unet.config.in_channels == (8 if options.get("landmarks", True) else 3)
+    assert model(torch.randn(2, 3, 32, 32), torch.tensor([3, 900]), condition).shape == (2, 3, 32, 32)
+
+
+def test_edit_condition_and_label_errors():
+    from render.neural.conditional_diffusion_model import EditConfig, EditModel, VAEConfig
+
+    model = EditModel(EditConfig(size=32, labels=tuple(LABELS), channels=(16, 32), label_dim=16, semantic_dim=8,
+                                 vae=VAEConfig(size=32, widths=(16, 32), latent=8)))
+    source = torch.rand(2, 3, 32, 32) * 2 - 1
+    cond = model.condition(torch.tensor([0, model.null_label]), source)
+    assert cond.shape == (2, 64)  # the time embedding's width, 4 x channels[0]
+    assert not any(p.requires_grad for p in model.vae.parameters())
+    with pytest.raises(NeuralInputError, match="unknown label 'joy'"):
+        model.edit(np.zeros((32, 32, 3), np.uint8), "joy", steps=2)
+    with pytest.raises(NeuralInputError, match="strength"):
+        model.edit(np.zeros((32, 32, 3), np.uint8), LABELS[0], steps=2, strength=0)
+    label_only = EditModel(EditConfig(size=32, labels=tuple(LABELS), channels=(16, 32), variant="label"))
+    assert not hasattr(label_only, "vae")
+
+
+def _train_micro(portraits, out, steps, checkpoint_every=100):
+    from render.neural.ccfexp_model import CCFExpConfig
+    from render.neural.ccfexp_training import train_ccfexp
+    from render.neural.evaluators import EvaluatorConfig, Evaluators
+    from render.neural.training import NeuralTrainConfig
+
+    torch.manual_seed(0)  # untrained but fixed loss networks: what matters is that every run sees the same
+    evaluators = Evaluators(EvaluatorConfig(size=32, widths=(16, 32), identities=4, labels=tuple(LABELS)))
+    config = NeuralTrainConfig(steps=steps, batch_size=4, checkpoint_every=checkpoint_every, seed=3)
+    return train_ccfexp(load_images(portraits, "train"), load_neutrals(portraits), out, config,
+                        CCFExpConfig(**MICRO), evaluators=evaluators, progress=False)
+
+
+@pytest.mark.slow
+def test_ccfexp_training_is_deterministic_and_resumes_exactly(portraits, tmp_path):
+    from safetensors.torch import load_file
+
+    full = _train_micro(portraits, tmp_path / "full", 4)
+    assert full.step == 4 and len(full.losses) == 4 and all(np.isfinite(full.losses))
+    _train_micro(portraits, tmp_path / "again", 4)
+    first = _train_micro(portraits, tmp_path / "resumed", 2, checkpoint_every=2)
+    second = _train_micro(portraits, tmp_path / "resumed", 4, checkpoint_every=2)
+    assert (first.start_step, second.start_step, second.step) == (0, 2, 4)
+    assert first.losses + second.losses == pytest.approx(full.losses, rel=1e-5)
+    weights = {name: load_file(str(tmp_path / name / "model.safetensors")) for name in ("full", "again", "resumed")}
+    for key, value in weights["full"].items():
+        assert torch.equal(value, weights["again"][key]), key
+        assert torch.allclose(value, weights["resumed"][key], atol=1e-6), key
+
+
+@pytest.mark.slow
+def test_ccfexp_generates_and_reloads(portraits, tmp_path):
+    from render.neural.ccfexp_model import CCFExp
+
+    _train_micro(portraits, tmp_path / "model", 2)
+    model = CCFExp.from_pretrained(tmp_path / "model")
+    neutrals, images = load_neutrals(portraits), load_images(portraits, "test")
+    frames = model.generate(neutrals["rgb"][4], neutrals["landmarks"][4], images["landmarks"][:3], steps=3, seed=1)
+    assert frames.shape == (3, 3, 32, 32) and frames.abs().max() <= 1
+    again = model.generate(neutrals["rgb"][4], neutrals["landmarks"][4], images["landmarks"][:3], steps=3, seed=1)
+    assert torch.equal(frames, again)
+    with pytest.raises(NeuralInputError, match="32x32"):
+        model.generate(np.zeros((64, 64, 3), np.uint8), neutrals["landmarks"][4], images["landmarks"][:1])
+
+
+def face4d(*args, env_extra=None, launcher=("-m", "face4d.cli")):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.run([sys.executable, *launcher, *map(str, args)], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=600)
+
+
+@pytest.mark.slow
+def test_cli_trains_renders_and_edits(portraits, tmp_path):
+    import imageio.v3 as iio
+
+    ev, faces, edit = tmp_path / "ev", tmp_path / "faces", tmp_path / "edit"
+    micro = ("--steps", 2, "--batch-size", 4, "--quiet")
+    assert face4d("train", "neural-evaluators", "--data", portraits, "--out", ev, "--widths", "16,32",
+                  *micro).returncode == 0
+    done = face4d("train", "neural-faces", "--data", portraits, "--out", faces, "--evaluators", ev,
+                  "--channels", "16,32", "--dim", "32", *micro)
+    assert done.returncode == 0, done.stderr
+    assert "neural-faces at step 2" in done.stdout
+    assert face4d("train", "neural-edit", "--data", portraits, "--out", edit, "--channels", "16,32",
+                  "--vae-steps", 1, *micro).returncode == 0
+    # a generated 3D sequence (cm, Y up) projected onto a portrait identity
+    seq = np.zeros((1, 5, 68, 3), np.float32)
+    from neural_fixtures import template
+    seq[0, :, :, :2] = (template() - 0.5) * [12, -14]
+    seq[0, 2:, 48:, 1] -= 0.5
+    lm_file = tmp_path / "seq.npy"
+    np.save(lm_file, seq[0])
+    out = tmp_path / "faces.gif"
+    done = face4d("render", lm_file, "--neural", "faces", "--neural-model", faces, "--portraits", portraits,
+                  "--identity", 4, "--out", out, "--steps", 2, "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert iio.imread(out).shape[-3:-1] == (32, 32)
+    image = tmp_path / "face.png"
+    iio.imwrite(image, load_neutrals(portraits)["rgb"][4])
+    done = face4d("edit", image, "--label", LABELS[3], "--model", edit, "--out", tmp_path / "edited.png",
+                  "--steps", 2, "--strength", 0.5)
+    assert done.returncode == 0, done.stderr
+    assert iio.imread(tmp_path / "edited.png").shape == (32, 32, 3)
+    # bad inputs: one line, exit 2, nothing written
+    big = tmp_path / "big.png"
+    iio.imwrite(big, np.zeros((64, 64, 3), np.uint8))
+    grey = tmp_path / "grey.png"
+    iio.imwrite(grey, np.zeros((32, 32), np.uint8))
+    bad_lm = tmp_path / "bad.npy"
+    np.save(bad_lm, np.zeros((68, 3), np.float32))
+    cases = [("edit", image, "--label", "joy", "--model", edit, "--out", tmp_path / "x.png"),
+             ("edit", big, "--label", LABELS[0], "--model", edit, "--out", tmp_path / "x.png"),
+             ("edit", grey, "--label", LABELS[0], "--model", edit, "--out", tmp_path / "x.png"),
+             ("edit", image, "--label", LABELS[0], "--model", tmp_path / "none", "--out", tmp_path / "x.png"),
+             ("render", lm_file, "--neural", "faces", "--neural-model", faces, "--identity-image", image,
+              "--identity-landmarks", bad_lm, "--out", tmp_path / "x.gif")]
+    for case in cases:
+        done = face4d(*case)
+        assert done.returncode == 2, (case, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("face4d: error:"), done.stderr
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "x.gif").exists()
+
+
+@pytest.mark.slow
+def test_missing_extra_is_one_line(tmp_path):
+    blocker = tmp_path / "block"
+    blocker.mkdir()
+    (blocker / "diffusers.py").write_text("raise ImportError('blocked')\n")
+    (blocker / "sitecustomize.py").write_text(
+        "import importlib.util, sys\n_find = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda name, *a: None if name == 'diffusers' else _find(name, *a)\n")
+    done = face4d("edit", tmp_path / "face.png", "--label", LABELS[0], "--model", tmp_path, "--out",
+                  tmp_path / "x.png", env_extra={"PYTHONPATH": f"{blocker}{os.pathsep}{ROOT}"})
+    assert done.returncode == 2
+    assert done.stderr.strip() == "face4d: error: the neural renderer needs diffusers: pip install 'face4d[neural]'"
+
+
+@pytest.mark.slow
+def test_two_process_training_with_accelerate(portraits, tmp_path):
+    ev = tmp_path / "ev"
+    done = face4d("--num_processes", "2", "--cpu", "-m", "face4d.cli", "train", "neural-evaluators", "--data",
+                  portraits, "--out", ev, "--widths", "16,32", "--steps", 2, "--batch-size", 4, "--quiet",
+                  launcher=("-m", "accelerate.commands.launch"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("neural-evaluators at step 2") == 1  # the main process reports
+    assert (ev / "model.safetensors").is_file()
