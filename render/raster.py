@@ -24,7 +24,7 @@ from render.camera import Camera
 from render.preview import _check_faces, _vertex_normals
 
 _NEAR = 1e-3
-_DEPTH_BITS = 31
+_DEPTH_BITS = 30  # the packed key (depth << 32 | row) stays below 2**63
 
 
 @dataclass
@@ -118,9 +118,9 @@ def rasterize(camera: Camera, vertices: np.ndarray, faces: np.ndarray, cull_back
 
     # z-buffer: the smallest (quantised depth, row) key of each pixel wins
     pixel = py * width + px
-    depth = 1.0 / inv_depth
+    depth = 1.0 / inv_depth.astype(np.float64)
     z_lo, z_hi = depth.min(), depth.max()
-    quantised = ((depth - z_lo) / max(z_hi - z_lo, 1e-12) * (2**_DEPTH_BITS - 1)).astype(np.int64)
+    quantised = np.round((depth - z_lo) / max(z_hi - z_lo, 1e-12) * (2**_DEPTH_BITS - 1)).astype(np.int64)
     key = (quantised << 32) | np.arange(len(depth), dtype=np.int64)
     best = np.full(height * width, np.iinfo(np.int64).max, np.int64)
     np.minimum.at(best, pixel, key)
