@@ -57,7 +57,7 @@ SKIN_TONES = np.array([[0.96, 0.82, 0.72], [0.90, 0.71, 0.58], [0.80, 0.58, 0.44
                        [0.45, 0.29, 0.19], [0.30, 0.19, 0.13]])
 HAIR = np.array([[0.08, 0.06, 0.05], [0.20, 0.13, 0.08], [0.35, 0.22, 0.12], [0.45, 0.22, 0.10], [0.55, 0.45, 0.30]])
 IRISES = np.array([[0.25, 0.45, 0.70], [0.30, 0.50, 0.30], [0.40, 0.25, 0.12], [0.22, 0.13, 0.07], [0.50, 0.42, 0.22]])
-_IDENTITY, _APPEARANCE, _IMAGE, _CLIP, _SPLIT = 0, 1, 2, 3, 4
+_APPEARANCE, _IMAGE, _CLIP, _SPLIT = 1, 2, 3, 4  # random streams of one seed
 _CLIP_SEQUENCES = 1 << 40  # the synthesizer's sequence indices of clips start here, after any image's
 
 
