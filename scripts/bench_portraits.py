@@ -65,45 +65,52 @@ def render_grid(head: HeadModel, seed: int = 0) -> Path:
     return GRID
 
 
-def renderer_rate(head: HeadModel, size: int, count: int) -> float:
-    """Images per second of the in-process render loop at ``size`` (one core)."""
+def renderer_rate(head: HeadModel, size: int, count: int) -> tuple[float, float]:
+    """Images per wall-clock second and per CPU second of the in-process render loop at ``size``."""
     renderer = PortraitRenderer(head)
     plan = PortraitPlan(head, PortraitConfig(size=size, images=count, identities=50), seed=0)
     table = plan.images
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for i in range(count):
         identity = int(table["identity"][i])
         vertices = head.vertices(plan.synth.identities[identity], table["weights"][i])
         renderer.render(vertices, plan.appearance[identity], renderer.camera(size, *table["camera"][i].tolist()))
-    return count / (time.perf_counter() - start)
+    return count / (time.perf_counter() - start), count / (time.process_time() - cpu)
 
 
-def vtk_rate(head: HeadModel, size: int, count: int) -> float | None:
-    """Frames per second of the VTK preview renderer on the same head (None without pyvista)."""
+def vtk_rate(head: HeadModel, size: int, count: int) -> tuple[float, float] | None:
+    """Frames per wall-clock and per CPU second of the VTK preview renderer on the same head (None
+    without pyvista); llvmpipe's render threads count in the CPU time."""
     try:
         from render import MeshRenderer
     except ImportError:
         return None
     with MeshRenderer(head.faces, size=(size, size), bounds=head.neutral[head.region_ids("face")]) as renderer:
         renderer.render(head.neutral)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for i in range(count):
             renderer.render(head.neutral + 0.01 * i)
-    return count / (time.perf_counter() - start)
+    return count / (time.perf_counter() - start), count / (time.process_time() - cpu)
 
 
-def command_rate(images: int, workers: int, repeats: int) -> float:
-    """Images per second of a fresh `face4d dataset portraits` process (best of ``repeats``)."""
-    best = 0.0
+def command_rate(images: int, workers: int, repeats: int) -> tuple[float, float]:
+    """Images per wall-clock and per CPU second (the process and its workers) of a fresh `face4d dataset
+    portraits` process, best of ``repeats``."""
+    best = (0.0, 0.0)
     for _ in range(repeats):
         tmp = Path(tempfile.mkdtemp())
         cmd = [sys.executable, "-m", "face4d.cli", "dataset", "portraits", "--out", str(tmp / "p"), "--size", "64",
                "--images", str(images), "--identities", "50", "--workers", str(workers), "--quiet"]
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _children_cpu()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        best = max(best, images / (time.perf_counter() - start))
+        best = max(best, (images / (time.perf_counter() - start), images / (_children_cpu() - cpu)))
         shutil.rmtree(tmp)
     return best
+
+
+def _children_cpu() -> float:
+    times = os.times()
+    return times.children_user + times.children_system
 
 
 def main() -> None:
@@ -119,16 +126,17 @@ def main() -> None:
     rows = []
     for size in (64, 128):
         rate = renderer_rate(head, size, args.images // 2)
-        rows.append([f"numpy rasteriser, render loop, 1 process", f"{size}²", f"{rate:.1f}"])
+        rows.append(["numpy rasteriser, render loop, 1 process", f"{size}²", *(f"{r:.1f}" for r in rate)])
         print(rows[-1])
     for workers in (1, 2):
         rate = command_rate(args.images, workers, args.repeats)
         rows.append([f"`face4d dataset portraits --images {args.images}`, `--workers {workers}`, whole command",
-                     "64²", f"{rate:.1f}"])
+                     "64²", *(f"{r:.1f}" for r in rate)])
         print(rows[-1])
     rate = vtk_rate(head, 64, 100)
     if rate is not None:
-        rows.append(["VTK preview renderer (`render.MeshRenderer`, grey head, for comparison)", "64²", f"{rate:.1f}"])
+        rows.append(["VTK preview renderer (`render.MeshRenderer`, grey head, for comparison)", "64²",
+                     *(f"{r:.1f}" for r in rate)])
         print(rows[-1])
     text = "\n".join([
         "## Portrait data", "",
@@ -140,12 +148,20 @@ def main() -> None:
         f"Made by `{command}`.", "",
         "### Rendering speed", "",
         f"Made by `{command}` on {platform.machine()} with {os.cpu_count()} CPU cores (Python "
-        f"{platform.python_version()}, numpy {np.__version__}); the machine was shared, load average "
-        f"{load:.1f} at the start, so these are lower bounds.", "",
-        markdown_table(["what", "size", "images/s"], rows),
+        f"{platform.python_version()}, numpy {np.__version__}). The machine was shared (load average "
+        f"{load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end), so the wall-clock rates are lower "
+        "bounds; images per CPU second is the cost that does not depend on the load: two free cores give "
+        "about twice that with `--workers 2`.", "",
+        markdown_table(["what", "size", "images / wall-clock s", "images / CPU s"], rows),
         "Target (issue 17): at least 20 images/s at 64² on 2 cores. Each image is rasterised at twice its "
         "size and box-filtered (2 x 2 supersampling); the whole-command rates include the process start, the "
-        "neutral image of each of the 50 identities and writing the shards.",
+        "neutral image of each of the 50 identities and writing the shards. The wall-clock rates on this loaded "
+        "machine miss the target; the CPU cost (about 26 images per CPU second for the whole command) meets it on "
+        "two free cores only by extrapolation, which this run did not measure. The VTK row draws the bare grey "
+        "head with its vertices shifted (no mesh building, paint, mouth interior, background, mask or landmarks) "
+        "at 1.5 x 1.5 supersampling: per frame it is cheaper than the numpy path, which the portrait data uses for "
+        "what VTK's previews do not give (per-vertex paint, back faces drawn as the mouth interior, exact coverage "
+        "masks, no OpenGL context).",
     ])
     if not DOC.exists():
         DOC.parent.mkdir(exist_ok=True)
