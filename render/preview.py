@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from meshops.atomic import atomic_file
+from render.camera import Camera
 
 SKIN = (0.87, 0.70, 0.60)
 BACKGROUND = (0.94, 0.94, 0.94)
@@ -50,6 +51,9 @@ class MeshRenderer:
 
     ``antialias``: ``"ssaa"`` (default; draw at 1.5x and area-average down), ``"msaa"`` (multisampling:
     the same look, about twice the time on a CPU) or ``"none"`` (fastest, jagged silhouettes).
+
+    ``camera`` is the ``render.camera.Camera`` in use once it is fixed (``set_camera`` picks another):
+    it projects points into this renderer's images without VTK.
     """
 
     def __init__(self, faces: np.ndarray, size: tuple[int, int] = (512, 512), view: str = "front",
@@ -74,6 +78,7 @@ class MeshRenderer:
         scale = SUPERSAMPLE if antialias == "ssaa" else 1.0
         self._window = (round(self.size[0] * scale), round(self.size[1] * scale))
         self._framed = False
+        self.camera: Camera | None = None
         _quiet_vtk()
         self._plotter = pv.Plotter(off_screen=True, window_size=self._window, lighting="none")
         self._plotter.set_background(background)
@@ -147,6 +152,22 @@ class MeshRenderer:
             raise ValueError(f"points must have shape (..., 3), got {points.shape}")
         return self._pixels(self._ndc(points), self.size)
 
+    def set_camera(self, camera: Camera) -> None:
+        """Look through ``camera`` (a ``render.camera.Camera`` of this renderer's size) from now on."""
+        self._require_open()
+        if camera.size != self.size:
+            raise ValueError(f"the camera is for {camera.size[0]} x {camera.size[1]} images, "
+                             f"this renderer draws {self.size[0]} x {self.size[1]}")
+        vtk_camera = self._plotter.camera
+        vtk_camera.focal_point = camera.target
+        vtk_camera.position = tuple(camera.position)
+        vtk_camera.up = tuple(camera.rotation[1])
+        vtk_camera.view_angle = camera.view_angle
+        self.camera = camera
+        if not self._framed:
+            self._depth_tolerance = 0.02 * camera.distance * camera.size[1] / camera.focal
+        self._framed = True
+
     def close(self) -> None:
         """Release the render window; the renderer cannot be used afterwards."""
         if self._plotter is not None:
@@ -216,26 +237,9 @@ class MeshRenderer:
 
     def _frame(self, bounds: np.ndarray) -> None:
         """Point the camera so the box ``bounds`` fills the frame (with ``margin``) from the chosen view."""
+        self.set_camera(Camera.framing(bounds, self.size, VIEWS[self.view], VIEW_ANGLE, self.margin))
         lo, hi = bounds[0::2], bounds[1::2]
-        centre = (lo + hi) / 2
-        azimuth = math.radians(VIEWS[self.view])
-        back = np.array([math.sin(azimuth), 0.0, math.cos(azimuth)])  # from the focal point to the camera
-        up = np.array([0.0, 1.0, 0.0])
-        right = np.cross(up, back)
-        corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
-        corners -= centre
-        half_w, half_h = np.abs(corners @ right).max(), np.abs(corners @ up).max()
-        near = (corners @ back).max()
-        tan = math.tan(math.radians(VIEW_ANGLE) / 2)
-        aspect = self.size[0] / self.size[1]
-        distance = near + self.margin * max(half_h / tan, half_w / (tan * aspect), 1e-6)
-        camera = self._plotter.camera
-        camera.focal_point = tuple(centre)
-        camera.position = tuple(centre + distance * back)
-        camera.up = tuple(up)
-        camera.view_angle = VIEW_ANGLE
         self._depth_tolerance = 0.02 * float(np.linalg.norm(hi - lo))  # landmarks may sit a little inside the skin
-        self._framed = True
 
     def _check_vertices(self, vertices: np.ndarray, ndim: int) -> np.ndarray:
         vertices = _check_points(vertices, "vertices", ndim)

@@ -43,6 +43,22 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     preview.add_argument("--size", type=int, default=256, help="tile size in pixels")
     preview.add_argument("--overwrite", action="store_true")
 
+    portraits = sub.add_parser("portraits", help="render painted portrait images (and clips) of random identities "
+                                                 "of the head model: the neural renderers' data")
+    portraits.add_argument("--out", required=True, type=Path, help="output directory (must not exist or be empty)")
+    portraits.add_argument("--size", type=int, default=64, help="image size in pixels: 64 or 128 (default 64)")
+    portraits.add_argument("--images", type=int, default=20000, help="number of expression images (default 20000)")
+    portraits.add_argument("--clips", type=int, default=0, help="number of clips rendered at 64 and 128 pixels "
+                                                                "(default 0)")
+    portraits.add_argument("--clip-frames", type=int, default=16, help="frames per clip (default 16)")
+    portraits.add_argument("--identities", type=int, default=500, help="number of people; 10%% are the test "
+                                                                       "split (default 500)")
+    portraits.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same data")
+    portraits.add_argument("--workers", type=int, default=1, help="rendering processes (default 1)")
+    portraits.add_argument("--shard-size", type=int, default=1000, help="images per shard (default 1000)")
+    portraits.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    portraits.add_argument("--quiet", action="store_true", help="no progress bar")
+
     imp = sub.add_parser("import", help="load a real 4D dataset from disk as a trainable dataset directory "
                                          "(or one interchange .npz)")
     imp.add_argument("kind", choices=("coma", "bu4dfe"))
@@ -67,7 +83,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    {"build": _build, "info": _info, "preview": _preview, "import": _import}[args.dataset_command](args)
+    {"build": _build, "info": _info, "preview": _preview, "import": _import,
+     "portraits": _portraits}[args.dataset_command](args)
 
 
 def _build(args) -> None:
@@ -146,3 +163,15 @@ def _import(args) -> None:
         return
     out = import_dataset(args.out, seqs, source, overwrite=args.overwrite, progress=not args.quiet, **dataset_options)
     print(f"wrote {len(seqs)} sequences of {len(set(seqs.subjects))} subjects to {out}")
+
+
+def _portraits(args) -> None:
+    from face4d.data.portraits import PortraitConfig, build_portraits
+
+    if args.size not in (64, 128):
+        raise Face4DError(f"--size must be 64 or 128, got {args.size}")
+    config = PortraitConfig(size=args.size, images=args.images, clips=args.clips, clip_frames=args.clip_frames,
+                            identities=args.identities, shard_size=args.shard_size)
+    out = build_portraits(args.out, config, seed=args.seed, workers=args.workers, overwrite=args.overwrite,
+                          progress=not args.quiet)
+    print(f"wrote {args.images} images and {args.clips} clips of {args.identities} identities to {out}")

@@ -28,6 +28,7 @@ EXAMPLES = """examples:
   face4d dataset info data/face4d
   face4d dataset preview --out previews/ --data data/face4d
   face4d dataset import coma ~/COMA --embedding flame_landmarks.npz --out data/coma
+  face4d dataset portraits --out data/portraits64 --size 64 --images 20000 --clips 200 --workers 2
   face4d train denoiser --data data/coma --out models/coma_denoiser
   face4d generate --label high_smile --frames 40 --num 4 --seed 0 --out samples/
   face4d generate --text "disgust high smile" --num 4 --out samples_text/
