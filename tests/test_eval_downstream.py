@@ -25,7 +25,6 @@ from face4d.eval.downstream import (FILL_SETTINGS, FillSetting, filling, geometr
                                     text_control)
 from face4d.eval.harness import GROUND_TRUTH, Evaluation  # noqa: E402
 from face4d.eval.metrics import frame_speeds, join_speeds, known_frame_error  # noqa: E402
-from face4d.filling import RECONSTRUCTION_WEIGHT  # noqa: E402
 from face4d.generate import LandmarkGenerator, SamplingConfig  # noqa: E402
 from face4d.models import TextGuide, TextGuideConfig  # noqa: E402
 from face4d.text import get_text_encoder  # noqa: E402
@@ -274,13 +273,13 @@ def test_filling_rows_keep_known_frames(data, ic_dir, gen):
                                                       ("Accuracy (%)", "FID", "Jitter (cm/frame^2)", "Amplitude (cm)")],
                              "Known frames, max rel. error", "s / sequence"]
     assert table.column("Method") == [GROUND_TRUTH, "mean imputation", "ours (Alg. 3 as written: replacement only)",
-                                      f"ours (Alg. 3 + reconstruction guidance, w = {RECONSTRUCTION_WEIGHT:g})"]
+                                      "ours (Alg. 3 + reconstruction guidance: anchor)"]
     for row, key in ((2, "ours, replacement only"), (3, "ours")):
         errors = table.values["known error"][key]
         assert set(errors) == {"FFB", "FFE", "FFM"} and max(errors.values()) < 1e-4
         assert table.rows[row][14] == f"{max(errors.values()):.1e}"
         assert table.rows[row][2:14] == [c for n in ("FFB", "FFE", "FFM") for c in table.scores[key, n].cells()]
-    without = filling(evaluation, gen, replace(FAST, reconstruction=0.0), progress=False)
+    without = filling(evaluation, gen, replace(FAST, reconstruction=0.0, anchor=False), progress=False)
     assert without.column("Method")[2:] == ["ours (Alg. 3)"]  # the paper's algorithm is then the only "ours"
     assert without.scores["ours", "FFM"].fid == table.scores["ours, replacement only", "FFM"].fid
     # the baseline's numbers, from the same masks (setting k drawn with the seed (seed, k))
@@ -317,7 +316,7 @@ def test_geometry_rows_and_join_report(data, ic_dir, gen):
                              "Speed at the join (cm/frame)", "Speed elsewhere (cm/frame)", "Join / elsewhere",
                              "s / sequence"]
     assert table.column("Method") == [GROUND_TRUTH, "ours (Alg. 4 as written: replacement only), 2 passes",
-                                      f"ours (Alg. 4 + reconstruction guidance, w = {RECONSTRUCTION_WEIGHT:g}), 2 passes"]
+                                      "ours (Alg. 4 + reconstruction guidance: anchor), 2 passes"]
     assert max(table.values["enforced error"].values()) < 1e-4
     join, elsewhere = join_speeds(evaluation.reference)
     np.testing.assert_array_equal(table.values["join"]["ground truth"], join)
@@ -404,5 +403,5 @@ def test_motion_scripts_write_their_sections(data, text_bundle, tmp_path, capsys
     _script("ablate_motion").main(argv)
     text = out.read_text()
     assert "<!-- begin motion -->" in text and "<!-- begin motion_ablation -->" in text
-    assert "| a | epsilon | frame | 0 | uniform |  | DDPM, posterior variance, 3 steps |" in text
-    assert "| b | epsilon | frame | 0 | uniform |  | DDIM eta 0, 3 steps |" in text
+    assert "| a | epsilon | frame | no | 0 | uniform |  | DDPM, posterior variance, 3 steps; labels: classifier |" in text
+    assert "| b | epsilon | frame | no | 0 | uniform |  | DDIM eta 0, 3 steps; labels: classifier |" in text
