@@ -203,8 +203,9 @@ class KnownFrameReconstruction:
 
     Given the model's estimate ``x0_hat(x_t)``, the unknown frames' estimate moves by
     ``-w sqrt(abar_t) / 2`` times the gradient, with respect to ``x_t``, of the squared error of
-    the *known* frames' estimate, averaged over the known frames. Through the network's attention this is the direction that makes
-    the whole noisy sequence agree with the known frames: identity, pose and where the motion is.
+    the *known* frames' estimate, averaged over the known frames. Through the network's attention
+    this is the direction that makes the whole noisy sequence agree with the known frames: identity,
+    pose and where the motion is.
     Known frames' estimates are left alone (the step's replacement overrides them).
 
     The gradient moves the unknown frames only as far as the network's attention links them to the
@@ -257,7 +258,7 @@ def interpolate_known(values: torch.Tensor, known: torch.Tensor) -> torch.Tensor
     batch, frames = known.shape
     index = torch.arange(frames, device=known.device).expand(batch, frames)
     before = torch.where(known, index, torch.full_like(index, -1)).cummax(dim=1).values
-    after = torch.flip(torch.flip(torch.where(known, index, torch.full_like(index, frames)), [1]).cummin(dim=1).values, [1])
+    after = torch.where(known, index, torch.full_like(index, frames)).flip(1).cummin(dim=1).values.flip(1)
     has_before, has_after = before >= 0, after < frames
     lo, hi = before.clamp(min=0), after.clamp(max=frames - 1)
     span = (hi - lo).clamp(min=1).to(values.dtype)

@@ -142,8 +142,7 @@ class LandmarkGenerator:
             hook = GradientGuidance(diffusion, self.text_objective(texts_in), sampling.text_guidance)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         x = diffusion.sample_loop(self.noise_model(labels, types, sampling), (num, frames, NUM_LANDMARKS, 3),
-                                  generator=generator,
-                                    progress=progress, step_hook=hook, device=self.device)
+                                  generator=generator, progress=progress, step_hook=hook, device=self.device)
         landmarks = self.normalizer.denormalize(x.detach().cpu()).numpy()
         texts = texts_in if text is not None else [get_label(name).text if name else "" for name in labels]
         enriched = [get_label(name).enriched_text(kind) if name and kind else "" for name, kind in zip(labels, types)]
@@ -184,7 +183,7 @@ class LandmarkGenerator:
         """Whether the denoiser reads labels itself (classifier-free guidance, ``Denoiser``)."""
         return bool(self.denoiser.config.num_labels)
 
-    def _label_control(self, sampling: SamplingConfig) -> str:
+    def label_control(self, sampling: SamplingConfig) -> str:
         """``sampling.label_control`` with ``auto`` resolved, checked against this bundle."""
         control = sampling.label_control
         if control == "auto":
@@ -196,7 +195,7 @@ class LandmarkGenerator:
 
     def noise_model(self, labels: list[str | None], types: list[str | None], sampling: SamplingConfig):
         """The denoiser, asked for ``labels`` (and ``types``) when it steers them itself."""
-        if labels[0] is None or self._label_control(sampling) == "classifier":
+        if labels[0] is None or self.label_control(sampling) == "classifier":
             return self.denoiser
         label_ids = torch.tensor([label_index(name) for name in labels], dtype=torch.long, device=self.device)
         type_ids = None if types[0] is None else torch.tensor([type_index(name) for name in types], device=self.device)
@@ -205,7 +204,7 @@ class LandmarkGenerator:
     def label_guidance(self, diffusion: GaussianDiffusion, labels: list[str], types: list[str | None],
                        sampling: SamplingConfig, mask: torch.Tensor | None = None) -> GradientGuidance | None:
         """Classifier guidance towards ``labels`` (Alg. 1); None when the denoiser steers them alone."""
-        if self._label_control(sampling) == "conditional":
+        if self.label_control(sampling) == "conditional":
             return None
         return GradientGuidance(diffusion, self.label_objective(labels, types), sampling.guidance, mask=mask)
 
@@ -272,9 +271,10 @@ class LandmarkGenerator:
         if label is not None:
             hook = self.label_guidance(diffusion, [label] * n, [None] * n, sampling, mask=mask)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        x = sample_with_known_frames(diffusion, self.noise_model([label] * n, [None] * n, sampling), x0, known, passes=passes, guidance=hook, mask=mask,
-                                     generator=generator, progress=progress, device=self.device,
-                                     reconstruction=sampling.reconstruction, anchor=sampling.anchor)
+        x = sample_with_known_frames(diffusion, self.noise_model([label] * n, [None] * n, sampling), x0, known,
+                                     passes=passes, guidance=hook, mask=mask, generator=generator, progress=progress,
+                                     device=self.device, reconstruction=sampling.reconstruction,
+                                     anchor=sampling.anchor)
         out = self.normalizer.denormalize(x.detach().cpu()).numpy()
         out[~valid] = 0.0
         text = get_label(label).text if label else ""
@@ -340,10 +340,10 @@ class LandmarkGenerator:
         elif texts is not None:
             hook = GradientGuidance(diffusion, self.text_objective(list(texts)), sampling.text_guidance)
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        noise_model = self.noise_model(list(labels), list(types), sampling) if labels[0] is not None else self.denoiser
-        x = sample_with_known_frames(diffusion, noise_model, x0, known, passes=passes, guidance=hook,
-                                     generator=generator, progress=progress, device=self.device,
-                                     reconstruction=sampling.reconstruction, anchor=sampling.anchor)
+        x = sample_with_known_frames(diffusion, self.noise_model(list(labels), list(types), sampling), x0, known,
+                                     passes=passes, guidance=hook, generator=generator, progress=progress,
+                                     device=self.device, reconstruction=sampling.reconstruction,
+                                     anchor=sampling.anchor)
         landmarks = self.normalizer.denormalize(x.detach().cpu()).numpy()
         return LandmarkSequences(landmarks=landmarks, lengths=np.full(num, frames),
                                  labels=[name or "" for name in labels], types=list(types), fps=self.fps,

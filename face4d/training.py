@@ -68,7 +68,7 @@ from face4d.data.normalize import LandmarkNormalizer
 from face4d.diffusion import PREDICTIONS, DiffusionConfig, GaussianDiffusion
 from face4d.errors import Face4DError
 from face4d.models.classifier import ClassifierConfig, target_index
-from face4d.models.denoiser import DenoiserConfig
+from face4d.models.denoiser import CONDITION_EMBEDDINGS, DenoiserConfig
 from face4d.models.ic import ICConfig, IndependentClassifier
 from face4d.models.text_guide import TextGuideConfig, text_similarity
 from face4d.text import TEXT_MODES, get_text_encoder, sequence_text_embeddings
@@ -449,24 +449,21 @@ class Trainer(CheckpointedRun):
         bar.set_postfix(loss=f"{value:.4f}")
         return losses.tolist()
 
+
 def _initialise_from(model: nn.Module, kind: str, source: str | os.PathLike, normalizer: LandmarkNormalizer) -> None:
-    """Copy ``source``'s weights into ``model``; parameters it lacks must be condition embeddings, zeroed."""
+    """Copy ``source``'s weights into ``model``: the same architecture, save for the condition
+    embeddings of a conditional denoiser started from an unconditional one, which start at zero."""
     trained, _, trained_normalizer = load_pretrained(source, kind)
     if trained_normalizer is not None and trained_normalizer.to_dict() != normalizer.to_dict():
         raise Face4DError(f"{source}: trained on another dataset (its landmark normaliser differs)")
-    try:
-        result = model.load_state_dict(trained.state_dict(), strict=False)
-    except RuntimeError as error:
-        raise Face4DError(f"{source}: another architecture than this run's ({str(error).splitlines()[1].strip()})") \
-            from None
-    new = [name for name in result.missing_keys if not name.startswith(("label_embedding.", "order_embedding."))]
-    if result.unexpected_keys or new:
-        raise Face4DError(f"{source}: another architecture than this run's "
-                          f"(parameters {', '.join((result.unexpected_keys + new)[:5])})")
+    weights, own = trained.state_dict(), model.state_dict()
+    new = [name for name in own if name not in weights and name.split(".")[0] in CONDITION_EMBEDDINGS]
+    check_state_dict({name: value for name, value in own.items() if name not in new}, weights,
+                     f"{source}: another architecture than this run's")
+    model.load_state_dict(weights, strict=False)
     with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name in result.missing_keys:
-                parameter.zero_()
+        for name in new:
+            own[name].zero_()  # state_dict tensors share the parameters' storage
 
 
 # ------------------------------------------------------------------------ the models' losses
@@ -587,8 +584,9 @@ def train_model(
 
     The diffusion models record ``diffusion.num_timesteps`` of the paper's linear schedule
     (``face4d.diffusion.DiffusionConfig``, with its default betas) in their config.json;
-    ``face4d.checkpoint.write_bundle`` records the bundle's shared schedule once in its ``bundle.json``. The denoiser's ``prediction`` (``face4d.diffusion.PREDICTIONS``; the paper:
-    ``epsilon``) is recorded there too, and ``velocity_weight`` (the weight of the loss on the
+    ``face4d.checkpoint.write_bundle`` records the bundle's shared schedule once in its
+    ``bundle.json``. The denoiser's ``prediction`` (``face4d.diffusion.PREDICTIONS``; the paper:
+    ``epsilon``) is recorded in its config.json too, and ``velocity_weight`` (the weight of the loss on the
     predicted motion's frame-to-frame differences; the paper: 0), ``snr_gamma`` and ``snr_floor``
     (the weights of noise levels, ``GaussianDiffusion.training_loss``; the paper: uniform, 0) under
     ``loss``; unset, they are ours (``DENOISER_*``) for ``sample``/``v`` and the paper's for

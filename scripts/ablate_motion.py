@@ -66,9 +66,7 @@ def training_of(bundle: Path) -> list[str]:
 def sampler_of(sampling: SamplingConfig, generator: LandmarkGenerator) -> str:
     steps = generator.diffusion.num_timesteps if sampling.sampler == "paper" else sampling.steps
     kind = f"DDIM eta {sampling.eta:g}" if sampling.eta is not None else f"DDPM, {sampling.variance} variance"
-    control = sampling.label_control
-    if control == "auto":
-        control = "conditional" if generator.conditional else "classifier"
+    control = generator.label_control(sampling)
     if control != "classifier" and sampling.condition_scale != 1.0:
         control += f", scale {sampling.condition_scale:g}"
     return f"{kind}, {steps} steps; labels: {control}"

@@ -20,6 +20,9 @@ from face4d.models.layers import Pretrained, TransformerConfig, check_sequence_i
     sinusoidal_embedding, timestep_mlp, transformer_encoder
 from face4d.settings import SKIPS
 
+CONDITION_EMBEDDINGS = ("label_embedding", "order_embedding")
+"""The modules a conditional ``Denoiser`` has beyond an unconditional one of the same config."""
+
 
 @dataclass
 class DenoiserConfig(TransformerConfig):
