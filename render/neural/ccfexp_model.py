@@ -39,7 +39,7 @@ KIND = "ccfexp"
 class CCFExpConfig:
     size: int = 64
     channels: tuple[int, ...] = (32, 64, 64)
-    """UNet block widths; the lower two levels carry cross-attention."""
+    """UNet block widths; the lowest level (and the mid block) carries the attention."""
     layers_per_block: int = 1
     dim: int = 64
     """Token width: the cross-attention context and the fused features."""
@@ -54,9 +54,10 @@ class CCFExpConfig:
 
 
 def unet_blocks(levels: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Plain blocks at full resolution, cross-attention below it (attention at 64² costs most)."""
-    down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (levels - 1)
-    up = ("CrossAttnUpBlock2D",) * (levels - 1) + ("UpBlock2D",)
+    """Cross-attention at the lowest level only: self-attention over the 32² grid cost two thirds of a
+    64² step on the CPU, and the target's landmark maps already place features at full resolution."""
+    down = ("DownBlock2D",) * (levels - 1) + ("CrossAttnDownBlock2D",)
+    up = ("CrossAttnUpBlock2D",) + ("UpBlock2D",) * (levels - 1)
     return down, up
 
 

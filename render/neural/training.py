@@ -88,6 +88,8 @@ def fit(out_dir: str | Path, module: torch.nn.Module, dataset: PortraitPairs, co
     ema = EMAModel(params, decay=config.ema_decay) if config.ema_decay > 0 else None
     start = _resume(out_dir, module, optimizer, ema, config, kind)
     wrapped, optimizer = accelerator.prepare(module, optimizer)
+    if ema is not None:  # made (or resumed) on the CPU, beside weights that prepare() may have moved
+        ema.to(accelerator.device)
     losses: list[float] = []
     bar = tqdm(range(start, config.steps), disable=not (progress and accelerator.is_main_process),
                desc=f"train {kind}", initial=start, total=config.steps)
