@@ -29,6 +29,7 @@ from face4d.diffusion import GaussianDiffusion
 from face4d.errors import Face4DError
 from face4d.filling import check_known, sample_with_known_frames
 from face4d.guidance import GradientGuidance, label_objective, text_objective
+from face4d.label_gains import LabelGains, read_gains
 from face4d.landmarks import check_neutral, check_units
 from face4d.models.classifier import Classifier, type_index
 from face4d.models.denoiser import Denoiser
@@ -44,13 +45,14 @@ class LandmarkGenerator:
 
     def __init__(self, denoiser: Denoiser, diffusion: GaussianDiffusion, normalizer: LandmarkNormalizer,
                  classifiers: dict[str, Classifier] | None = None, fps: float = DEFAULT_FPS,
-                 text_guide: TextGuide | None = None):
+                 text_guide: TextGuide | None = None, label_gains: LabelGains | None = None):
         self.denoiser = denoiser.eval()
         self.diffusion = diffusion
         self.normalizer = normalizer
         self.classifiers = {kind: c.eval() for kind, c in (classifiers or {}).items()}
         self.text_guide = None if text_guide is None else text_guide.eval()
         self.fps = fps
+        self.label_gains = label_gains
 
     @classmethod
     def from_pretrained(cls, bundle: str | os.PathLike | None = None,
@@ -83,7 +85,7 @@ class LandmarkGenerator:
                 text_guide = model
         diffusion = shared.diffusion.build(x0_range=_x0_range(config))
         normalizer = shared.normalizer
-        return cls(denoiser, diffusion, normalizer, classifiers, text_guide=text_guide)
+        return cls(denoiser, diffusion, normalizer, classifiers, text_guide=text_guide, label_gains=read_gains(bundle))
 
     @property
     def max_frames(self) -> int:
@@ -100,7 +102,8 @@ class LandmarkGenerator:
                  intensity: float = 1.0) -> LandmarkSequences:
         """``num`` sequences of ``frames`` frames, in centimetres; label-guided when ``label`` is given,
         text-guided (Alg. 2) when ``text`` is given (one of the two). ``intensity`` scales every
-        frame's displacement from the neutral one (``scale_intensity``).
+        frame's displacement from the neutral one (``scale_intensity``), times the bundle's gain for
+        the label (``face4d.label_gains``) when it has one.
 
         ``label`` (and ``sequence_type``) may also be a list with one entry per sequence, which is
         how evaluation asks for one sample per test sequence in a single batch; ``num`` is then the
@@ -149,10 +152,21 @@ class LandmarkGenerator:
         seqs = LandmarkSequences(landmarks=landmarks, lengths=np.full(num, frames),
                                  labels=[name or "" for name in labels], types=[kind or "" for kind in types],
                                  fps=self.fps, texts=texts, texts_enriched=enriched)
-        if intensity == 1.0:
+        factors = intensity * self.gains(labels, sampling)
+        if np.all(factors == 1.0):
             return seqs
         neutral_types = list(types) if all(types) else self.infer_types(seqs)
-        return scale_intensity(seqs, intensity, neutral_types)
+        return scale_intensity(seqs, factors, neutral_types)
+
+    def gains(self, labels: Sequence[str | None], sampling: SamplingConfig) -> np.ndarray:
+        """Each sequence's amplitude gain (``face4d.label_gains``): the bundle's gain for its label, or 1
+        without a label, without gains, with ``sampling.calibrate`` off, or under another label
+        control than the gains were measured with."""
+        gains = self.label_gains
+        if (gains is None or not sampling.calibrate or labels[0] is None
+                or self.label_control(sampling) != gains.label_control):
+            return np.ones(len(labels))
+        return np.array([gains.gain(name) for name in labels])
 
     def infer_types(self, seqs: LandmarkSequences) -> list[str]:
         """Each sequence's order (``N2E``/``E2N``) as the type S classifier reads it on the clean
@@ -295,7 +309,7 @@ class LandmarkGenerator:
         sequence) by the text guide towards that text (Alg. 2; say the order in the text, e.g. "from a
         neutral face to a smile"); without either, the expression is the model's free choice.
         Output in centimetres, typed ``sequence_type``; ``intensity`` scales every frame's
-        displacement from the neutral face (``scale_intensity``).
+        displacement from the neutral face (``scale_intensity``), times the label's gain as in ``generate``.
         """
         sampling = sampling or SamplingConfig()
         check_intensity(intensity)
@@ -345,12 +359,14 @@ class LandmarkGenerator:
                                      device=self.device, reconstruction=sampling.reconstruction,
                                      anchor=sampling.anchor)
         landmarks = self.normalizer.denormalize(x.detach().cpu()).numpy()
-        return LandmarkSequences(landmarks=landmarks, lengths=np.full(num, frames),
+        seqs = LandmarkSequences(landmarks=landmarks, lengths=np.full(num, frames),
                                  labels=[name or "" for name in labels], types=list(types), fps=self.fps,
                                  texts=list(texts) if texts is not None else
                                  [get_label(name).text if name else "" for name in labels],
                                  texts_enriched=[get_label(name).enriched_text(kind) if name else ""
                                                  for name, kind in zip(labels, types)])
+        factors = self.gains(list(labels), sampling)
+        return seqs if np.all(factors == 1.0) else scale_intensity(seqs, factors, list(types))
 
     def sampling_diffusion(self, sampling: SamplingConfig) -> GaussianDiffusion:
         """The diffusion ``sampling`` runs: the trained one (``paper``) or its ``steps``-step respacing."""
@@ -372,17 +388,24 @@ def check_intensity(intensity: float) -> float:
     return value
 
 
-def scale_intensity(seqs: LandmarkSequences, intensity: float, types: Sequence[str]) -> LandmarkSequences:
+def scale_intensity(seqs: LandmarkSequences, intensity: float | Sequence[float],
+                    types: Sequence[str]) -> LandmarkSequences:
     """``seqs`` with every frame moved to ``neutral + intensity * (frame - neutral)``, the neutral
     frame being the first of an ``N2E`` sequence and the last valid one of an ``E2N`` (``types``, one
     per sequence). The neutral face stays exactly where it was and the apex goes ``intensity`` times
-    as far; timing is untouched, and jitter scales with the motion, so it is not added to."""
-    intensity = check_intensity(intensity)
+    as far; timing is untouched, and jitter scales with the motion, so it is not added to.
+    ``intensity``: a user's intensity (checked against ``INTENSITY_RANGE``) or one factor per
+    sequence (a user's intensity times a label's gain, ``face4d.label_gains``)."""
+    if np.ndim(intensity) == 0:
+        intensity = np.full(len(seqs), check_intensity(intensity))
+    intensity = np.asarray(intensity, np.float64)
+    if intensity.shape != (len(seqs),) or not np.all(np.isfinite(intensity)) or np.any(intensity < 0):
+        raise Face4DError(f"intensity factors must be {len(seqs)} non-negative numbers, got {intensity}")
     if len(types) != len(seqs) or any(kind not in SEQUENCE_TYPES for kind in types):
         raise Face4DError(f"scaling the intensity needs an N2E or E2N type per sequence, got {list(types)}")
     index = np.where(np.asarray(types) == "N2E", 0, seqs.lengths - 1)
     neutral = seqs.landmarks[np.arange(len(seqs)), index][:, None].astype(np.float64)
-    landmarks = neutral + intensity * (seqs.landmarks - neutral)
+    landmarks = neutral + intensity[:, None, None, None] * (seqs.landmarks - neutral)
     valid = np.arange(seqs.num_frames)[None] < seqs.lengths[:, None]
     landmarks[~valid] = 0.0
     return replace(seqs, landmarks=landmarks.astype(np.float32))

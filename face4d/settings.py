@@ -101,7 +101,8 @@ class SamplingConfig:
     (``face4d.filling.KnownFrameReconstruction``). ``condition_scale`` is the classifier-free
     guidance scale of a conditional denoiser (``Denoiser.conditioned``; 1: the conditional model
     itself); an unconditional one ignores it. ``label_control`` says how labels steer
-    (``LABEL_CONTROLS``)."""
+    (``LABEL_CONTROLS``). ``calibrate`` applies the bundle's per-label amplitude gains
+    (``face4d.label_gains``) to label-guided sequences."""
 
     sampler: str = "fast"
     steps: int = 50
@@ -113,6 +114,7 @@ class SamplingConfig:
     condition_scale: float = 1.0
     anchor: bool = True
     label_control: str = "auto"
+    calibrate: bool = True
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:

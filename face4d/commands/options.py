@@ -164,6 +164,9 @@ def add_sampling_args(parser: argparse.ArgumentParser, guidance: bool = True, sa
         parser.add_argument("--condition-scale", type=float, metavar="W",
                             help="classifier-free guidance scale of a conditional denoiser "
                                  f"(default {defaults.condition_scale:g}: the conditional model itself)")
+        parser.add_argument("--no-calibration", dest="calibrate", action="store_const", const=False, default=None,
+                            help="leave out the model's per-label amplitude gains (label_gains.json): each label "
+                                 "as far as guidance takes it")
         add_reconstruction_arg(parser, default=None)
     if runtime:
         parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -197,7 +200,7 @@ def sampling_config(args: argparse.Namespace):
                                               ("steps", getattr(args, "guidance_steps", None)),
                                               ("lr", getattr(args, "guidance_lr", None))) if value is not None}
     options = given(args, "sampler", "steps", "reconstruction", "variance", "eta", "condition_scale", "anchor",
-                    "label_control")
+                    "label_control", "calibrate")
     return replace(defaults, guidance=replace(defaults.guidance, **guidance),
                    text_guidance=replace(defaults.text_guidance, **guidance), **options)
 

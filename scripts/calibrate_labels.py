@@ -1,0 +1,77 @@
+"""Per-label amplitude calibration of a model bundle: measures, on the *training* dataset, each label's
+mean apex amplitude in the data and in label-guided samples (calibration off), and writes their ratios
+as the bundle's ``label_gains.json`` (``face4d.label_gains``). Writes section ``label_gains`` of
+``docs/results.md``. The motion benchmark (``scripts/eval_motion.py``) then scores the calibrated model
+on a dataset of another seed, which the gains never saw.
+
+    python scripts/calibrate_labels.py --data data/face4d --model face4d/weights/default --per-label 16 \\
+        [--overwrite]
+
+The samples are made as the benchmark makes its label row: one per reference sequence (up to
+``--per-label`` test sequences of each label, drawn with ``--seed``), with its label, order and
+length, by the fast sampler with the package's default settings and the bundle's label control.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from face4d.errors import Face4DError
+from face4d.eval.harness import run_script
+from face4d.eval.motion import landmark_stats
+from face4d.eval.protocol import generate_like
+from face4d.eval.report import markdown_table
+from face4d.generate import LandmarkGenerator, SamplingConfig
+from face4d.label_gains import GAINS_FILE, LabelGains, gains_from_amplitudes, write_gains
+
+sys.path.insert(0, str(Path(__file__).parent))
+from eval_motion import reference_set  # noqa: E402  (the benchmark's reference, shared)
+
+
+def calibrate(args: argparse.Namespace) -> tuple[list[str], list]:
+    bundle = args.model
+    if (bundle / GAINS_FILE).exists() and not args.overwrite:
+        raise Face4DError(f"{bundle / GAINS_FILE} exists; pass --overwrite to measure the gains again")
+    generator = LandmarkGenerator.from_pretrained(bundle)
+    sampling = replace(SamplingConfig(), calibrate=False)
+    reference = reference_set(args.data, None, args.per_label, args.seed)
+    samples = generate_like(reference, lambda idx, frames, s: generator.generate(
+        list(reference.labels[idx]), frames, len(idx), s, list(reference.types[idx]), sampling), args.seed,
+        desc="label-guided samples")
+    data, ours = landmark_stats(reference), landmark_stats(samples)
+    labels = [name for name in dict.fromkeys(reference.labels)]
+    data_amp = {name: data.mean("apex_amplitude", reference.labels == name) for name in labels}
+    our_amp = {name: ours.mean("apex_amplitude", samples.labels == name) for name in labels}
+    gains = gains_from_amplitudes(data_amp, our_amp)
+    command = "python scripts/calibrate_labels.py " + " ".join(sys.argv[1:])
+    measured = {"data": str(args.data), "per_label": args.per_label, "seed": args.seed, "command": command}
+    path = write_gains(bundle, LabelGains(generator.label_control(sampling), gains, measured))
+    rows = [[name, str(int((reference.labels == name).sum())), f"{data_amp[name]:.3f}", f"{our_amp[name]:.3f}",
+             f"{gains[name]:.2f}"] for name in labels]
+    spread = np.array(list(gains.values()))
+    return [f"Wrote `{path}` (label control: {generator.label_control(sampling)}). Reference: "
+            f"{len(reference)} test sequences of `{args.data.name}` (the training dataset's seed), up to "
+            f"{args.per_label} per label; one uncalibrated label-guided sample each (its label, order and "
+            f"length; fast sampler, {args.threads} threads). Gain = data / model, mean apex amplitude; "
+            f"gains from {spread.min():.2f} to {spread.max():.2f}.",
+            markdown_table(["Label", "Sequences", "Data amplitude (cm)", "Model amplitude (cm)", "Gain"], rows)], []
+
+
+def main(argv: list[str] | None = None) -> None:
+    def arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--data", required=True, type=Path, help="the dataset the bundle was trained on")
+        parser.add_argument("--model", required=True, type=Path, help="the bundle to calibrate")
+        parser.add_argument("--per-label", type=int, default=16)
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--overwrite", action="store_true", help="replace the bundle's label_gains.json")
+
+    run_script("calibrate_labels.py", __doc__, "label_gains", "Label amplitude calibration", calibrate, argv,
+               arguments, common=False)
+
+
+if __name__ == "__main__":
+    main()
