@@ -5,11 +5,13 @@ as the bundle's ``label_gains.json`` (``face4d.label_gains``). Writes section ``
 on a dataset of another seed, which the gains never saw.
 
     python scripts/calibrate_labels.py --data data/face4d --model face4d/weights/default --per-label 16 \\
-        [--overwrite]
+        --repeats 4 [--overwrite]
 
 The samples are made as the benchmark makes its label row: one per reference sequence (up to
 ``--per-label`` test sequences of each label, drawn with ``--seed``), with its label, order and
-length, by the fast sampler with the package's default settings and the bundle's label control.
+length, by the fast sampler with the package's default settings and the bundle's label control;
+``--repeats`` such samples per reference sequence, with other seeds: a label's amplitude varies widely
+from sample to sample (some samples barely move), so its mean needs many of them.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from face4d.data.interchange import LandmarkSequences
 from face4d.errors import Face4DError
 from face4d.eval.harness import run_script
 from face4d.eval.motion import landmark_stats
@@ -27,6 +30,9 @@ from face4d.eval.protocol import generate_like
 from face4d.eval.report import markdown_table
 from face4d.generate import LandmarkGenerator, SamplingConfig
 from face4d.label_gains import GAINS_FILE, LabelGains, gains_from_amplitudes, write_gains
+
+REPEAT_SEED_STRIDE = 100_000
+"""Seed offset between repeats; generate_like's own batch seeds stay below it."""
 
 sys.path.insert(0, str(Path(__file__).parent))
 from eval_motion import reference_set  # noqa: E402  (the benchmark's reference, shared)
@@ -39,26 +45,31 @@ def calibrate(args: argparse.Namespace) -> tuple[list[str], list]:
     generator = LandmarkGenerator.from_pretrained(bundle)
     sampling = replace(SamplingConfig(), calibrate=False)
     reference = reference_set(args.data, None, args.per_label, args.seed)
-    samples = generate_like(reference, lambda idx, frames, s: generator.generate(
-        list(reference.labels[idx]), frames, len(idx), s, list(reference.types[idx]), sampling), args.seed,
-        desc="label-guided samples")
+    if args.repeats < 1:
+        raise Face4DError(f"--repeats must be >= 1, got {args.repeats}")
+    samples = LandmarkSequences.concatenate([generate_like(reference, lambda idx, frames, s: generator.generate(
+        list(reference.labels[idx]), frames, len(idx), s, list(reference.types[idx]), sampling),
+        args.seed + REPEAT_SEED_STRIDE * r, desc=f"label-guided samples ({r + 1}/{args.repeats})")
+        for r in range(args.repeats)])
     data, ours = landmark_stats(reference), landmark_stats(samples)
     labels = [name for name in dict.fromkeys(reference.labels)]
     data_amp = {name: data.mean("apex_amplitude", reference.labels == name) for name in labels}
     our_amp = {name: ours.mean("apex_amplitude", samples.labels == name) for name in labels}
     gains = gains_from_amplitudes(data_amp, our_amp)
     command = "python scripts/calibrate_labels.py " + " ".join(sys.argv[1:])
-    measured = {"data": str(args.data), "per_label": args.per_label, "seed": args.seed, "command": command}
+    measured = {"data": str(args.data), "per_label": args.per_label, "repeats": args.repeats, "seed": args.seed,
+                "command": command}
     path = write_gains(bundle, LabelGains(generator.label_control(sampling), gains, measured))
-    rows = [[name, str(int((reference.labels == name).sum())), f"{data_amp[name]:.3f}", f"{our_amp[name]:.3f}",
-             f"{gains[name]:.2f}"] for name in labels]
+    rows = [[name, str(int((reference.labels == name).sum())), str(int((samples.labels == name).sum())),
+             f"{data_amp[name]:.3f}", f"{our_amp[name]:.3f}", f"{gains[name]:.2f}"] for name in labels]
     spread = np.array(list(gains.values()))
     return [f"Wrote `{path}` (label control: {generator.label_control(sampling)}). Reference: "
             f"{len(reference)} test sequences of `{args.data.name}` (the training dataset's seed), up to "
-            f"{args.per_label} per label; one uncalibrated label-guided sample each (its label, order and "
-            f"length; fast sampler, {args.threads} threads). Gain = data / model, mean apex amplitude; "
+            f"{args.per_label} per label; {args.repeats} uncalibrated label-guided samples each (its label, order "
+            f"and length; fast sampler, {args.threads} threads). Gain = data / model, mean apex amplitude; "
             f"gains from {spread.min():.2f} to {spread.max():.2f}.",
-            markdown_table(["Label", "Sequences", "Data amplitude (cm)", "Model amplitude (cm)", "Gain"], rows)], []
+            markdown_table(["Label", "Data sequences", "Samples", "Data amplitude (cm)", "Model amplitude (cm)", "Gain"],
+                           rows)], []
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument("--data", required=True, type=Path, help="the dataset the bundle was trained on")
         parser.add_argument("--model", required=True, type=Path, help="the bundle to calibrate")
         parser.add_argument("--per-label", type=int, default=16)
+        parser.add_argument("--repeats", type=int, default=4, help="samples per reference sequence")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--overwrite", action="store_true", help="replace the bundle's label_gains.json")
 

@@ -1,7 +1,7 @@
 """Neural renderer evaluation on the unseen (test) identities of a portrait dataset, where the exact
 ground-truth image of every (identity, target landmarks) pair exists.
 
-    python scripts/eval_neural_images.py --data /work/data/portraits64 --evaluators models/neural/evaluators \
+    python scripts/eval_neural_images.py --data /work/data/portraits64 --evaluators models/neural/judges \
         --ccfexp ccfexp=models/neural/ccfexp --ccfexp no_landmarks=models/neural/ccfexp_nolm \
         --edit vae=models/neural/edit --edit label=models/neural/edit_label --out docs/results.md
 
@@ -18,8 +18,10 @@ Writes the section ``neural_images`` of ``docs/results.md``:
   (18 labels), identity cosine to the source, from noise and SDEdit;
 * **cost**: seconds for one 64² image with 25 DDIM steps, on ``--threads`` CPU threads.
 
-The evaluators are the networks CCFExp's losses were trained with (the paper does the same with its
-IR-50 / MobileFaceNet); their scores on the ground truth are reported beside the models'.
+``--evaluators`` are the judges: give networks trained apart from CCFExp's loss networks (another seed,
+``face4d train neural-evaluators --seed 1``), so that a model is not scored by the networks it was
+trained against (the paper scores with the IR-50 / MobileFaceNet it trains with); their own scores on
+the ground truth are reported beside the models'.
 """
 from __future__ import annotations
 
