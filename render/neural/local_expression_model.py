@@ -129,12 +129,13 @@ class RegionDiffusion(nn.Module):
 
     @torch.no_grad()
     def edit(self, image: np.ndarray, landmarks: np.ndarray, regions: tuple[str, ...] | list[str],
-             text: np.ndarray | torch.Tensor, strength: int = DEFAULT_STRENGTH, steps: int = 25,
+             text, strength: int = DEFAULT_STRENGTH, steps: int = 25,
              guidance: float = 1.0, seed: int = 0, feather: float | None = None,
              return_crops: bool = False):
         """Images (B, 3, H, W) in [-1, 1]: uint8 ``image`` (H, W, 3) or (B, H, W, 3) of any size with its
         (68, 2) / (B, 68, 2) pixel ``landmarks``, its ``regions`` re-drawn under ``text`` (text_dim,) or
-        (B, text_dim) and pasted back (``feather``: the config's by default, 0 for a hard paste).
+        (B, text_dim) embeddings, or a dict of them per region, and pasted back (``feather``: the config's
+        by default, 0 for a hard paste).
         ``return_crops`` also returns ``{region: (source crops, edited crops, boxes)}``."""
         rgb = np.asarray(image)
         rgb = rgb[None] if rgb.ndim == 3 else rgb
@@ -148,13 +149,7 @@ class RegionDiffusion(nn.Module):
             raise NeuralInputError("no region to edit")
         device = next(self.parameters()).device
         images = to_tensor(rgb).to(device)
-        text = torch.as_tensor(np.asarray(text, np.float32) if not torch.is_tensor(text) else text,
-                               dtype=torch.float32).to(device)
-        text = text[None] if text.ndim == 1 else text
-        if text.shape[-1] != self.config.text_dim:
-            raise NeuralInputError(f"text embeddings must have {self.config.text_dim} values "
-                                   f"({self.config.text_encoder}), got {text.shape[-1]}")
-        text = text.expand(len(images), -1)
+        texts = {r: self._text(text[r] if isinstance(text, dict) else text, len(images), device) for r in regions}
         marks = torch.as_tensor(marks).to(device)
         feather = self.config.feather if feather is None else feather
         out, parts = images, {}
@@ -162,10 +157,20 @@ class RegionDiffusion(nn.Module):
             box = self.boxes(marks, region)
             source = crop(images, box, self.config.size)
             index = torch.full((len(images),), self.region_index(region), device=device)
-            edited = self.denoise(source, index, text, strength, steps, guidance, seed + k)
+            edited = self.denoise(source, index, texts[region], strength, steps, guidance, seed + k)
             out = paste(out, edited, box, feather)
             parts[region] = (source, edited, box)
         return (out, parts) if return_crops else out
+
+    def _text(self, text, count: int, device) -> torch.Tensor:
+        """(count, text_dim) embeddings on ``device`` from one or ``count`` of them."""
+        text = torch.as_tensor(np.asarray(text, np.float32) if not torch.is_tensor(text) else text,
+                               dtype=torch.float32).to(device)
+        text = text[None] if text.ndim == 1 else text
+        if text.shape[-1] != self.config.text_dim:
+            raise NeuralInputError(f"text embeddings must have {self.config.text_dim} values "
+                                   f"({self.config.text_encoder}), got {text.shape[-1]}")
+        return text.expand(count, -1)
 
     def save_pretrained(self, directory) -> None:
         save_model(directory, KIND, self.config, self)
