@@ -2,6 +2,7 @@
 landmarks, paste-back and its seam, the smooth-L1 loss, the region texts (fast); resumable training,
 SDEdit editing and the CLI on micro models at 32² (slow)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,6 +192,21 @@ def test_sdedit_changes_only_the_regions_and_grows_with_strength(portraits, tmp_
         model.edit(image, marks, ("mouth",), torch.zeros(5))
     with pytest.raises(NeuralInputError, match="unknown region"):
         model.edit(image, marks, ("nose",), text)
+    with pytest.raises(NeuralInputError, match="under 2 pixels"):
+        model.edit(image, np.full((68, 2), 16, np.float32), ("eyes",), text)
+
+
+def test_model_defaults_to_the_shipped_one(tmp_path, monkeypatch):
+    from face4d import neural
+    from face4d.errors import Face4DError
+
+    monkeypatch.setattr(neural, "NEURAL_WEIGHTS", tmp_path)
+    with pytest.raises(Face4DError, match="no region model ships with this install; pass --model DIR"):
+        neural.model_or_shipped(None, "region", "neural-region")
+    (tmp_path / "region").mkdir()
+    (tmp_path / "region" / "config.json").write_text("{}")
+    assert neural.model_or_shipped(None, "region", "neural-region") == tmp_path / "region"
+    assert neural.model_or_shipped("elsewhere", "region", "neural-region") == Path("elsewhere")
 
 
 @pytest.mark.slow

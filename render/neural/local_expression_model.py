@@ -155,6 +155,9 @@ class RegionDiffusion(nn.Module):
         out, parts = images, {}
         for k, region in enumerate(regions):  # every crop comes from the source; they are pasted in turn
             box = self.boxes(marks, region)
+            if (box[:, 2:] < 2).any():
+                raise NeuralInputError(f"the landmarks give a {region} box under 2 pixels wide or high; "
+                                       f"are they the image's 68 iBUG points in pixels?")
             source = crop(images, box, self.config.size)
             index = torch.full((len(images),), self.region_index(region), device=device)
             edited = self.denoise(source, index, texts[region], strength, steps, guidance, seed + k)
