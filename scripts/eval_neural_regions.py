@@ -46,9 +46,10 @@ from render.neural.local_expression_model import DEFAULT_STRENGTH, RegionDiffusi
 from render.neural.local_expression_regions import crop, paste, seam_score
 
 SECTION = "neural_regions"
-GRID_TEXTS = (("mouth", "a wide smile"), ("mouth", "an open mouth"), ("mouth", "angry pressed lips"),
-              ("eyes", "wide surprised eyes with raised brows"), ("eyes", "angry eyes under lowered brows"),
-              ("both", "a surprised face"))
+GRID_ROWS = (("mouth", "happiness"), ("mouth", "mouth_open"), ("mouth", "bareteeth"), ("eyes", "surprise"),
+             ("eyes", "anger"), ("both", "surprise"))
+"""(region, label) rows of the edit grid, each drawn with the label's first region texts (stored
+embeddings, so the grid needs no sentence encoder)."""
 
 
 def named(text: str) -> tuple[str, Path]:
@@ -86,7 +87,7 @@ def run_edits(model: RegionDiffusion, test: dict, rows, targets, texts, strength
                                 seed=seed + i, return_crops=True)
         images.append(to_uint8(out))
         for region, value in crops.items():
-            parts[region].append(value)
+            parts[region].append([v.cpu() for v in value])
     return np.concatenate(images), {k: [torch.cat(x) for x in zip(*v)] for k, v in parts.items()}
 
 
@@ -96,7 +97,7 @@ def crop_features(ev: Evaluators, crops: torch.Tensor) -> np.ndarray:
 
 def real_crop_features(model: RegionDiffusion, ev: Evaluators, rgb: np.ndarray, marks: np.ndarray) -> dict:
     """Our evaluators' features of the unedited eye and mouth crops of images."""
-    images, marks = to_tensor(rgb), torch.as_tensor(marks)
+    images, marks = to_tensor(rgb), torch.as_tensor(np.asarray(marks))
     return {r: crop_features(ev, crop(images, model.boxes(marks, r), model.config.size)) for r in ("eyes", "mouth")}
 
 
@@ -121,7 +122,7 @@ def seconds_per_edit(model: RegionDiffusion, test: dict, texts: dict, steps: int
     one = {k: v[:1] for k, v in texts.items()}
     model.edit(test["rgb"][0], test["landmarks"][0], ("eyes", "mouth"), one, steps=2)  # warm-up
     start = time.perf_counter()
-    model.edit(test["rgb"][0], test["landmarks"][0], ("eyes", "mouth"), one, steps=steps)
+    model.edit(test["rgb"][0], test["landmarks"][0], ("eyes", "mouth"), one, steps=steps).cpu()  # .cpu(): waits
     return time.perf_counter() - start
 
 
@@ -148,14 +149,14 @@ def plot_curve(path: Path, curves: dict[str, list[tuple[int, float, float]]], so
 
 
 def draw_grid(path: Path, model: RegionDiffusion, image: np.ndarray, marks: np.ndarray, strengths, steps: int) -> None:
-    """Rows: (region, text); columns: the source, then the edit at each strength; 3x enlarged."""
+    """Rows: ``GRID_ROWS``; columns: the source, then the edit at each strength; 3x enlarged."""
     import imageio.v3 as iio
 
     rows = []
-    for region, text in GRID_TEXTS:
+    for region, label in GRID_ROWS:
         regions = ("eyes", "mouth") if region == "both" else (region,)
-        vector = embed([text])[0]
-        cells = [image] + [to_uint8(model.edit(image, marks, regions, vector, strength=s, steps=steps))[0]
+        texts = {r: embed([REGION_TEXTS[label][r][0]])[0] for r in regions}
+        cells = [image] + [to_uint8(model.edit(image, marks, regions, texts, strength=s, steps=steps))[0]
                            for s in strengths]
         rows.append(np.concatenate(cells, axis=1))
     grid = np.concatenate(rows, axis=0)
@@ -172,6 +173,8 @@ def main(argv=None) -> None:
     parser.add_argument("--strengths", type=ints, default=(50, 100, 150, 200, 250, 300, 400, 500))
     parser.add_argument("--steps", type=int, default=25, help="denoising steps from t_i")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="where the models run (cpu, cuda); the cost row is "
+                                                        "measured there too")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("docs/results.md"))
     parser.add_argument("--figure", type=Path, default=Path("docs/neural_regions_strength.png"))
@@ -181,7 +184,7 @@ def main(argv=None) -> None:
     manifest = read_manifest(args.data)
     labels = manifest["labels"]
     test, neutrals = load_images(args.data, "test"), load_neutrals(args.data)
-    ev = Evaluators.from_pretrained(args.evaluators)
+    ev = Evaluators.from_pretrained(args.evaluators, args.device)
     texts = label_texts(labels)
     rows, targets = pick_edits(test, args.edits, len(labels), args.seed)
     neutral_row = {int(i): r for r, i in enumerate(neutrals["identity"])}
@@ -192,7 +195,7 @@ def main(argv=None) -> None:
     fd_rows, seam_rows, cost_rows, curves = [], [], [], {}
     real = None
     for name, directory in args.model:
-        model = RegionDiffusion.from_pretrained(directory)
+        model = RegionDiffusion.from_pretrained(directory, args.device)
         if real is None:
             real = real_crop_features(model, ev, test["rgb"], test["landmarks"])
             unedited = real_crop_features(model, ev, sources, test["landmarks"][rows])
@@ -242,7 +245,8 @@ def main(argv=None) -> None:
             + f"\nStrength trade-off (paper Fig. 4; {k} edits per point; identity kept = cosine to the neutral "
               f"over the source's; figure: `{args.figure.as_posix()}`):\n\n"
             + markdown_table(["model", "t_i", "identity kept", "expression accuracy"], curve_rows)
-            + f"\nCost (one edit, both regions, {args.steps} steps, {args.threads} CPU threads):\n\n"
+            + f"\nCost (one edit, both regions, {args.steps} steps, "
+              f"{args.device if args.device != 'cpu' else f'{args.threads} CPU threads'}):\n\n"
             + markdown_table(["model", "M parameters", "seconds / edit"], cost_rows))
     update_section(args.out, SECTION, text)
     print(text)
