@@ -107,3 +107,19 @@ def project_sequence(landmarks: np.ndarray, identity_landmarks: np.ndarray, neut
     rotation = u @ d @ vt
     scale = np.trace(np.diag(s) @ d) / (a**2).sum()
     return (scale * (flat - mu_s) @ rotation.T + mu_t).astype(np.float32)
+
+
+NEURAL_WEIGHTS = Path(__file__).with_name("weights") / "neural"
+"""Shipped neural models, one folder per model (``config.json`` + ``model.safetensors``)."""
+
+
+def model_or_shipped(model: str | os.PathLike | None, name: str, train_command: str) -> Path:
+    """``model``, or when it is None the shipped ``NEURAL_WEIGHTS/name``; without either, one line
+    saying how to get a model."""
+    if model is not None:
+        return Path(model)
+    shipped = NEURAL_WEIGHTS / name
+    if (shipped / "config.json").is_file():
+        return shipped
+    raise Face4DError(f"no {name} model ships with this install; pass --model DIR (train one with "
+                      f"'face4d train {train_command}')")

@@ -1,4 +1,4 @@
-"""``face4d train neural-evaluators|neural-faces|neural-edit``: the neural renderer's models, trained on
+"""``face4d train neural-evaluators|neural-faces|neural-edit|neural-region``: the neural renderer's models, trained on
 a portrait dataset (``face4d dataset portraits``) through ``render.neural``'s training functions.
 
 Each runs on one process or on many under ``accelerate launch`` (``--num_processes N``, ``--cpu`` for
@@ -15,7 +15,8 @@ from face4d.errors import Face4DError
 HELPS = {"neural-evaluators": "the landmark regressor, identity encoder and expression classifier (judges "
                               "of the image models, and CCFExp's loss networks)",
          "neural-faces": "CCFExp, identity image + target landmarks -> image",
-         "neural-edit": "the label + VAE editing model, image + label -> image"}
+         "neural-edit": "the label + VAE editing model, image + label -> image",
+         "neural-region": "local expression diffusion, eye and mouth crops redrawn from a text"}
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +55,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
             loss.add_argument("--identity-weight", type=float, help="λ of the time-dependent identity loss")
             loss.add_argument("--landmark-weight", type=float, help="γ of the landmark loss")
             loss.add_argument("--cycle-weight", type=float, help="σ of the cycle step's loss")
+        elif kind == "neural-region":
+            arch.add_argument("--text-dropout", type=float, help="share of null texts (classifier-free guidance)")
         else:
             arch.add_argument("--variant", choices=("vae", "label"), default="vae",
                               help="vae: label + the source's VAE latent (the paper's); label: label only")
@@ -80,6 +83,13 @@ def run(args: argparse.Namespace) -> None:
                                       evaluator_config=EvaluatorConfig(**given(args, "widths")), **common)
         elif args.train_command == "neural-faces":
             result = _train_faces(args, images, load_neutrals(args.data), config, common)
+        elif args.train_command == "neural-region":
+            from face4d.data.region_texts import text_table
+            from render.neural.local_expression_model import RegionConfig
+            from render.neural.local_expression_training import train_region
+
+            region_config = RegionConfig(**given(args, "channels", "text_dropout"))
+            result = train_region(images, text_table(manifest["labels"]), args.out, config, region_config, **common)
         else:
             from render.neural.conditional_diffusion_model import EditConfig
             from render.neural.conditional_diffusion_training import train_edit

@@ -48,6 +48,8 @@ EXAMPLES = """examples:
   accelerate launch --num_processes 2 --cpu -m face4d.cli train neural-edit --data portraits/ --out models/neural/edit
   face4d render seq.npz --neural faces --neural-model models/neural/ccfexp --portraits portraits/ --identity 3 --out faces.mp4
   face4d edit face.png --label happiness --model models/neural/edit --out edited.png --strength 0.6
+  face4d train neural-region --data portraits/ --out models/neural/region
+  face4d edit face.png --text "a wide smile" --region mouth --out edited.png     # landmarks: face.pts
 """
 
 
