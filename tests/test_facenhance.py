@@ -10,10 +10,24 @@ from neural_fixtures import add_clips, make_portraits
 from render.neural.data import NeuralInputError, to_tensor, to_uint8
 from render.neural.facenhance_data import ClipFrames, load_clips
 from render.neural.facenhance_model import FacEnhance, FacEnhanceConfig
-from test_neural import face4d
+from face4d.cli import main
 
 MICRO = {"size": 64, "low_size": 32, "channels": (16, 16, 32), "dim": 16, "heads": 2, "encoder_widths": (8, 16),
          "timesteps": 100, "stride": 20}
+
+
+def face4d(capsys, *argv) -> tuple[int, str, str]:
+    """The CLI in this process (no interpreter start per call)."""
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_errors(capsys, cases) -> None:
+    for case in cases:
+        code, _, err = face4d(capsys, *case)
+        assert code == 2, (case, err)
+        assert len(err.strip().splitlines()) == 1 and err.startswith("face4d: error:"), err
 
 
 @pytest.fixture(scope="module")
@@ -153,19 +167,91 @@ def test_training_is_deterministic_and_resumes_exactly(clips_folder, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_trains_video_and_refuses_bad_input(clips_folder, tmp_path):
+def test_cli_trains_video_and_refuses_bad_input(clips_folder, tmp_path, capsys):
     out = tmp_path / "video"
     micro = ("--channels", "16,16,32", "--steps", 2, "--batch-size", 2, "--quiet")
-    done = face4d("train", "neural-video", "--data", clips_folder, "--out", out, *micro)
-    assert done.returncode == 0, done.stderr
-    assert "neural-video at step 2" in done.stdout
+    code, stdout, err = face4d(capsys, "train", "neural-video", "--data", clips_folder, "--out", out, *micro)
+    assert code == 0, err
+    assert "neural-video at step 2" in stdout
     model = FacEnhance.from_pretrained(out)
     assert (model.config.size, model.config.low_size, model.config.channels) == (64, 32, (16, 16, 32))
     no_clips = make_portraits(tmp_path / "p", identities=3, per_identity=2, test_identities=1)
-    for case in [("--data", no_clips, "--out", tmp_path / "x"),
-                 ("--data", clips_folder, "--out", tmp_path / "x", "--stride", 7),
-                 ("--data", clips_folder, "--out", out, "--prediction", "epsilon")]:
-        done = face4d("train", "neural-video", *case, *micro)
-        assert done.returncode == 2, (case, done.stderr)
-        assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("face4d: error:"), done.stderr
+    assert_one_line_errors(capsys, [("train", "neural-video", "--data", no_clips, "--out", tmp_path / "x", *micro),
+                                    ("train", "neural-video", "--data", clips_folder, "--out", tmp_path / "x",
+                                     "--stride", 7, *micro),
+                                    ("train", "neural-video", "--data", clips_folder, "--out", out,
+                                     "--prediction", "epsilon", *micro)])
     assert not (tmp_path / "x").exists()
+
+def test_default_model_lookup(tmp_path, monkeypatch):
+    from face4d import neural
+    from face4d.errors import Face4DError
+
+    monkeypatch.setattr(neural, "NEURAL_WEIGHTS", tmp_path)
+    assert neural.neural_model(tmp_path / "mine", "video") == tmp_path / "mine"
+    with pytest.raises(Face4DError, match="give --neural-model DIR"):
+        neural.neural_model(None, "video")
+    (tmp_path / "video").mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (tmp_path / "video" / name).write_text("{}")
+    assert neural.neural_model(None, "video") == tmp_path / "video"
+
+
+def test_low_res_frames_take_the_identity_images_colours(head):
+    from face4d.neural import low_res_frames
+
+    image = np.zeros((128, 128, 3), np.uint8)
+    image[:] = (20, 120, 40)  # the background
+    image[40:100, 30:98] = (200, 150, 120)  # the face
+    low = next(low_res_frames([head.neutral], head, image, 64))
+    assert low.shape == (64, 64, 3)
+    assert np.abs(low[1, 1].astype(int) - (20, 120, 40)).max() <= 2
+    centre = np.median(low[28:38, 20:44].reshape(-1, 3), axis=0)
+    assert np.abs(centre - (200, 150, 120)).max() < 40  # skin under the light, not the fixed draw's tone
+
+
+def test_side_by_side_scales_the_smaller_frame():
+    from face4d.pipeline import side_by_side
+
+    small, big = np.full((64, 64, 3), 7, np.uint8), np.full((128, 100, 3), 9, np.uint8)
+    row = side_by_side(small, big)
+    assert row.shape == (128, 228, 3) and (row[:, :128] == 7).all() and (row[:, 128:] == 9).all()
+    tall = side_by_side(np.zeros((276, 256, 3), np.uint8), np.full((128, 128, 3), 5, np.uint8))
+    assert tall.shape == (276, 512, 3) and (tall[:256, 256:] == 5).all()
+
+
+@pytest.mark.slow
+def test_cli_renders_and_generates_neural_video(clips_folder, tmp_path, head, bundle, capsys):
+    import imageio.v3 as iio
+
+    from conftest import jaw_smile_animation
+
+    model = tmp_path / "video"
+    _train(clips_folder, model, 1)
+    face = tmp_path / "face.png"
+    iio.imwrite(face, load_clips(clips_folder, "test")["identity_high"][0])
+    seq = tmp_path / "seq.npy"
+    np.save(seq, jaw_smile_animation(head, 3)[:, head.landmark_ids] * 1.0)
+    out = tmp_path / "v.mp4"
+    code, _, err = face4d(capsys, "render", seq, "--neural", "video", "--neural-model", model, "--identity-image", face,
+                          "--out", out, "--fps", 10, "--quiet")
+    assert code == 0, err
+    frames = iio.imread(out)
+    assert frames.shape == (3, 64, 128, 3)  # the 32² mesh render (scaled x2) beside the 64² frame
+    gen = tmp_path / "gen"
+    code, _, err = face4d(capsys, "generate", "--model", bundle, "--label", "surprise", "--frames", 3, "--out", gen,
+                          "--preview", "mp4", "--size", 64, "--neural", "--neural-model", model, "--identity-image",
+                          face, "--quiet")
+    assert code == 0, err
+    assert iio.imread(gen / "neural.mp4").shape[:3] == (3, iio.imread(gen / "preview.mp4").shape[1], 128)
+    big = tmp_path / "big.png"
+    iio.imwrite(big, np.zeros((128, 128, 3), np.uint8))
+    bad = tmp_path / "x.mp4"
+    video = ("render", seq, "--neural", "video", "--neural-model", model, "--out", bad)
+    generate = ("generate", "--model", bundle, "--label", "surprise", "--out", tmp_path / "g2", "--neural",
+                "--neural-model", model)
+    assert_one_line_errors(capsys, [video, (*video, "--identity-image", big),
+                                    (*video, "--identity-image", face, "--steps", 7),
+                                    (*generate, "--identity-image", face),  # no --preview
+                                    (*generate, "--identity-image", big, "--preview", "mp4")])
+    assert not bad.exists() and not (tmp_path / "g2").exists()

@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from render.neural.data import NeuralInputError, read_manifest, to_tensor
+from render.neural.data import NeuralInputError, read_manifest, to_tensor, to_uint8
 
 CLIP_KEYS = ("low", "high", "landmarks_low", "landmarks_high", "identity", "label", "identity_high")
+OPTIONAL_KEYS = ("camera",)
+"""Loaded when every shard has them (rendered portraits do; the real-data loaders' clips do not)."""
 
 
 def load_clips(directory: str | os.PathLike, split: str | None = None) -> dict[str, np.ndarray]:
@@ -27,11 +29,12 @@ def load_clips(directory: str | os.PathLike, split: str | None = None) -> dict[s
     parts: dict[str, list[np.ndarray]] = {}
     for name in (n for n in manifest["shards"] if n.startswith("clips-")):
         with np.load(directory / name, allow_pickle=False) as shard:
-            for key in CLIP_KEYS:
+            for key in CLIP_KEYS + tuple(k for k in OPTIONAL_KEYS if k in shard):
                 parts.setdefault(key, []).append(shard[key])
     if "low" not in parts:
         raise NeuralInputError(f"{directory} holds no clips (build it with 'face4d dataset portraits --clips N')")
-    clips = {key: np.concatenate(value) for key, value in parts.items()}
+    count = len(parts["low"])
+    clips = {key: np.concatenate(value) for key, value in parts.items() if len(value) == count}
     if split is not None:
         keep = np.isin(clips["identity"], manifest["split"][split])
         clips = {key: value[keep] for key, value in clips.items()}
@@ -62,3 +65,11 @@ class ClipFrames(torch.utils.data.Dataset):
     def batch(self, indices) -> dict[str, torch.Tensor]:
         """The items at ``indices`` stacked, the training loop's batch."""
         return torch.utils.data.default_collate([self[int(i)] for i in indices])
+
+
+def bicubic(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (N, s, s, 3) images upsampled to (N, size, size, 3), bicubic: the non-learned baseline and
+    the way a 64² model's frames are compared at the high size."""
+    from torch.nn.functional import interpolate
+
+    return to_uint8(interpolate(to_tensor(images), size=(size, size), mode="bicubic", align_corners=False))

@@ -12,7 +12,9 @@ The paper's conditioning, on diffusers' ``UNet2DConditionModel``:
 Two parametrisations (``prediction``): ``"previous"``, the paper's, predicts the less noisy image
 x_{t-Δ} directly (Δ = ``stride``; Δ = 1 is the paper's x_{t-1}, with as many sampling steps as training
 steps; a larger Δ trains on the deterministic DDIM trajectory x_{t-Δ} = √ᾱ_{t-Δ} x_0 + √(1-ᾱ_{t-Δ}) ε of
-the same ε, so that T/Δ model calls sample a frame); ``"epsilon"`` predicts the noise, sampled with
+the same ε, so that T/Δ model calls sample a frame; the UNet's output is added to x_t, so that the
+model starts from copying its input, which a UNet otherwise spends long learning, and learns the step);
+``"epsilon"`` predicts the noise, sampled with
 diffusers' DDIM scheduler at any number of steps. The paper's ablations: ``expression_encoder=False``
 concatenates the upsampled low-res frame instead, ``previous_frame=False`` drops the previous frame,
 ``previous_noise=0`` passes it unnoised.
@@ -124,7 +126,8 @@ class FacEnhance(nn.Module):
             inputs.append(expression)
             tokens = self.null_token.expand(len(noisy), -1, -1)
         x = F.pixel_unshuffle(torch.cat(inputs, 1), c.patch)
-        return F.pixel_shuffle(self.unet(x, timesteps, encoder_hidden_states=tokens).sample, c.patch)
+        out = F.pixel_shuffle(self.unet(x, timesteps, encoder_hidden_states=tokens).sample, c.patch)
+        return noisy + out if c.prediction == "previous" else out  # x_{t-Δ} as a step from x_t
 
     def noise_previous(self, previous: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """``previous + z`` (the paper's noised previous frame), in training and sampling alike."""
@@ -172,19 +175,26 @@ class FacEnhance(nn.Module):
                  seed: int = 0) -> Iterator[np.ndarray]:
         """The high-res video of the low-res frames ``lows`` (each (s, s, 3) uint8), one (S, S, 3) uint8
         frame at a time: frame n is conditioned on frame n-1 (the identity image for the first), so any
-        number of frames streams in the memory of one. Deterministic for a ``seed``."""
+        number of frames streams in the memory of one. Deterministic for a ``seed``. A batch of videos
+        runs together when ``identity_image`` is (B, S, S, 3) and each low frame (B, s, s, 3); frames
+        are then (B, S, S, 3)."""
         c = self.config
         steps = self.sampling_steps(steps)
         device = next(self.parameters()).device
-        identity = to_tensor(check_image(identity_image, c.size, "identity image"))[None].to(device)
+        batched = np.ndim(identity_image) == 4
+        identity = torch.stack([to_tensor(check_image(image, c.size, "identity image"))
+                                for image in (identity_image if batched else [identity_image])]).to(device)
         previous = identity
         generator = torch.Generator().manual_seed(seed)
         for n, low in enumerate(lows):
-            low = to_tensor(check_image(low, c.low_size, f"low-res frame {n}"))[None].to(device)
+            low = torch.stack([to_tensor(check_image(image, c.low_size, f"low-res frame {n}"))
+                               for image in (low if batched else [low])]).to(device)
+            if len(low) != len(identity):
+                raise NeuralInputError(f"low-res frame {n} holds {len(low)} images for {len(identity)} videos")
             noised = self.noise_previous(previous, generator) if c.previous_frame else None
-            frame = self.sample(self.encode(low), identity, noised, steps, generator)
-            previous = frame
-            yield to_uint8(frame)[0]
+            previous = self.sample(self.encode(low), identity, noised, steps, generator)
+            frames = to_uint8(previous)
+            yield frames if batched else frames[0]
 
     def save_pretrained(self, directory) -> None:
         save_model(directory, KIND, self.config, self)
