@@ -38,20 +38,16 @@ from render.camera import Camera
 from render.neural import facenhance_metrics as vm
 from render.neural import metrics
 from render.neural.ccfexp_model import CCFExp
-from render.neural.data import load_neutrals, read_manifest, to_uint8
+from render.neural.data import read_manifest, to_uint8
 from render.neural.evaluators import Evaluators
 from render.neural.facenhance_data import bicubic, load_clips
 from render.neural.facenhance_model import FacEnhance
 
+sys.path.insert(0, str(Path(__file__).parent))
+from eval_neural_images import named  # noqa: E402  (NAME=DIR, the part-1 script's)
+
 SECTION = "neural_video"
 HEADERS = ["method", "PSNR dB", "SSIM", "ACD", "ACD-I", "flicker", "Fréchet video dist. (ours)"]
-
-
-def named(text: str) -> tuple[str, Path]:
-    name, _, path = text.partition("=")
-    if not path:
-        raise argparse.ArgumentTypeError(f"expected NAME=DIR, got {text!r}")
-    return name, Path(path)
 
 
 def identity_landmarks(data: Path, clips: dict, size: int) -> np.ndarray:

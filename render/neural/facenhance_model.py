@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from render.neural.ccfexp_model import unet_blocks  # cross-attention at the lowest level: the paper's place too
 from render.neural.data import NeuralInputError, check_image, to_tensor, to_uint8
 from render.neural.evaluators import ConvStack
 from render.neural.io import load_model, save_model
@@ -76,13 +77,6 @@ class FacEnhanceConfig:
                                    f"patch {self.patch}, timesteps {self.timesteps}, stride {self.stride}")
         if self.previous_noise < 0:
             raise NeuralInputError(f"previous_noise must be >= 0, got {self.previous_noise}")
-
-
-def unet_blocks(levels: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Cross-attention at the lowest level only, where the paper injects the expression."""
-    down = ("DownBlock2D",) * (levels - 1) + ("CrossAttnDownBlock2D",)
-    up = ("CrossAttnUpBlock2D",) + ("UpBlock2D",) * (levels - 1)
-    return down, up
 
 
 class FacEnhance(nn.Module):
