@@ -23,6 +23,7 @@ FILE``) into ``--out`` instead of evaluating.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import sys
@@ -94,18 +95,20 @@ def score(name: str, videos: np.ndarray, clips: dict, ev: Evaluators, reference:
             f"{vm.video_frechet(ev, videos, reference['windows']):.3f}"]
 
 
-def seconds_per_frame(model: FacEnhance, clips: dict, frames: int, device: str) -> float:
-    """Wall-clock seconds per frame of one ``frames``-frame video (one clip's low frames, back and forth)."""
+def seconds_per_frame(model: FacEnhance, clips: dict, frames: int, device: str) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds per frame of one ``frames``-frame video (one clip's low frames,
+    back and forth). CPU seconds / threads is what the wall clock gives on idle cores; on a loaded
+    machine the wall clock is longer."""
     cycle = np.concatenate([clips["low"][0], clips["low"][0][::-1]])
     lows = [cycle[n % len(cycle)] for n in range(frames)]
     model = model.to(device)
-    start = time.perf_counter()
-    for _ in model.generate(lows, clips["identity_high"][0], steps=None if model.config.prediction == "previous"
-                            else 25):
+    steps = None if model.config.prediction == "previous" else 25
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in model.generate(lows, clips["identity_high"][0], steps=steps):
         pass
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return (time.perf_counter() - start) / frames
+    return (time.perf_counter() - wall) / frames, (time.process_time() - cpu) / frames
 
 
 def describe(model: FacEnhance) -> str:
@@ -174,10 +177,11 @@ def main(argv=None) -> None:
         videos = facenhance_videos(model, clips, steps, args.seed, args.batch)
         table.append(score(f"{name}: FacEnhance, {describe(model)}", videos, clips, ev, reference))
         if args.time_frames:
+            wall, cpu = seconds_per_frame(model, clips, args.time_frames, "cpu")
             row = [name, f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}", model.sampling_steps(steps),
-                   f"{seconds_per_frame(model, clips, args.time_frames, 'cpu'):.2f}"]
+                   f"{wall:.2f}", f"{cpu:.2f}", f"{wall * args.time_frames / 60:.1f}"]
             if args.device != "cpu":
-                row.append(f"{seconds_per_frame(model, clips, args.time_frames, args.device):.3f}")
+                row.append(f"{seconds_per_frame(model, clips, args.time_frames, args.device)[0]:.3f}")
             costs.append(row)
     frames = clips["low"].shape[1]
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
@@ -188,10 +192,13 @@ def main(argv=None) -> None:
               "frame-to-frame change| in 8-bit levels; the Fréchet distance is between 4-frame windows (mean "
               "feature and mean change) in our evaluators' feature space, not FVD.\n")
     if costs:
-        headers = ["model", "M parameters", "model calls / frame", f"s / frame, {args.threads} CPU threads"]
+        headers = ["model", "M parameters", "model calls / frame", f"wall s / frame ({args.threads} threads)",
+                   "CPU s / frame", f"wall min / {args.time_frames} frames"]
         headers += [f"s / frame, {args.device}"] if args.device != "cpu" else []
-        text += (f"\nCost of a {args.time_frames}-frame 128² video (one video, frame after frame):\n\n"
-                 + markdown_table(headers, costs))
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        text += (f"\nCost of a {args.time_frames}-frame 128² video (one video, frame after frame) with "
+                 f"{args.threads} torch threads on {os.cpu_count()} CPU cores at a load average of {load:.1f} "
+                 f"(target: 3 min for 40 frames on 2 cores):\n\n" + markdown_table(headers, costs))
     update_section(args.out, SECTION, text)
     print(text)
 

@@ -10,6 +10,7 @@ from neural_fixtures import add_clips, make_portraits
 from render.neural.data import NeuralInputError, to_tensor, to_uint8
 from render.neural.facenhance_data import ClipFrames, load_clips
 from render.neural.facenhance_model import FacEnhance, FacEnhanceConfig
+from conftest import jaw_smile_animation
 from face4d.cli import main
 
 MICRO = {"size": 64, "low_size": 32, "channels": (16, 16, 32), "dim": 16, "heads": 2, "encoder_widths": (8, 16),
@@ -220,11 +221,23 @@ def test_side_by_side_scales_the_smaller_frame():
     assert tall.shape == (276, 512, 3) and (tall[:256, 256:] == 5).all()
 
 
+def test_mesh_frames_decode_in_chunks_like_decode(head, monkeypatch):
+    from face4d import pipeline
+    from face4d.data.interchange import LandmarkSequences
+
+    frames = jaw_smile_animation(head, 7)[:, head.landmark_ids]
+    seqs = LandmarkSequences(frames[None], np.array([7]), np.array(["surprise"]), np.array(["N2E"]), fps=25.0)
+    pipe = pipeline.Pipeline(head=head)
+    whole = pipe.decode(seqs).meshes[0]
+    monkeypatch.setattr(pipeline, "DECODE_FRAMES", 3)  # chunks of 3 frames, each decoded from the neutral frame
+    count, meshes = pipe.mesh_frames(seqs)
+    assert count == 7 and not isinstance(meshes, (list, np.ndarray))
+    assert np.allclose(np.stack(list(meshes)), whole, atol=1e-4)
+
+
 @pytest.mark.slow
 def test_cli_renders_and_generates_neural_video(clips_folder, tmp_path, head, bundle, capsys):
     import imageio.v3 as iio
-
-    from conftest import jaw_smile_animation
 
     model = tmp_path / "video"
     _train(clips_folder, model, 1)
