@@ -47,7 +47,9 @@ def test_clip_frames_chain_previous_frames(clips_folder):
     assert torch.equal(third["previous"], to_tensor(train["high"][1, 1]))
     assert torch.equal(third["target"], to_tensor(train["high"][1, 2]))
     assert torch.equal(third["low"], to_tensor(train["low"][1, 2]))
-    assert frames.batch([0, 5])["target"].shape == (2, 3, 64, 64)
+    batch = frames.batch([0, 5, 6])
+    for key, value in batch.items():
+        assert torch.equal(value, torch.stack([frames[i][key] for i in (0, 5, 6)])), key
 
 
 def test_folder_without_clips_is_refused(tmp_path):
