@@ -4,7 +4,8 @@ folder as one dict, and its frames as training items.
 A clip holds the same face at two sizes (``low`` 64², ``high`` 128², rendered by one camera) and the
 identity's neutral at the high size (``identity_high``). One training item is one frame ``n`` of one
 clip: the low frame (the expression), the identity image, the previous exact high frame (for ``n = 0``
-the identity image, which is what autoregressive sampling starts from) and the target high frame.
+the identity image, which is what autoregressive sampling starts from) and the target high frame, as
+uint8 tensors that the loss converts on the batch's device.
 """
 from __future__ import annotations
 
@@ -44,8 +45,9 @@ def load_clips(directory: str | os.PathLike, split: str | None = None) -> dict[s
 
 
 class ClipFrames(torch.utils.data.Dataset):
-    """Every frame of every clip, as ``(low, identity, previous, target)`` tensors in [-1, 1]:
-    ``low`` (3, s, s), the others (3, S, S). Index ``i`` is frame ``i % T`` of clip ``i // T``."""
+    """Every frame of every clip, as uint8 image tensors (``model_range`` makes them the models' floats,
+    on the device): ``low`` (s, s, 3), the frame's low-res render; ``identity_image``, ``previous`` and
+    ``target`` (S, S, 3). Index ``i`` is frame ``i % T`` of clip ``i // T``."""
 
     def __init__(self, clips: dict[str, np.ndarray]):
         self.clips = clips
@@ -57,20 +59,23 @@ class ClipFrames(torch.utils.data.Dataset):
         return self.count * self.frames
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        clip, frame = divmod(int(index), self.frames)
-        high, identity = self.clips["high"][clip], self.clips["identity_high"][clip]
-        return {"low": to_tensor(self.clips["low"][clip, frame]), "identity_image": to_tensor(identity),
-                "previous": to_tensor(high[frame - 1] if frame else identity), "target": to_tensor(high[frame])}
+        return {key: value[0] for key, value in self.batch([index]).items()}
 
     def batch(self, indices) -> dict[str, torch.Tensor]:
-        """The items at ``indices`` stacked, the training loop's batch: gathered by numpy in one go, as the
-        batch assembly on one CPU thread must keep up with a GPU step."""
+        """The items at ``indices`` stacked, the training loop's batch. It stays uint8: gathering bytes
+        takes a few milliseconds, while converting a 64-frame batch to floats on one CPU thread takes
+        tenths of a second, longer than a GPU step."""
         clip, frame = np.divmod(np.asarray(indices, np.int64), self.frames)
         high, identity = self.clips["high"], self.clips["identity_high"][clip]
-        first = (frame == 0)[:, None, None, None]
-        return {"low": to_tensor(self.clips["low"][clip, frame]), "identity_image": to_tensor(identity),
-                "previous": to_tensor(np.where(first, identity, high[clip, np.maximum(frame - 1, 0)])),
-                "target": to_tensor(high[clip, frame])}
+        previous = high[clip, np.maximum(frame - 1, 0)]
+        previous[frame == 0] = identity[frame == 0]  # the first frame's previous frame: the identity image
+        return {"low": torch.as_tensor(self.clips["low"][clip, frame]), "identity_image": torch.as_tensor(identity),
+                "previous": torch.as_tensor(previous), "target": torch.as_tensor(high[clip, frame])}
+
+
+def model_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., S, S, 3) -> float (..., 3, S, S) in [-1, 1] (``data.to_tensor`` for tensors on any device)."""
+    return images.float().div(127.5).sub(1.0).movedim(-1, -3).contiguous()
 
 
 def bicubic(images: np.ndarray, size: int) -> np.ndarray:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from render.neural.data import NeuralInputError
-from render.neural.facenhance_data import ClipFrames
+from render.neural.facenhance_data import ClipFrames, model_range
 from render.neural.facenhance_model import KIND, FacEnhance, FacEnhanceConfig
 from render.neural.io import CONFIG_FILE, config_from_dict
 
@@ -29,6 +29,7 @@ class FacEnhanceLoss(nn.Module):
         self.register_buffer("alpha_bar", torch.cat([torch.ones(1), ddpm.alphas_cumprod.float()]), persistent=False)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        batch = {key: model_range(value) for key, value in batch.items()}  # uint8 (B, S, S, 3) from ClipFrames
         c, x0 = self.model.config, batch["target"]
         n, device = len(x0), x0.device
         if c.prediction == "previous":
