@@ -143,6 +143,7 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of the cost table")
     parser.add_argument("--time-frames", type=int, default=40, help="frames of the timed video (0: no timing)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--note", default="", help="a sentence under the command: how the models were trained")
     parser.add_argument("--out", type=Path, default=Path("docs/results.md"))
     parser.add_argument("--splice", type=Path, help="copy the section of this file into --out, and stop")
     args = parser.parse_args(argv)
@@ -187,6 +188,7 @@ def main(argv=None) -> None:
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
     text = (f"## Neural renderer: 64² -> 128² video on unseen identities ({len(clips['low'])} test clips of "
             f"{frames} frames, {len(np.unique(clips['identity']))} test identities)\n\n`{command}`\n\n"
+            + (f"{args.note}\n\n" if args.note else "")
             + markdown_table(HEADERS, table)
             + "\nACD / ACD-I: cosine distances in our identity encoder (at 64²); flicker: mean |generated - true "
               "frame-to-frame change| in 8-bit levels; the Fréchet distance is between 4-frame windows (mean "
