@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -109,17 +109,66 @@ def project_sequence(landmarks: np.ndarray, identity_landmarks: np.ndarray, neut
     return (scale * (flat - mu_s) @ rotation.T + mu_t).astype(np.float32)
 
 
-NEURAL_WEIGHTS = Path(__file__).with_name("weights") / "neural"
+NEURAL_WEIGHTS = Path(__file__).resolve().parent / "weights" / "neural"
 """Shipped neural models, one folder per model (``config.json`` + ``model.safetensors``)."""
+TRAIN_COMMANDS = {"ccfexp": "neural-faces", "edit": "neural-edit", "region": "neural-region", "video": "neural-video"}
+"""The command that trains each shipped model, named in the error when none ships."""
 
 
-def model_or_shipped(model: str | os.PathLike | None, name: str, train_command: str) -> Path:
-    """``model``, or when it is None the shipped ``NEURAL_WEIGHTS/name``; without either, one line
-    saying how to get a model."""
-    if model is not None:
-        return Path(model)
+def neural_model(given: str | os.PathLike | None, name: str, option: str = "--neural-model") -> Path:
+    """``given``, or the shipped default ``face4d/weights/neural/<name>`` when there is one; else one
+    line saying what to pass and how to train one."""
+    if given is not None:
+        return Path(given)
     shipped = NEURAL_WEIGHTS / name
-    if (shipped / "config.json").is_file():
-        return shipped
-    raise Face4DError(f"no {name} model ships with this install; pass --model DIR (train one with "
-                      f"'face4d train {train_command}')")
+    if not ((shipped / "config.json").is_file() and (shipped / "model.safetensors").is_file()):
+        raise Face4DError(f"no default {name!r} model ships with this install (face4d/weights/neural/{name}): "
+                          f"give {option} DIR (train one with 'face4d train {TRAIN_COMMANDS[name]}')")
+    return shipped
+
+
+def load_video_model(model: str | os.PathLike, identity_image: np.ndarray, device: str = "cpu",
+                     steps: int | None = None):
+    """A ``FacEnhance`` model, checked against the identity image and the step count before any slow work."""
+    with neural_errors():
+        from render.neural.data import check_image
+        from render.neural.facenhance_model import FacEnhance
+
+        net = FacEnhance.from_pretrained(model, device)
+        check_image(identity_image, net.config.size, "identity image")
+        net.sampling_steps(steps)
+    return net
+
+
+def appearance_from_image(rgb: np.ndarray):
+    """The look of the low-res renders (``face4d.data.portraits.Appearance``) matched to a person's image:
+    the skin tone of its centre and the colour of its border as the background, with a frontal light;
+    the features (lips, brows, eyes) follow from the skin as in the portrait data. The video model was
+    trained on low-res frames of the same person as its identity image, so the colours should agree."""
+    from face4d.data.portraits import BROW, LASH, LIPS, SKIN, draw_appearance
+    from render.raster import Light
+
+    image = np.asarray(rgb, np.float32) / 255
+    h, w = image.shape[:2]
+    skin = np.median(image[int(0.45 * h):int(0.6 * h), int(0.3 * w):int(0.7 * w)].reshape(-1, 3), axis=0)
+    border = np.concatenate([image[:2].reshape(-1, 3), image[-2:].reshape(-1, 3), image[:, :2].reshape(-1, 3),
+                             image[:, -2:].reshape(-1, 3)]).mean(0)
+    look = draw_appearance(np.random.default_rng(0))  # eyes, hair: a fixed draw
+    look.palette[SKIN] = skin  # and what draw_appearance derives from the skin
+    look.palette[LIPS] = np.clip(skin * np.array([0.80, 0.45, 0.48]) + np.array([0.10, 0.0, 0.02]), 0, 1)
+    look.palette[BROW] = np.minimum(look.palette[BROW], skin * 0.45)
+    look.palette[LASH] = np.minimum(look.palette[BROW], skin * 0.3)
+    look.light = Light(direction=(0.0, 0.3, 1.0), ambient=0.4, diffuse=0.65, specular=0.05)
+    look.background = np.stack([border, border]).astype(np.float32)
+    return look
+
+
+def low_res_frames(meshes: Iterable[np.ndarray], head, identity_image: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    """``size``² portrait renders (uint8 (size, size, 3)) of mesh frames (V, 3) on the head model's topology,
+    frontal, coloured after ``identity_image``: the video model's low-res input, one frame at a time."""
+    from face4d.data.portraits import PortraitRenderer
+
+    renderer = PortraitRenderer(head)
+    look, camera = appearance_from_image(identity_image), renderer.camera(size)
+    for vertices in meshes:
+        yield renderer.render(vertices, look, camera)[0]

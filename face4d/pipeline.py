@@ -37,7 +37,7 @@ under a temporary sibling name and renamed when complete; a non-empty one is ref
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -525,12 +525,16 @@ class Pipeline:
                     preview: str | Sequence[str] | None = None, overwrite: bool = False, num: int = 1,
                     seed: int = 0, frames: int = 40, overlay_landmarks: bool = False, size: int = 256,
                     progress: bool = False, mesh=None, identity_seed: int | None = None, faces=None,
-                    landmark_ids=None, method: str | None = None, **condition) -> tuple[Target, int]:
+                    landmark_ids=None, method: str | None = None, neural: dict | None = None,
+                    **condition) -> tuple[Target, int]:
         """``generate`` then ``export``, streamed for any ``num``: the samples are generated and written
         in batches (``BATCH_FRAMES`` sequence-frames and ``BATCH_BYTES`` of meshes at most; batch k > 0
         with ``batch_seed(seed, k)``), so memory stays bounded, after checking that the disk can take
         the whole output. Same layout and options as ``export``; a preview shows at most
-        ``MAX_PREVIEW_SAMPLES`` samples. Returns the target mesh and the frame count."""
+        ``MAX_PREVIEW_SAMPLES`` samples. ``neural``: ``neural_video``'s options (``identity_image``,
+        ``model``, ``steps``, ``seed``) to also write ``OUT/neural.<fmt>`` (the preview's first format):
+        the first sample's mesh preview beside its neural video. Returns the target mesh and the frame
+        count."""
         from tqdm.auto import tqdm
 
         from face4d.data.interchange import LandmarkSequences
@@ -539,6 +543,8 @@ class Pipeline:
         formats, preview = check_export_formats(formats), check_preview_formats(preview)
         num, seed = _check_num(num), check_seed(seed)
         frames = _timeline_frames(condition, frames)
+        if neural is not None and not preview:
+            raise Face4DError("the neural video is written beside the mesh preview: give a preview format (mp4 or gif)")
         if preview:
             check_preview_size(num, frames, size)
         out_dir = check_out_dir(out_dir, overwrite)
@@ -565,6 +571,11 @@ class Pipeline:
                 whole = PipelineResult(LandmarkSequences.concatenate([r.landmarks for r in kept]),
                                        [m for r in kept for m in r.meshes], target, [n for r in kept for n in r.names])
                 self._write_previews(whole, tmp, preview, fps, overlay_landmarks, size, progress)
+                if neural is not None:
+                    first = PipelineResult(whole.landmarks.select(0), whole.meshes[:1], target, whole.names[:1])
+                    tiles = self.render_frames(first, overlay_landmarks=overlay_landmarks, size=size, stream=True)
+                    self.neural_video(first.meshes[0], len(first.meshes[0]), path=tmp / f"neural.{preview[0]}",
+                                      fps=fps, beside=tiles, progress=progress, **neural)
         return target, len(result.meshes[0])
 
     def render(self, result: PipelineResult, path: str | os.PathLike | Sequence[str | os.PathLike],
@@ -645,6 +656,86 @@ class Pipeline:
             save_animation(path, images, fps=fps, overwrite=overwrite)
         return images
 
+    def mesh_frames(self, landmarks, target: Target | None = None) -> tuple[int, Iterator[np.ndarray]]:
+        """The frame count and an iterator of the meshes (V, 3) of ``landmarks`` (a ``LandmarkSequences``,
+        its first sequence, or (F, 68, 3) frames in cm) on ``target`` (default: ``target()``), decoded
+        ``DECODE_FRAMES`` frames at a time from the sequence's neutral frame, so that a long timeline never
+        sits in memory as meshes."""
+        from face4d.decoder.retarget import retarget, sequence_frames
+
+        target = self.target() if target is None else target
+        frames, neutral = sequence_frames(landmarks)
+        decoder = self.decoder if target.method == "learned" else None
+        options = dict(method=target.method, landmark_ids=target.landmark_ids, faces=target.faces)
+
+        def meshes() -> Iterator[np.ndarray]:
+            for start in range(0, len(frames), DECODE_FRAMES):
+                chunk = np.concatenate([frames[neutral][None], frames[start:start + DECODE_FRAMES]])
+                yield from retarget(chunk, target.vertices, decoder, neutral_frame=0, **options)[1:]
+
+        return len(frames), meshes()
+
+    def neural_video(self, meshes: Iterable[np.ndarray], count: int, identity_image: np.ndarray, model,
+                     path: str | os.PathLike, fps: float = 30.0, steps: int | None = None, seed: int = 0,
+                     beside: Iterable[np.ndarray] | None = None, overwrite: bool = False,
+                     progress: bool = False) -> Path:
+        """A person's video drawn by the recurrent model (``face4d train neural-video``; ``model`` a
+        directory or a loaded ``FacEnhance``) over ``count`` mesh frames (V, 3) of the head model's
+        topology: each is rendered at the model's low size, frontal and coloured after
+        ``identity_image`` (``face4d.neural.low_res_frames``), and the model draws the high-res frame
+        from it, the identity image and its own previous frame. Written to ``path`` (.mp4/.gif) as the
+        frames come, one in memory at a time (an MP4), with a progress bar and its time estimate;
+        each frame beside the matching frame of ``beside`` (e.g. the mesh preview) or, without it,
+        beside its low-res input. Returns the path."""
+        from tqdm.auto import tqdm
+
+        import torch
+
+        from face4d.neural import load_video_model, low_res_frames, neural_errors
+        from render.preview import save_animation
+
+        path = check_out_file(path, (".mp4", ".gif"), overwrite)
+        fps = check_preview_fps([path.suffix], fps)
+        net = model if isinstance(model, torch.nn.Module) else load_video_model(model, identity_image, self.device, steps)
+        with neural_errors():
+            shown: list[np.ndarray] = []
+
+            def checked() -> Iterator[np.ndarray]:
+                for vertices in meshes:
+                    if len(vertices) != self.head.num_vertices:
+                        raise Face4DError(f"the neural video renders the head model's mesh ({self.head.num_vertices} "
+                                          f"vertices); the target has {len(vertices)}")
+                    yield vertices
+
+            def lows() -> Iterator[np.ndarray]:
+                for low in low_res_frames(checked(), self.head, identity_image, net.config.low_size):
+                    shown.append(low)
+                    yield low
+
+            left = iter(beside) if beside is not None else None
+            bar = tqdm(total=count, desc="neural video", unit="frame", disable=not progress)
+
+            def frames() -> Iterator[np.ndarray]:
+                for frame in net.generate(lows(), identity_image, steps, seed):
+                    low = shown.pop(0)
+                    bar.update()
+                    yield side_by_side(next(left) if left is not None else low, frame)
+
+            try:
+                save_animation(path, frames(), fps=fps, overwrite=overwrite)
+            finally:
+                bar.close()
+        return path
+
+    def render_neural_video(self, landmarks, identity_image: np.ndarray, model, path: str | os.PathLike,
+                            target: Target | None = None, fps: float | None = None, **options) -> Path:
+        """``neural_video`` of a landmark sequence (a ``LandmarkSequences``, its first sequence, or
+        (F, 68, 3) frames in cm) decoded on ``target`` as it goes (``mesh_frames``), in bounded memory
+        however long; each frame beside the low-res mesh render it was drawn from."""
+        count, meshes = self.mesh_frames(landmarks, target)
+        seq_fps = None if isinstance(landmarks, np.ndarray) else landmarks.fps
+        return self.neural_video(meshes, count, identity_image, model, path, fps or seq_fps or 30.0, **options)
+
     def edit(self, image: np.ndarray, label: str, model: str | os.PathLike, path: str | os.PathLike | None = None,
              steps: int = 25, strength: float = 1.0, guidance: float = 1.0, seed: int = 0,
              overwrite: bool = False) -> np.ndarray:
@@ -677,12 +768,12 @@ class Pipeline:
         denoised under the text and pasted back with a feathered border (``feather`` 0: hard paste).
         Returns the (H, W, 3) uint8 result, written to ``path`` when given."""
         from face4d.data.region_texts import embed
-        from face4d.neural import model_or_shipped, neural_errors
+        from face4d.neural import neural_errors, neural_model
 
         regions = {"eyes": ("eyes",), "mouth": ("mouth",), "both": ("eyes", "mouth")}
         if region not in regions:
             raise Face4DError(f"unknown region {region!r}; use eyes, mouth or both")
-        model = model_or_shipped(model, "region", "neural-region")
+        model = neural_model(model, "region", "--model")
         if path is not None:
             path = check_out_file(path, (".png", ".jpg", ".jpeg"), overwrite)
         with neural_errors():
@@ -698,3 +789,13 @@ class Pipeline:
 
             save_image(path, edited, overwrite=overwrite)
         return edited
+
+def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Two (H, W, 3) uint8 frames in one row, the lower one scaled up (nearest, an integer factor) or
+    padded to the other's height."""
+    small, big = sorted((left, right), key=len)
+    factor = max(1, len(big) // len(small))
+    small = small.repeat(factor, 0).repeat(factor, 1)[:len(big)]
+    small = np.pad(small, ((0, len(big) - len(small)), (0, 0), (0, 0)))
+    pair = (small, big) if len(left) <= len(right) else (big, small)
+    return np.concatenate(pair, axis=1)

@@ -86,3 +86,40 @@ def make_portraits(out: Path, size: int = 32, identities: int = 6, per_identity:
                 "shards": ["images-00000.npz"], "licence": "test data"}
     (out / "manifest.json").write_text(json.dumps(manifest))
     return out
+
+
+def add_clips(out: Path, sizes: tuple[int, int] = (32, 64), clips_per_identity: int = 1, frames: int = 4,
+              seed: int = 0) -> Path:
+    """Clips (the contract's ``clips-NNNNN.npz``, one shard per split) into a ``make_portraits`` folder:
+    each identity's face opening into one label's expression over ``frames`` frames, at both sizes."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    rng = np.random.default_rng(seed + 1)
+    shards = []
+    for split in ("train", "test"):
+        arrays = {k: [] for k in ("low", "high", "landmarks_low", "landmarks_high", "identity", "label",
+                                  "identity_high")}
+        for person in manifest["split"][split]:
+            skin = rng.uniform(120, 230, 3).astype(np.float32)
+            background = rng.uniform(0, 255, 3).astype(np.float32)
+            shape = template() + rng.normal(0, 0.01, (68, 2)).astype(np.float32)
+            for _ in range(clips_per_identity):
+                label = int(rng.integers(0, 18))
+                clip = {k: [] for k in ("low", "high", "landmarks_low", "landmarks_high")}
+                for t in np.linspace(0, 1, frames):
+                    for name, size in zip(("low", "high"), sizes):
+                        landmarks = (shape + t * expression(label)) * size
+                        clip[name].append(draw(size, skin, background, landmarks)[0])
+                        clip[f"landmarks_{name}"].append(landmarks)
+                for k, v in clip.items():
+                    arrays[k].append(np.asarray(v))
+                arrays["identity"].append(person)
+                arrays["label"].append(label)
+                arrays["identity_high"].append(draw(sizes[1], skin, background, shape * sizes[1])[0])
+        dtypes = {"identity": np.int32, "label": np.int16, "landmarks_low": np.float32, "landmarks_high": np.float32}
+        name = f"clips-{len(shards):05d}.npz"
+        np.savez(out / name, **{k: np.asarray(v, dtypes.get(k, np.uint8)) for k, v in arrays.items()})
+        shards.append(name)
+    manifest.update(clip_size=list(sizes), clips=len(manifest["split"]["train"] + manifest["split"]["test"])
+                    * clips_per_identity, shards=manifest["shards"] + shards)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out

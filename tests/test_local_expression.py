@@ -201,12 +201,13 @@ def test_model_defaults_to_the_shipped_one(tmp_path, monkeypatch):
     from face4d.errors import Face4DError
 
     monkeypatch.setattr(neural, "NEURAL_WEIGHTS", tmp_path)
-    with pytest.raises(Face4DError, match="no region model ships with this install; pass --model DIR"):
-        neural.model_or_shipped(None, "region", "neural-region")
+    with pytest.raises(Face4DError, match=r"no default 'region' model ships .* give --model DIR .*neural-region"):
+        neural.neural_model(None, "region", "--model")
     (tmp_path / "region").mkdir()
     (tmp_path / "region" / "config.json").write_text("{}")
-    assert neural.model_or_shipped(None, "region", "neural-region") == tmp_path / "region"
-    assert neural.model_or_shipped("elsewhere", "region", "neural-region") == Path("elsewhere")
+    (tmp_path / "region" / "model.safetensors").write_bytes(b"")
+    assert neural.neural_model(None, "region", "--model") == tmp_path / "region"
+    assert neural.neural_model("elsewhere", "region", "--model") == Path("elsewhere")
 
 
 @pytest.mark.slow

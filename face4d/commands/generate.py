@@ -76,6 +76,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                        "a pickle can run arbitrary code when loaded, so only for files from a source you trust "
                        "(or re-save them as .npz)")
     add_output_args(gen)
+    neural = gen.add_argument_group("neural video (the 'neural' extra): the first sample drawn as a person, "
+                                    "OUT/neural.<fmt> beside its mesh preview (needs --preview)")
+    neural.add_argument("--neural", nargs="?", const="video", choices=("video",),
+                        help="video: the recurrent model ('face4d train neural-video') draws each frame from a 64² "
+                             "render of the mesh, the person's image and its previous frame")
+    neural.add_argument("--neural-model", type=Path, help="a FacEnhance model directory (default: the shipped one)")
+    neural.add_argument("--identity-image", type=Path, help="the person: an RGB image at the model's size (128²)")
+    neural.add_argument("--neural-steps", type=int, help="DDIM steps per frame of an epsilon model (default 25)")
     add_sampling_args(gen)
     gen.set_defaults(run=run)
 
@@ -95,6 +103,7 @@ def run(args) -> None:
         timeline = timeline_arg(args.timeline, fps=args.fps, duration=args.duration, hold=args.hold, loop=args.loop)
     elif any(getattr(args, name) is not None for name in TIMELINE_OPTIONS):
         raise Face4DError("--hold, --fps, --duration and --loop apply to a --timeline")
+    neural = _neural_options(args, meshes)
     pipe = pipeline(args)
     condition = dict(label=args.label, text=args.text, keyframes=args.keyframes, known=args.known,
                      neutral_mesh=args.neutral_mesh, neutral_landmarks=args.neutral_landmarks, frames=args.frames,
@@ -110,9 +119,30 @@ def run(args) -> None:
                                       identity_seed=args.identity_seed, landmark_ids=args.landmark_ids,
                                       method=args.method, start=args.start or "auto",
                                       overlay_landmarks=args.overlay_landmarks, size=args.size or 256,
-                                      flame_model=args.flame_model, trust_pickle=args.trust_pickle, **condition)
+                                      flame_model=args.flame_model, trust_pickle=args.trust_pickle, neural=neural,
+                                      **condition)
     extra = "".join(f" + preview.{fmt}" for fmt in preview)
+    if neural is not None:
+        extra += f" + neural.{preview[0]} (the first sample's mesh preview beside its neural video)"
     if args.flame_model is not None:
         extra += " + flame/ (the fits' landmark errors are in samples.json)"
     print(f"wrote {args.num} sample(s) of {frames} frames on {target.name} ({target.method}) to "
           f"{args.out}: {', '.join(formats)}{extra}")
+
+
+def _neural_options(args, meshes: bool) -> dict | None:
+    """``Pipeline.generate_to``'s ``neural`` options, the model and the image checked before sampling."""
+    if args.neural is None:
+        if any(getattr(args, name) is not None for name in ("neural_model", "identity_image", "neural_steps")):
+            raise Face4DError("--neural-model, --identity-image and --neural-steps apply with --neural")
+        return None
+    from face4d.neural import load_video_model, neural_model, read_image, require_neural
+
+    require_neural()
+    if not meshes or args.preview is None:
+        raise Face4DError("--neural draws the video beside the mesh preview: add --preview mp4 (or gif)")
+    if args.identity_image is None:
+        raise Face4DError("--neural needs --identity-image (the person, an RGB image at the model's size)")
+    image = read_image(args.identity_image)
+    model = load_video_model(neural_model(args.neural_model, "video"), image, args.device, args.neural_steps)
+    return {"identity_image": image, "model": model, "steps": args.neural_steps, "seed": args.seed}

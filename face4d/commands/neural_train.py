@@ -1,5 +1,5 @@
-"""``face4d train neural-evaluators|neural-faces|neural-edit|neural-region``: the neural renderer's models, trained on
-a portrait dataset (``face4d dataset portraits``) through ``render.neural``'s training functions.
+"""``face4d train neural-evaluators|neural-faces|neural-edit|neural-region|neural-video``: the neural
+renderer's models, trained on a portrait dataset (``face4d dataset portraits``) through ``render.neural``'s training functions.
 
 Each runs on one process or on many under ``accelerate launch`` (``--num_processes N``, ``--cpu`` for
 CPU processes); rerunning the same command resumes from ``--out``'s checkpoint, and the same
@@ -16,7 +16,9 @@ HELPS = {"neural-evaluators": "the landmark regressor, identity encoder and expr
                               "of the image models, and CCFExp's loss networks)",
          "neural-faces": "CCFExp, identity image + target landmarks -> image",
          "neural-edit": "the label + VAE editing model, image + label -> image",
-         "neural-region": "local expression diffusion, eye and mouth crops redrawn from a text"}
+         "neural-region": "local expression diffusion, eye and mouth crops redrawn from a text",
+         "neural-video": "FacEnhance, low-res frame + identity image + previous frame -> high-res frame "
+                         "(on the dataset's clips)"}
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -43,6 +45,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
             arch.add_argument("--widths", type=_ints, help="CNN widths, one per stride-2 level, e.g. 32,64,96,128")
             continue
         arch.add_argument("--channels", type=_ints, help="UNet block widths, e.g. 32,64,96")
+        if kind == "neural-video":
+            _add_video_args(cmd, arch)
+            continue
         if kind == "neural-faces":
             cmd.add_argument("--evaluators", type=Path, help="trained evaluators ('face4d train neural-evaluators'): "
                                                              "the identity and landmark losses' networks")
@@ -72,10 +77,11 @@ def run(args: argparse.Namespace) -> None:
         from render.neural.training import NeuralTrainConfig
 
         manifest = read_manifest(args.data)
-        images = load_images(args.data, "train")  # the test identities stay unseen
         config = NeuralTrainConfig(**given(args, "steps", "batch_size", "lr", "ema_decay", "grad_clip", "seed",
                                            "checkpoint_every"))
         common = {"progress": not args.quiet, "cpu": args.device == "cpu"}
+        video = args.train_command == "neural-video"  # trains on the clips, not the images
+        images = None if video else load_images(args.data, "train")  # the test identities stay unseen
         if args.train_command == "neural-evaluators":
             from render.neural.evaluators import EvaluatorConfig, train_evaluators
 
@@ -90,13 +96,15 @@ def run(args: argparse.Namespace) -> None:
 
             region_config = RegionConfig(**given(args, "channels", "text_dropout"))
             result = train_region(images, text_table(manifest["labels"]), args.out, config, region_config, **common)
-        else:
+        elif args.train_command == "neural-edit":
             from render.neural.conditional_diffusion_model import EditConfig
             from render.neural.conditional_diffusion_training import train_edit
 
             edit_config = EditConfig(variant=args.variant, **given(args, "channels", "label_dropout"))
             result = train_edit(images, args.out, config, manifest["labels"], edit_config,
                                 vae_steps=args.vae_steps, **common)
+        else:
+            result = _train_video(args, config, common)
     if result.is_main:
         resumed = f" (resumed from step {result.start_step})" if result.start_step else ""
         print(f"{args.train_command} at step {result.step}{resumed}; model saved in {args.out}")
@@ -118,3 +126,26 @@ def _train_faces(args, images, neutrals, config, common):
                           "neural-evaluators'), or --identity-weight 0 --landmark-weight 0")
     evaluators = Evaluators.from_pretrained(args.evaluators) if args.evaluators is not None else None
     return train_ccfexp(images, neutrals, args.out, config, model, loss, evaluators, **common)
+
+
+def _add_video_args(cmd: argparse.ArgumentParser, arch: argparse._ArgumentGroup) -> None:
+    arch.add_argument("--prediction", choices=("previous", "epsilon"),
+                      help="previous: x_(t-stride) directly (the paper's); epsilon: the noise (DDIM sampling)")
+    arch.add_argument("--stride", type=int, help="the x_(t-stride) step; sampling takes timesteps/stride calls")
+    ablation = cmd.add_argument_group("ablations (the paper's table 3)")
+    ablation.add_argument("--no-expression-encoder", action="store_true",
+                          help="concatenate the upsampled low-res frame instead of attending to its encoding")
+    ablation.add_argument("--no-previous-frame", action="store_true", help="frame by frame: no previous frame")
+    ablation.add_argument("--previous-noise", type=float, help="σ of the noise on the previous frame (0: not "
+                                                               "noised; default FacEnhanceConfig's)")
+
+
+def _train_video(args, config, common):
+    from render.neural.facenhance_data import load_clips
+    from render.neural.facenhance_model import FacEnhanceConfig
+    from render.neural.facenhance_training import train_facenhance
+
+    model = FacEnhanceConfig(expression_encoder=not args.no_expression_encoder,
+                             previous_frame=not args.no_previous_frame,
+                             **given(args, "channels", "prediction", "stride", "previous_noise"))
+    return train_facenhance(load_clips(args.data, "train"), args.out, config, model, **common)

@@ -31,14 +31,19 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def _add_neural_args(rend: argparse.ArgumentParser) -> None:
     group = rend.add_argument_group("neural rendering (the 'neural' extra): a person's image instead of meshes")
-    group.add_argument("--neural", choices=("faces",), help="faces: draw the first sequence on a person's image, "
-                                                            "frame by frame, with a CCFExp model")
-    group.add_argument("--neural-model", type=Path, help="a CCFExp model ('face4d train neural-faces')")
+    group.add_argument("--neural", choices=("faces", "video"),
+                       help="faces: draw the first sequence on a person's image, frame by frame, with a CCFExp model; "
+                            "video: the recurrent model draws each frame from a 64² render of the decoded mesh, the "
+                            "person's image and its previous frame (shown beside the render)")
+    group.add_argument("--neural-model", type=Path, help="a CCFExp model ('face4d train neural-faces'), or for video "
+                                                         "a FacEnhance model ('face4d train neural-video'; default: "
+                                                         "the shipped one)")
     group.add_argument("--identity-image", type=Path, help="the person: an RGB image at the model's size")
     group.add_argument("--identity-landmarks", type=Path, help="its 68 landmarks in pixels (.npy (68, 2) or .pts)")
     group.add_argument("--portraits", type=Path, help="or take the person from a portrait dataset ...")
     group.add_argument("--identity", type=int, help="... by its identity id (its neutral image and landmarks)")
-    group.add_argument("--steps", type=int, default=25, help="DDIM steps per frame (default 25)")
+    group.add_argument("--steps", type=int, help="DDIM steps per frame (default 25; a video model predicting "
+                                                 "x_(t-stride) samples in its own steps)")
     group.add_argument("--seed", type=int, default=0, help="the starting noise, shared by every frame")
 
 
@@ -46,6 +51,9 @@ def run(args) -> None:
     from face4d.landmarks import load_landmark_file
     from face4d.outputs import check_out_file, check_preview_fps, check_preview_size, require_render
 
+    if args.neural == "video":
+        _render_video(args)
+        return
     if args.neural:
         _render_neural(args)
         return
@@ -92,6 +100,30 @@ def _render_neural(args) -> None:
     seqs = load_landmark_file(args.landmarks)
     check_out_file(args.out, (".mp4", ".gif"), args.overwrite)
     frames = Pipeline(device=args.device).render_neural(seqs, image, points, args.neural_model, args.out,
-                                                        steps=args.steps, seed=args.seed, fps=args.fps,
+                                                        steps=args.steps or 25, seed=args.seed, fps=args.fps,
                                                         overwrite=args.overwrite, progress=not args.quiet)
     print(f"wrote {args.out}: {len(frames)} neural frame(s) of {args.landmarks}")
+
+
+def _render_video(args) -> None:
+    from face4d.errors import Face4DError
+    from face4d.landmarks import load_landmark_file
+    from face4d.neural import neural_model, read_image, require_neural
+    from face4d.outputs import check_out_file
+
+    require_neural()
+    if args.identity_image is None:
+        raise Face4DError("--neural video needs --identity-image (the person, an RGB image at the model's size)")
+    if args.portraits is not None or args.identity_landmarks is not None:
+        raise Face4DError("--portraits and --identity-landmarks apply to --neural faces; the video model takes "
+                          "--identity-image only")
+    model = neural_model(args.neural_model, "video")
+    image = read_image(args.identity_image)
+    seqs = load_landmark_file(args.landmarks)
+    check_out_file(args.out, (".mp4", ".gif"), args.overwrite)
+    pipe = pipeline(args)
+    target = pipe.target(args.mesh, args.identity_seed, landmark_ids=args.landmark_ids, method=args.method)
+    pipe.render_neural_video(seqs, image, model, args.out, target=target, fps=args.fps, steps=args.steps,
+                             seed=args.seed, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"wrote {args.out}: the neural video of {args.landmarks} ({seqs.lengths[0]} frames), beside its 64² "
+          f"mesh renders")

@@ -1,0 +1,198 @@
+"""FacEnhance (Bouzid & Ballihi, *Facial expression video enhancement with recurrent DDPM*): a low-resolution
+frame, a high-resolution identity image and the previous generated frame give the high-resolution frame.
+
+The paper's conditioning, on diffusers' ``UNet2DConditionModel``:
+
+- the expression encoder ``E_exp`` (a CNN) reads the low-res frame; its grid of features are the tokens
+  of the cross-attention at the UNet's lowest resolution (the paper's attention level);
+- the identity image and the previous generated frame, noised (``previous + z``, z ~ N(0, σ²), so that
+  only the layout survives and the model cannot copy details, whose errors would pile up over the
+  frames), are concatenated with the noisy image.
+
+Two parametrisations (``prediction``): ``"previous"``, the paper's, predicts the less noisy image
+x_{t-Δ} directly (Δ = ``stride``; Δ = 1 is the paper's x_{t-1}, with as many sampling steps as training
+steps; a larger Δ trains on the deterministic DDIM trajectory x_{t-Δ} = √ᾱ_{t-Δ} x_0 + √(1-ᾱ_{t-Δ}) ε of
+the same ε, so that T/Δ model calls sample a frame; the UNet's output is added to x_t, so that the
+model starts from copying its input, which a UNet otherwise spends long learning, and learns the step);
+``"epsilon"`` predicts the noise, sampled with
+diffusers' DDIM scheduler at any number of steps. The paper's ablations: ``expression_encoder=False``
+concatenates the upsampled low-res frame instead, ``previous_frame=False`` drops the previous frame,
+``previous_noise=0`` passes it unnoised.
+
+Not in the paper, for the CPU budget (25 steps of a 128² frame within seconds on two cores): the UNet
+runs at half the resolution on space-to-depth input (``patch`` 2: each 2x2 block of pixels becomes 4x
+the channels, losslessly; the output is folded back the same way).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from render.neural.ccfexp_model import unet_blocks  # cross-attention at the lowest level: the paper's place too
+from render.neural.data import NeuralInputError, check_image, to_tensor, to_uint8
+from render.neural.evaluators import ConvStack
+from render.neural.io import load_model, save_model
+
+KIND = "facenhance"
+PREDICTIONS = ("previous", "epsilon")
+
+
+@dataclass
+class FacEnhanceConfig:
+    size: int = 128
+    """The generated (and identity) frame's size."""
+    low_size: int = 64
+    """The low-res frame's size."""
+    patch: int = 2
+    """Space-to-depth factor: the UNet runs at size / patch."""
+    channels: tuple[int, ...] = (32, 48, 64, 96)
+    """UNet block widths; the lowest level (and the mid block) carries the cross-attention."""
+    dim: int = 64
+    """Token width of the expression encoder (the cross-attention context)."""
+    heads: int = 4
+    encoder_widths: tuple[int, ...] = (32, 48, 64)
+    """The expression encoder's CNN; its token grid is low_size / 2^len."""
+    prediction: str = "previous"
+    """"previous" (the paper's x_{t-Δ}) or "epsilon"."""
+    stride: int = 40
+    """Δ of the "previous" prediction: it samples in timesteps / stride model calls."""
+    previous_noise: float = 0.5
+    """σ of the noise added to the previous frame (in the [-1, 1] image range); 0 = not noised."""
+    expression_encoder: bool = True
+    previous_frame: bool = True
+    timesteps: int = 1000
+    beta_schedule: str = "linear"
+    """The paper's: betas from 1e-4 to 0.02, linearly."""
+
+    def __post_init__(self) -> None:
+        if self.prediction not in PREDICTIONS:
+            raise NeuralInputError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+        if self.size % self.patch or self.timesteps % self.stride:
+            raise NeuralInputError(f"need size % patch == 0 and timesteps % stride == 0, got size {self.size}, "
+                                   f"patch {self.patch}, timesteps {self.timesteps}, stride {self.stride}")
+        if self.previous_noise < 0:
+            raise NeuralInputError(f"previous_noise must be >= 0, got {self.previous_noise}")
+
+
+class FacEnhance(nn.Module):
+    def __init__(self, config: FacEnhanceConfig):
+        from diffusers import UNet2DConditionModel
+
+        super().__init__()
+        self.config = c = config
+        images = 2 + c.previous_frame + (not c.expression_encoder)  # noisy, identity, [previous], [low]
+        if c.expression_encoder:
+            grid = (c.low_size // 2 ** len(c.encoder_widths)) ** 2
+            self.expression_cnn = ConvStack(3, c.encoder_widths)
+            self.expression_tokens = nn.Linear(c.encoder_widths[-1], c.dim)
+            self.expression_position = nn.Parameter(torch.zeros(1, grid, c.dim))
+        down, up = unet_blocks(len(c.channels))
+        self.unet = UNet2DConditionModel(
+            sample_size=c.size // c.patch, in_channels=3 * images * c.patch ** 2, out_channels=3 * c.patch ** 2,
+            block_out_channels=c.channels, layers_per_block=1, down_block_types=down, up_block_types=up,
+            cross_attention_dim=c.dim, attention_head_dim=c.dim // c.heads, norm_num_groups=8)
+        if not c.expression_encoder:  # one learned token: the UNet's attention blocks stay, with nothing to read
+            self.null_token = nn.Parameter(torch.zeros(1, 1, c.dim))
+
+    def encode(self, low: torch.Tensor) -> torch.Tensor:
+        """The expression condition of low-res frames (B, 3, s, s): cross-attention tokens, or (without
+        the encoder) the frame upsampled to the output size, to be concatenated."""
+        c = self.config
+        if not c.expression_encoder:
+            return F.interpolate(low, size=(c.size, c.size), mode="bicubic", align_corners=False).clamp(-1, 1)
+        feats = self.expression_cnn(low).flatten(2).transpose(1, 2)
+        return self.expression_tokens(feats) + self.expression_position
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, expression: torch.Tensor,
+                identity: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+        """The model's prediction (x_{t-Δ} or ε, by ``prediction``) for ``noisy`` (B, 3, S, S) at
+        ``timesteps``; ``expression`` from ``encode``, ``previous`` already noised (None without it)."""
+        c = self.config
+        inputs = [noisy, identity] + ([previous] if c.previous_frame else [])
+        if c.expression_encoder:
+            tokens = expression
+        else:
+            inputs.append(expression)
+            tokens = self.null_token.expand(len(noisy), -1, -1)
+        x = F.pixel_unshuffle(torch.cat(inputs, 1), c.patch)
+        out = F.pixel_shuffle(self.unet(x, timesteps, encoder_hidden_states=tokens).sample, c.patch)
+        return noisy + out if c.prediction == "previous" else out  # x_{t-Δ} as a step from x_t
+
+    def noise_previous(self, previous: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``previous + z`` (the paper's noised previous frame), in training and sampling alike."""
+        if not self.config.previous_noise:
+            return previous
+        z = torch.randn(previous.shape, generator=generator, device=previous.device if generator is None else "cpu")
+        return previous + self.config.previous_noise * z.to(previous.device)
+
+    def schedulers(self):
+        """The DDPM training schedule and the DDIM sampler made from the same configuration."""
+        from diffusers import DDIMScheduler, DDPMScheduler
+
+        ddpm = DDPMScheduler(num_train_timesteps=self.config.timesteps, beta_schedule=self.config.beta_schedule)
+        return ddpm, DDIMScheduler.from_config(ddpm.config)
+
+    def sampling_steps(self, steps: int | None) -> int:
+        """The model calls per frame: any number for epsilon, T/Δ (the grid it learned) for x_{t-Δ}."""
+        c = self.config
+        own = c.timesteps // c.stride
+        if c.prediction == "previous":
+            if steps not in (None, own):
+                raise NeuralInputError(f"this model predicts x_(t-{c.stride}) and samples in its own {own} steps, "
+                                       f"not {steps}")
+            return own
+        if steps is not None and not 1 <= steps <= c.timesteps:
+            raise NeuralInputError(f"steps must lie within 1..{c.timesteps}, got {steps}")
+        return 25 if steps is None else steps
+
+    @torch.no_grad()
+    def sample(self, expression: torch.Tensor, identity: torch.Tensor, previous: torch.Tensor | None,
+               steps: int, generator: torch.Generator) -> torch.Tensor:
+        """One batch of frames (B, 3, S, S) in [-1, 1] from noise, the condition fixed (``previous``
+        already noised)."""
+        _, ddim = self.schedulers()
+        ddim.set_timesteps(steps)
+        device = identity.device
+        x = torch.randn(identity.shape, generator=generator).to(device)
+        for t in ddim.timesteps:
+            out = self(x, t.expand(len(x)).to(device), expression, identity, previous)
+            x = out if self.config.prediction == "previous" else ddim.step(out, t, x).prev_sample
+        return x.clamp(-1, 1)
+
+    @torch.no_grad()
+    def generate(self, lows: Iterable[np.ndarray], identity_image: np.ndarray, steps: int | None = None,
+                 seed: int = 0) -> Iterator[np.ndarray]:
+        """The high-res video of the low-res frames ``lows`` (each (s, s, 3) uint8), one (S, S, 3) uint8
+        frame at a time: frame n is conditioned on frame n-1 (the identity image for the first), so any
+        number of frames streams in the memory of one. Deterministic for a ``seed``. A batch of videos
+        runs together when ``identity_image`` is (B, S, S, 3) and each low frame (B, s, s, 3); frames
+        are then (B, S, S, 3)."""
+        c = self.config
+        steps = self.sampling_steps(steps)
+        device = next(self.parameters()).device
+        batched = np.ndim(identity_image) == 4
+        identity = torch.stack([to_tensor(check_image(image, c.size, "identity image"))
+                                for image in (identity_image if batched else [identity_image])]).to(device)
+        previous = identity
+        generator = torch.Generator().manual_seed(seed)
+        for n, low in enumerate(lows):
+            low = torch.stack([to_tensor(check_image(image, c.low_size, f"low-res frame {n}"))
+                               for image in (low if batched else [low])]).to(device)
+            if len(low) != len(identity):
+                raise NeuralInputError(f"low-res frame {n} holds {len(low)} images for {len(identity)} videos")
+            noised = self.noise_previous(previous, generator) if c.previous_frame else None
+            previous = self.sample(self.encode(low), identity, noised, steps, generator)
+            frames = to_uint8(previous)
+            yield frames if batched else frames[0]
+
+    def save_pretrained(self, directory) -> None:
+        save_model(directory, KIND, self.config, self)
+
+    @classmethod
+    def from_pretrained(cls, directory, device="cpu") -> "FacEnhance":
+        return load_model(directory, KIND, FacEnhanceConfig, cls, device)
