@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 LABELS = [f"label_{i}" for i in range(18)]
 REGION_COLOURS = np.array([[90, 60, 40], [40, 30, 20], [150, 90, 80], [250, 250, 250], [200, 40, 60]], np.float32)
@@ -123,3 +124,20 @@ def add_clips(out: Path, sizes: tuple[int, int] = (32, 64), clips_per_identity: 
                     * clips_per_identity, shards=manifest["shards"] + shards)
     (out / "manifest.json").write_text(json.dumps(manifest))
     return out
+
+
+def check_exact_resume(train, root: Path, weights: tuple[str, ...] = ("model.safetensors",)) -> None:
+    """``train(out, steps, checkpoint_every=...)`` run for 4 steps at once (``root/full``) and as 2 steps
+    resumed to 4 (``root/resumed``): finite losses, the same losses, and the same ``weights`` files."""
+    import torch
+    from safetensors.torch import load_file
+
+    full = train(root / "full", 4)
+    assert full.step == 4 and len(full.losses) == 4 and all(np.isfinite(full.losses))
+    first = train(root / "resumed", 2, checkpoint_every=2)
+    second = train(root / "resumed", 4, checkpoint_every=2)
+    assert (first.start_step, second.start_step, second.step) == (0, 2, 4)
+    assert first.losses + second.losses == pytest.approx(full.losses, rel=1e-5)
+    for name in weights:
+        a, b = load_file(str(root / "full" / name)), load_file(str(root / "resumed" / name))
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), name

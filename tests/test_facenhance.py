@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from neural_fixtures import add_clips, make_portraits
+from neural_fixtures import add_clips, check_exact_resume, make_portraits
 from render.neural.data import NeuralInputError, to_tensor, to_uint8
 from render.neural.facenhance_data import ClipFrames, load_clips, model_range
 from render.neural.facenhance_model import FacEnhance, FacEnhanceConfig
@@ -155,16 +155,7 @@ def _train(folder, out, steps, checkpoint_every=100, **options):
 
 @pytest.mark.slow
 def test_training_is_deterministic_and_resumes_exactly(clips_folder, tmp_path):
-    from safetensors.torch import load_file
-
-    full = _train(clips_folder, tmp_path / "full", 4)
-    assert full.step == 4 and all(np.isfinite(full.losses))
-    first = _train(clips_folder, tmp_path / "resumed", 2, checkpoint_every=2)
-    second = _train(clips_folder, tmp_path / "resumed", 4, checkpoint_every=2)
-    assert (first.start_step, second.start_step) == (0, 2)
-    assert first.losses + second.losses == pytest.approx(full.losses, rel=1e-5)
-    a, b = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("full", "resumed"))
-    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    check_exact_resume(lambda out, steps, **kw: _train(clips_folder, out, steps, **kw), tmp_path)
     model = FacEnhance.from_pretrained(tmp_path / "full")
     assert model.config == FacEnhanceConfig(**MICRO)
     with pytest.raises(NeuralInputError, match="another model"):

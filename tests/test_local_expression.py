@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import integrate, stats
 
-from neural_fixtures import make_portraits
+from neural_fixtures import check_exact_resume, make_portraits
 from render.neural.data import NeuralInputError, load_images, load_neutrals
 from render.neural.local_expression_regions import boxes, crop, paste, paste_mask, seam_score
 from test_neural import face4d
@@ -150,15 +150,8 @@ def _train(portraits, out, steps, checkpoint_every=100):
 def test_training_resumes_exactly_and_keeps_raw_and_ema_weights(portraits, tmp_path):
     from safetensors.torch import load_file
 
-    full = _train(portraits, tmp_path / "full", 4)
-    assert full.step == 4 and all(np.isfinite(full.losses))
-    first = _train(portraits, tmp_path / "resumed", 2, checkpoint_every=2)
-    second = _train(portraits, tmp_path / "resumed", 4, checkpoint_every=2)
-    assert (second.start_step, second.step) == (2, 4)
-    assert first.losses + second.losses == pytest.approx(full.losses, rel=1e-5)
-    for name in ("model.safetensors", "raw/model.safetensors"):
-        a, b = load_file(str(tmp_path / "full" / name)), load_file(str(tmp_path / "resumed" / name))
-        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), name
+    check_exact_resume(lambda out, steps, **kw: _train(portraits, out, steps, **kw), tmp_path,
+                       weights=("model.safetensors", "raw/model.safetensors"))
     ema, raw = load_file(str(tmp_path / "full" / "model.safetensors")), load_file(
         str(tmp_path / "full" / "raw" / "model.safetensors"))
     assert any(not torch.equal(ema[k], raw[k]) for k in ema)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from neural_fixtures import LABELS, make_portraits
+from neural_fixtures import LABELS, check_exact_resume, make_portraits
 from render.neural import metrics
 from render.neural.data import (NeuralInputError, PortraitPairs, check_image, check_landmarks,
                                 landmark_maps, load_images, load_neutrals)
@@ -164,17 +164,11 @@ def _train_micro(portraits, out, steps, checkpoint_every=100):
 def test_ccfexp_training_is_deterministic_and_resumes_exactly(portraits, tmp_path):
     from safetensors.torch import load_file
 
-    full = _train_micro(portraits, tmp_path / "full", 4)
-    assert full.step == 4 and len(full.losses) == 4 and all(np.isfinite(full.losses))
+    check_exact_resume(lambda out, steps, **kw: _train_micro(portraits, out, steps, **kw), tmp_path)
     _train_micro(portraits, tmp_path / "again", 4)
-    first = _train_micro(portraits, tmp_path / "resumed", 2, checkpoint_every=2)
-    second = _train_micro(portraits, tmp_path / "resumed", 4, checkpoint_every=2)
-    assert (first.start_step, second.start_step, second.step) == (0, 2, 4)
-    assert first.losses + second.losses == pytest.approx(full.losses, rel=1e-5)
-    weights = {name: load_file(str(tmp_path / name / "model.safetensors")) for name in ("full", "again", "resumed")}
-    for key, value in weights["full"].items():
-        assert torch.equal(value, weights["again"][key]), key
-        assert torch.allclose(value, weights["resumed"][key], atol=1e-6), key
+    full, again = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("full", "again"))
+    for key, value in full.items():
+        assert torch.equal(value, again[key]), key
 
 
 @pytest.mark.slow
