@@ -72,6 +72,43 @@ def read_points(path: str | os.PathLike) -> np.ndarray:
     return points
 
 
+MIN_EYE_DISTANCE = 0.1
+"""Smallest distance between the eye centres, as a share of the image's width, that counts as a face:
+the models were trained on portraits where it is about a third."""
+
+MIN_FACE_CONTRAST = 2.0
+"""Smallest standard deviation of the face box's pixels (of 255) that counts as a face: a blank or
+flat-coloured region has none to edit."""
+
+
+def check_face(image: np.ndarray, points: np.ndarray | None, source: str) -> None:
+    """Refuse, in one line, an image whose landmarks do not place a face in it: points not finite or
+    outside the image, eyes too close together for a portrait, or a flat region where the face should
+    be (without ``points``: a flat image). Not a face detector: it catches the wrong file, the wrong
+    landmarks and an empty image."""
+    height, width = image.shape[:2]
+    if points is None:
+        if image.astype(np.float32).std() < MIN_FACE_CONTRAST:
+            raise Face4DError(f"{source}: no face in the image: it is one flat colour")
+        return
+    if not np.isfinite(points).all():
+        raise Face4DError(f"{source}: the landmarks are not finite numbers")
+    inside = (points[:, 0] >= 0) & (points[:, 0] <= width - 1) & (points[:, 1] >= 0) & (points[:, 1] <= height - 1)
+    if not inside.all():
+        raise Face4DError(f"{source}: {int((~inside).sum())} of 68 landmarks fall outside the {width}x{height} "
+                          "image: no face there (landmarks in pixels of this image?)")
+    eyes = np.linalg.norm(points[36:42].mean(0) - points[42:48].mean(0))
+    if eyes < MIN_EYE_DISTANCE * width:
+        raise Face4DError(f"{source}: no face in the image: the eyes are {eyes:.1f} px apart in a {width} px wide "
+                          f"image (a portrait needs {MIN_EYE_DISTANCE * width:.0f} or more)")
+    x0, y0 = np.floor(points.min(0)).astype(int)
+    x1, y1 = np.ceil(points.max(0)).astype(int)
+    box = image[y0:y1 + 1, x0:x1 + 1].astype(np.float32)
+    if box.std() < MIN_FACE_CONTRAST:
+        raise Face4DError(f"{source}: no face in the image: the region the landmarks outline is flat "
+                          f"(pixel spread {box.std():.1f} of 255)")
+
+
 def portrait_identity(directory: str | os.PathLike, identity: int) -> tuple[np.ndarray, np.ndarray]:
     """The neutral image and its landmarks of one identity of a portrait dataset."""
     with neural_errors():

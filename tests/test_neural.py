@@ -226,7 +226,17 @@ def test_cli_trains_renders_and_edits(portraits, tmp_path):
     assert iio.imread(tmp_path / "edited.png").shape == (32, 32, 3)
     # bad inputs: one line, exit 2, nothing written
     big = tmp_path / "big.png"
-    iio.imwrite(big, np.zeros((64, 64, 3), np.uint8))
+    iio.imwrite(big, np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    blank = tmp_path / "blank.png"
+    iio.imwrite(blank, np.full((32, 32, 3), 128, np.uint8))
+    points = load_neutrals(portraits)["landmarks"][4]
+    off_image, tiny = tmp_path / "off.npy", tmp_path / "tiny.npy"
+    np.save(off_image, points + 40.0)
+    np.save(tiny, points.mean(0) + (points - points.mean(0)) * 0.05)
+    no_face = [("edit", blank, "--label", LABELS[0], "--model", edit, "--out", tmp_path / "x.png"),
+               *(("render", lm_file, "--neural", "faces", "--neural-model", faces, "--identity-image", face_image,
+                  "--identity-landmarks", lm, "--out", tmp_path / "x.gif")
+                 for face_image, lm in ((image, off_image), (image, tiny), (blank, bad_points(tmp_path, points))))]
     grey = tmp_path / "grey.png"
     iio.imwrite(grey, np.zeros((32, 32), np.uint8))
     bad_lm = tmp_path / "bad.npy"
@@ -237,11 +247,20 @@ def test_cli_trains_renders_and_edits(portraits, tmp_path):
              ("edit", image, "--label", LABELS[0], "--model", tmp_path / "none", "--out", tmp_path / "x.png"),
              ("render", lm_file, "--neural", "faces", "--neural-model", faces, "--identity-image", image,
               "--identity-landmarks", bad_lm, "--out", tmp_path / "x.gif")]
-    for case in cases:
+    for case in cases + no_face:
         done = face4d(*case)
         assert done.returncode == 2, (case, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("face4d: error:"), done.stderr
+        if case in no_face:
+            assert "no face" in done.stderr, done.stderr
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "x.gif").exists()
+
+
+def bad_points(tmp_path, points) -> Path:
+    """``points`` saved as a landmark file (for an image that does not hold that face)."""
+    path = tmp_path / "points.npy"
+    np.save(path, points)
+    return path
 
 
 @pytest.mark.slow

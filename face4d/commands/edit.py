@@ -42,7 +42,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args) -> None:
-    from face4d.neural import read_image, require_neural
+    from face4d.neural import check_face, read_image, require_neural
     from face4d.pipeline import Pipeline
 
     require_neural()
@@ -56,6 +56,7 @@ def run(args) -> None:
     if args.image is None:
         raise Face4DError("--label needs the IMAGE to edit")
     image = read_image(args.image)
+    check_face(image, None, str(args.image))
     Pipeline(device=args.device).edit(image, args.label, args.model, args.out, steps=args.steps,
                                       strength=1.0 if args.strength is None else args.strength,
                                       guidance=args.guidance, seed=args.seed, overwrite=args.overwrite)
@@ -63,7 +64,7 @@ def run(args) -> None:
 
 
 def _edit_region(args) -> None:
-    from face4d.neural import portrait_identity, read_image, read_points
+    from face4d.neural import check_face, portrait_identity, read_image, read_points
     from face4d.pipeline import Pipeline
 
     if args.portraits is not None:
@@ -80,6 +81,7 @@ def _edit_region(args) -> None:
             raise Face4DError(f"{args.image} has no landmarks: pass --landmarks FILE (.pts or .npy) or put "
                               f"{args.image.with_suffix('.pts').name} beside it")
         image, points = read_image(args.image), read_points(landmarks)
+        check_face(image, points, str(args.image))
         source = str(args.image)
     strength = 250 if args.strength is None else args.strength
     if strength != int(strength):

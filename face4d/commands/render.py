@@ -79,7 +79,7 @@ def run(args) -> None:
 def _render_neural(args) -> None:
     from face4d.errors import Face4DError
     from face4d.landmarks import load_landmark_file
-    from face4d.neural import portrait_identity, read_image, read_points, require_neural
+    from face4d.neural import check_face, portrait_identity, read_image, read_points, require_neural
     from face4d.outputs import check_out_file
     from face4d.pipeline import Pipeline
 
@@ -97,6 +97,7 @@ def _render_neural(args) -> None:
         if args.identity_landmarks is None:
             raise Face4DError("--identity-image needs --identity-landmarks (68 points in pixels)")
         image, points = read_image(args.identity_image), read_points(args.identity_landmarks)
+        check_face(image, points, str(args.identity_image))
     seqs = load_landmark_file(args.landmarks)
     check_out_file(args.out, (".mp4", ".gif"), args.overwrite)
     frames = Pipeline(device=args.device).render_neural(seqs, image, points, args.neural_model, args.out,
@@ -108,7 +109,7 @@ def _render_neural(args) -> None:
 def _render_video(args) -> None:
     from face4d.errors import Face4DError
     from face4d.landmarks import load_landmark_file
-    from face4d.neural import neural_model, read_image, require_neural
+    from face4d.neural import check_face, neural_model, read_image, require_neural
     from face4d.outputs import check_out_file
 
     require_neural()
@@ -119,6 +120,7 @@ def _render_video(args) -> None:
                           "--identity-image only")
     model = neural_model(args.neural_model, "video")
     image = read_image(args.identity_image)
+    check_face(image, None, str(args.identity_image))
     seqs = load_landmark_file(args.landmarks)
     check_out_file(args.out, (".mp4", ".gif"), args.overwrite)
     pipe = pipeline(args)
