@@ -55,6 +55,12 @@ class GradientGuidance:
       There the DDPM variance of the same step, ``beta_t`` of ``diffusion``, stands in: it is what
       ancestral sampling would allow at that step, so lambda keeps its meaning across samplers,
       and the Adagrad step (scaled by the standard deviation) stays non-zero.
+    * ``norm`` ``sample`` (the default) keeps one Adagrad accumulator per sample instead of one per
+      coordinate: the step is the gradient scaled to an RMS of ``lr * sigma_t`` over the sample, so
+      it keeps the gradient's shape across frames and landmarks. Per coordinate (``coordinate``,
+      Diffusion-LM's and the paper's Adagrad) the first step moves every coordinate by the same
+      ``lr * sigma_t`` whatever its gradient, so landmarks and frames the condition barely touches
+      move as far as those it is about, in the direction of a near-zero, noisy gradient.
     * One Adagrad state per reverse step, reset at the next: the gradients' scale changes with
       ``t``. Within the step it accumulates, so when the fluency and control terms start to
       disagree the steps shrink instead of bouncing around their balance point. (Diffusion-LM
@@ -99,9 +105,22 @@ class GradientGuidance:
                     )
                 # Samples are independent, so the sum's gradient is each sample's own gradient.
                 (gradient,) = torch.autograd.grad(score.sum(), x)
-                accumulator = accumulator + gradient**2
+                accumulator = accumulator + self._squared(gradient, mask)
                 x = (x.detach() + step * gradient / (accumulator.sqrt() + _ADAGRAD_EPS)).detach()
         return x
+
+    def _squared(self, gradient: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """What Adagrad accumulates: the squared gradient per coordinate (``norm`` ``coordinate``),
+        or its mean over each sample's valid frames and coordinates (``sample``)."""
+        squared = gradient**2
+        if self.config.norm == "coordinate":
+            return squared
+        dims = tuple(range(1, gradient.dim()))
+        if mask is None:
+            return squared.mean(dim=dims, keepdim=True).expand_as(gradient)
+        valid = mask.to(squared.dtype).view(*mask.shape, *(1,) * (gradient.dim() - mask.dim())).expand_as(gradient)
+        mean = (squared * valid).sum(dim=dims, keepdim=True) / valid.sum(dim=dims, keepdim=True).clamp_min(1)
+        return mean.expand_as(gradient)
 
     def _prior_variance(self, variance: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The step's variance, with ``beta_t`` in place of zeros (deterministic DDIM steps)."""

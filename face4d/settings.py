@@ -9,7 +9,7 @@ them (``face4d.diffusion``, ``face4d.guidance``, ``face4d.filling``, ``face4d.ge
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from face4d.errors import Face4DError
 
@@ -44,6 +44,10 @@ smaller gradient than a classifier's log-probability: at the label's lambda = 0.
 swamps it. The sweep that chose the value: docs/tuning.md."""
 
 
+GUIDANCE_NORMS = ("sample", "coordinate")
+"""What ``GuidanceConfig.norm`` may be: Adagrad's accumulator per sample (ours) or per coordinate (the paper's)."""
+
+
 @dataclass
 class GuidanceConfig:
     """Settings of the Adagrad refinement of ``GradientGuidance``.
@@ -52,23 +56,26 @@ class GuidanceConfig:
       ``log p_theta(x | x_t)``; larger keeps samples closer to the unguided reverse step.
     * ``steps``: Adagrad steps per reverse step (Sec. 3.2: 3).
     * ``lr``: the Adagrad learning rate *in units of the reverse step's standard deviation*
-      ``sigma_t``. The paper does not give one. Adagrad scales each coordinate's step by its own
-      accumulated gradient norm, so its first step moves every coordinate by exactly the learning
-      rate, whatever the gradient's scale: the learning rate is a distance in data units, and a
-      fixed one would be far too large at the end of sampling (``sigma_1 = 0.01``) or too small
-      for a coarse respaced schedule. Scaling it by ``sigma_t`` makes the refinement move a sample
-      by at most ``steps * lr * sigma_t`` per coordinate: with the default 0.2, under two thirds of
-      the noise the step itself draws, so a refined sample stays typical of ``p_theta(. | x_t)`` while
-      hundreds of consistent nudges add up to a strong drift toward the condition. It is also
-      independent of the number of landmarks and frames, which a raw gradient is not. The price:
-      for the same reason the fluency term alone moves coordinates toward the step's mean, which
-      narrows the spread within samples a little: lower ``lr`` trades control for diversity. The
-      sweep that chose the default 0.2: docs/tuning.md.
+      ``sigma_t``. The paper does not give one. Adagrad divides the gradient by its own accumulated
+      norm, so its first step has the size of the learning rate whatever the gradient's scale: the
+      learning rate is a distance in data units, and a fixed one would be far too large at the end
+      of sampling (``sigma_1 = 0.01``) or too small for a coarse respaced schedule. Scaling it by
+      ``sigma_t`` keeps each refinement step a fraction of the noise the reverse step itself draws,
+      so a refined sample stays typical of ``p_theta(. | x_t)`` while hundreds of consistent nudges
+      add up to a strong drift toward the condition; it is also independent of the number of
+      landmarks and frames, which a raw gradient is not. Lower ``lr`` trades control for diversity.
+    * ``norm``: what the Adagrad accumulator normalises. ``sample`` (default): one accumulator per
+      sample, so a step moves the sample by an RMS of ``lr * sigma_t`` over its coordinates and
+      keeps the gradient's shape: the landmarks the condition is about move most. ``coordinate``:
+      one per coordinate, as in torch.optim.Adagrad and the paper (after Diffusion-LM), so every
+      coordinate moves by ``lr * sigma_t`` on the first step, wherever its gradient is near zero.
+    The sweeps that chose ``sample`` and ``lr`` 0.4: docs/tuning.md.
     """
 
     lam: float = 0.01
     steps: int = 3
-    lr: float = 0.2
+    lr: float = 0.4
+    norm: str = "sample"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.lam < math.inf:
@@ -77,6 +84,13 @@ class GuidanceConfig:
             raise Face4DError(f"the guidance steps must be >= 0, got {self.steps}")
         if not 0.0 < self.lr < math.inf:
             raise Face4DError(f"the guidance learning rate (--guidance-lr) must be a finite number > 0, got {self.lr}")
+        if self.norm not in GUIDANCE_NORMS:
+            raise Face4DError(f"the guidance norm must be one of {', '.join(GUIDANCE_NORMS)}, got {self.norm!r}")
+
+
+TEXT_GUIDANCE = GuidanceConfig(lam=TEXT_LAMBDA, lr=0.2, norm="coordinate")
+"""Text guidance's settings: the paper's per-coordinate Adagrad at lr 0.2. Unlike label guidance it
+trembles more per sample (docs/tuning.md), and it already reaches the text's expression."""
 
 
 LABEL_CONTROLS = ("auto", "conditional", "classifier", "both")
@@ -109,7 +123,7 @@ class SamplingConfig:
     variance: str = "posterior"
     eta: float | None = None
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
-    text_guidance: GuidanceConfig = field(default_factory=lambda: GuidanceConfig(lam=TEXT_LAMBDA))
+    text_guidance: GuidanceConfig = field(default_factory=lambda: replace(TEXT_GUIDANCE))
     reconstruction: float = RECONSTRUCTION_WEIGHT
     condition_scale: float = 1.0
     anchor: bool = True

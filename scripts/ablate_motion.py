@@ -3,11 +3,13 @@
 
 Each ``--variant NAME=BUNDLE[,key=value...]`` is a model bundle (a directory with ``denoiser/`` and
 the guidance models) sampled with ``SamplingConfig`` fields given as ``key=value`` (``steps``,
-``variance``, ``eta``, ``sampler``, ``label_control``, ``condition_scale``). Every variant makes one label-guided sequence per reference
-sequence (label, order and length of up to ``--per-label`` test sequences per label of a dataset of
-another seed than the training data, as ``scripts/eval_motion.py``) and one unguided sequence per
-reference sequence, measured with ``face4d.eval.motion`` against the reference; the table also
-states each denoiser's training (prediction, skip path, loss weights, steps) from its config.json.
+``variance``, ``eta``, ``sampler``, ``label_control``, ``condition_scale``, ``calibrate`` 0 or 1) and
+label guidance's ``guidance_lr`` and ``guidance_norm`` (``GuidanceConfig``). Every variant makes one
+label-guided sequence per reference sequence (label, order and length of up to ``--per-label`` test
+sequences per label of a dataset of another seed than the training data, as
+``scripts/eval_motion.py``) and one unguided sequence per reference sequence, measured with
+``face4d.eval.motion`` against the reference; the table also states each denoiser's training
+(prediction, skip path, loss weights, steps) from its config.json.
 
     python scripts/ablate_motion.py --data data/face4d_seed1 --variant "paper=runs/b_eps,variance=beta" \\
         --variant "ours=runs/b_ours,eta=0" [--per-label 4]
@@ -30,10 +32,15 @@ from face4d.eval.report import markdown_table
 from face4d.generate import LandmarkGenerator, SamplingConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eval_motion import reference_set  # noqa: E402  (the benchmark's reference, shared)
+from eval_motion import STILL_LEVEL, reference_set, still_share  # noqa: E402  (the benchmark's, shared)
 
 CONVERTERS = {"steps": int, "variance": str, "sampler": str, "eta": lambda v: None if v == "none" else float(v),
-              "label_control": str, "condition_scale": float}
+              "label_control": str, "condition_scale": float, "calibrate": lambda v: v not in ("0", "false", "no")}
+SECTIONS = {"training": ("motion_ablation", "Motion quality: ablation"),
+            "guidance": ("motion_guidance", "Motion quality: label guidance and training length")}
+
+GUIDANCE = {"guidance_lr": ("lr", float), "guidance_norm": ("norm", str)}
+"""Options of label guidance (``GuidanceConfig``) a variant may set."""
 
 
 def parse_variant(text: str) -> tuple[str, Path, SamplingConfig]:
@@ -42,13 +49,18 @@ def parse_variant(text: str) -> tuple[str, Path, SamplingConfig]:
     bundle, *options = rest.split(",")
     if not name or not bundle:
         raise Face4DError(f"a variant is NAME=BUNDLE[,key=value...], got {text!r}")
-    settings = {}
+    settings, guidance = {}, {}
     for option in options:
         key, _, value = option.partition("=")
-        if key not in CONVERTERS:
-            raise Face4DError(f"unknown sampling option {key!r} in {text!r}; use {', '.join(CONVERTERS)}")
-        settings[key] = CONVERTERS[key](value)
-    return name, Path(bundle), replace(SamplingConfig(), **settings)
+        if key in GUIDANCE:
+            field, convert = GUIDANCE[key]
+            guidance[field] = convert(value)
+        elif key in CONVERTERS:
+            settings[key] = CONVERTERS[key](value)
+        else:
+            raise Face4DError(f"unknown sampling option {key!r} in {text!r}; use {', '.join([*CONVERTERS, *GUIDANCE])}")
+    defaults = SamplingConfig()
+    return name, Path(bundle), replace(defaults, guidance=replace(defaults.guidance, **guidance), **settings)
 
 
 def training_of(bundle: Path) -> list[str]:
@@ -69,16 +81,21 @@ def sampler_of(sampling: SamplingConfig, generator: LandmarkGenerator) -> str:
     control = generator.label_control(sampling)
     if control != "classifier" and sampling.condition_scale != 1.0:
         control += f", scale {sampling.condition_scale:g}"
+    if control != "conditional":
+        control += f" (Adagrad per {sampling.guidance.norm}, lr {sampling.guidance.lr:g})"
+    if not sampling.calibrate:
+        control += ", uncalibrated"
     return f"{kind}, {steps} steps; labels: {control}"
 
 
 def evaluate(args: argparse.Namespace) -> tuple[list[str], list]:
     variants = [parse_variant(text) for text in args.variant]
-    reference = reference_set(args.data, None, args.per_label, args.seed)
+    reference = reference_set(args.data, None, args.per_label, args.seed, args.split)
     data = landmark_stats(reference)
     rows = [["data (other seed)", "", "", "", "", "", "", "", f"{data.mean('speed'):.4f}",
              f"{data.mean('jitter'):.4f}", f"{data.mean('apex_amplitude'):.3f}", "1.00", "1.00", "1.00",
-             "1.00 - 1.00", "", ""]]
+             "1.00 - 1.00", "", " / ".join(still_share(data, reference.labels, data, reference.labels,
+                                                       reference.types == kind) for kind in ("N2E", "E2N")), ""]]
     labels = sorted(set(reference.labels))
     for name, bundle, sampling in variants:
         generator = LandmarkGenerator.from_pretrained(bundle)
@@ -91,6 +108,8 @@ def evaluate(args: argparse.Namespace) -> tuple[list[str], list]:
             None, frames, len(idx), s, sampling=sampling), seed=args.seed, desc=f"{name}, unguided"))
         per_label = {measure: [guided.mean(measure, reference.labels == label) / data.mean(measure, reference.labels == label)
                                for label in labels] for measure in ("jitter", "apex_amplitude")}
+        still = {kind: still_share(guided, reference.labels, data, reference.labels, reference.types == kind)
+                 for kind in ("N2E", "E2N")}
         rows.append([name, *training_of(bundle), sampler_of(sampling, generator),
                      f"{guided.mean('speed'):.4f}", f"{guided.mean('jitter'):.4f}",
                      f"{guided.mean('apex_amplitude'):.3f}",
@@ -98,16 +117,19 @@ def evaluate(args: argparse.Namespace) -> tuple[list[str], list]:
                      f"{guided.mean('apex_amplitude') / data.mean('apex_amplitude'):.2f}",
                      f"{max(per_label['jitter']):.2f}",
                      f"{min(per_label['apex_amplitude']):.2f} - {max(per_label['apex_amplitude']):.2f}",
-                     f"{free.mean('apex_amplitude') / data.mean('apex_amplitude'):.2f}", f"{seconds:.3f}"])
+                     f"{free.mean('apex_amplitude') / data.mean('apex_amplitude'):.2f}",
+                     f"{still['N2E']} / {still['E2N']}", f"{seconds:.3f}"])
         print(" | ".join(rows[-1]), flush=True)
     headers = ["Variant", "Prediction", "Skip path", "Label input", "Velocity weight", "Min-SNR gamma / floor",
                "Training steps", "Sampler", "Speed (cm/frame)", "Jitter (cm/frame^2)", "Amplitude (cm)", "Jitter ratio",
-               "Amplitude ratio", "Largest label jitter ratio", "Label amplitude ratios", "Amplitude ratio, unguided", "s / sequence"]
+               "Amplitude ratio", "Largest label jitter ratio", "Label amplitude ratios", "Amplitude ratio, unguided",
+               "Barely moves, N2E / E2N", "s / sequence"]
     return [
-        f"Reference: {len(reference)} test sequences of `{args.data.name}` (another seed than the training data), "
+        f"Reference: {len(reference)} {args.split} sequences of `{args.data.name}` (another seed than the training data), "
         f"{args.per_label} per label of its labels. Each variant: one label-guided sequence (type S classifier, the "
         "reference's label, order and length) per reference sequence, and one unguided; measures and ratios as in "
-        "*Motion quality* (ratios: ours / data). Every denoiser is 128 wide, 4 layers, trained on the same data "
+        f"*Motion quality* (ratios: ours / data; barely moves: apex amplitude under {STILL_LEVEL:g} of the label's "
+        "median in the data). Every denoiser is 128 wide, 4 layers, trained on the same data "
         "with batch 64 and lr 5e-4 on this machine's CPU; their training steps differ (the column), as CPU time "
         f"allowed. Time: seconds per guided sequence, batched, {args.threads} torch threads.",
         markdown_table(headers, rows),
@@ -120,10 +142,15 @@ def main(argv: list[str] | None = None) -> None:
                             help="a dataset of another seed than the training data")
         parser.add_argument("--variant", action="append", required=True, help="NAME=BUNDLE[,key=value...]")
         parser.add_argument("--per-label", type=int, default=4)
+        parser.add_argument("--split", default="test", choices=("test", "val", "train"),
+                            help="the split of --data to draw the reference from (default test)")
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--guidance-section", action="store_true",
+                            help="write section motion_guidance (the label-guidance lever) instead")
 
-    run_script("ablate_motion.py", __doc__, "motion_ablation", "Motion quality: ablation", evaluate, argv, arguments,
-               common=False)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    key, title = SECTIONS["guidance" if "--guidance-section" in argv else "training"]
+    run_script("ablate_motion.py", __doc__, key, title, evaluate, argv, arguments, common=False)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ on a dataset of another seed, which the gains never saw.
         --repeats 4 [--overwrite]
 
 The samples are made as the benchmark makes its label row: one per reference sequence (up to
-``--per-label`` test sequences of each label, drawn with ``--seed``), with its label, order and
+``--per-label`` sequences of each label of ``--split``, drawn with ``--seed``), with its label, order and
 length, by the fast sampler with the package's default settings and the bundle's label control;
 ``--repeats`` such samples per reference sequence, with other seeds: a label's amplitude varies widely
 from sample to sample (some samples barely move), so its mean needs many of them.
@@ -44,7 +44,7 @@ def calibrate(args: argparse.Namespace) -> tuple[list[str], list]:
         raise Face4DError(f"{bundle / GAINS_FILE} exists; pass --overwrite to measure the gains again")
     generator = LandmarkGenerator.from_pretrained(bundle)
     sampling = replace(SamplingConfig(), calibrate=False)
-    reference = reference_set(args.data, None, args.per_label, args.seed)
+    reference = reference_set(args.data, None, args.per_label, args.seed, args.split)
     if args.repeats < 1:
         raise Face4DError(f"--repeats must be >= 1, got {args.repeats}")
     samples = LandmarkSequences.concatenate([generate_like(reference, lambda idx, frames, s: generator.generate(
@@ -57,14 +57,15 @@ def calibrate(args: argparse.Namespace) -> tuple[list[str], list]:
     our_amp = {name: ours.mean("apex_amplitude", samples.labels == name) for name in labels}
     gains = gains_from_amplitudes(data_amp, our_amp)
     command = "python scripts/calibrate_labels.py " + " ".join(sys.argv[1:])
-    measured = {"data": str(args.data), "per_label": args.per_label, "repeats": args.repeats, "seed": args.seed,
+    measured = {"data": str(args.data), "split": args.split, "per_label": args.per_label, "repeats": args.repeats,
+                "seed": args.seed,
                 "command": command}
     path = write_gains(bundle, LabelGains(generator.label_control(sampling), gains, measured))
     rows = [[name, str(int((reference.labels == name).sum())), str(int((samples.labels == name).sum())),
              f"{data_amp[name]:.3f}", f"{our_amp[name]:.3f}", f"{gains[name]:.2f}"] for name in labels]
     spread = np.array(list(gains.values()))
     return [f"Wrote `{path}` (label control: {generator.label_control(sampling)}). Reference: "
-            f"{len(reference)} test sequences of `{args.data.name}` (the training dataset's seed), up to "
+            f"{len(reference)} {args.split} sequences of `{args.data.name}` (the training dataset), up to "
             f"{args.per_label} per label; {args.repeats} uncalibrated label-guided samples each (its label, order "
             f"and length; fast sampler, {args.threads} threads). Gain = data / model, mean apex amplitude; "
             f"gains from {spread.min():.2f} to {spread.max():.2f}.",
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument("--data", required=True, type=Path, help="the dataset the bundle was trained on")
         parser.add_argument("--model", required=True, type=Path, help="the bundle to calibrate")
         parser.add_argument("--per-label", type=int, default=16)
+        parser.add_argument("--split", default="test", choices=("test", "val", "train"),
+                            help="the split of --data whose sequences are the reference (default test)")
         parser.add_argument("--repeats", type=int, default=4, help="samples per reference sequence")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--overwrite", action="store_true", help="replace the bundle's label_gains.json")

@@ -1,9 +1,10 @@
 """Motion-quality benchmark: does generated motion move like the data, at full strength and without
 trembling? Writes section ``motion`` of ``docs/results.md``.
 
-The reference is the test split of a dataset built from *another seed* than the one the models were
-trained and tuned on (``face4d dataset build --seed 1 ...``): up to ``--per-label`` sequences of
-each of ``--labels``. Every row makes one sequence per reference sequence, with its label, order
+The reference is a dataset built from *another seed* than the one the models were trained and tuned
+on (``face4d dataset build --seed 1 ...``): up to ``--per-label`` sequences of each of ``--labels``
+from its ``--split`` (test by default; no model saw any of it, and its train split, with about 170
+sequences per label, pins each label's mean down more tightly than the test split's 13-31). Every row makes one sequence per reference sequence, with its label, order
 (N2E/E2N) and length (``face4d.eval.protocol.generate_like``), and is measured with
 ``face4d.eval.motion``: speed, jitter (second difference), the share of motion power above 5 Hz,
 apex amplitude (mean landmark displacement from the neutral frame at its largest), onset and apex
@@ -49,17 +50,18 @@ INTENSITIES = (0.5, 1.0, 1.5)
 FILL_ENDS = 5  # FFM: known frames at each end
 
 
-def reference_set(data: Path, labels: list[str] | None, per_label: int, seed: int) -> LandmarkSequences:
-    """Up to ``per_label`` test sequences of each label (None: each label of the test split), drawn
-    with ``seed``, in split order."""
-    test = Dataset.load(data).sequences("test")
+def reference_set(data: Path, labels: list[str] | None, per_label: int, seed: int,
+                  split: str = "test") -> LandmarkSequences:
+    """Up to ``per_label`` sequences of each label of ``split`` (labels None: each label of the
+    split), drawn with ``seed``, in split order."""
+    test = Dataset.load(data).sequences(split)
     rng = np.random.default_rng(seed)
     labels = [name for name in LABEL_NAMES if name in set(test.labels)] if labels is None else labels
     chosen = []
     for label in labels:
         indices = np.flatnonzero(test.labels == label)
         if not len(indices):
-            raise Face4DError(f"{data}: no test sequence of label {label!r}")
+            raise Face4DError(f"{data}: no {split} sequence of label {label!r}")
         chosen.append(rng.choice(indices, min(per_label, len(indices)), replace=False))
     return test.select(np.sort(np.concatenate(chosen)))
 
@@ -113,6 +115,20 @@ def rows_of(generator: LandmarkGenerator, reference: LandmarkSequences, sampling
     return rows
 
 
+STILL_LEVEL = 0.25
+"""A sequence *barely moves* when its apex amplitude is under this share of its label's median in the
+data: a held expression, or none. A label's mean amplitude can match the data's while part of its
+samples stand still and the rest over-act, so the benchmark counts them."""
+
+
+def still_share(stats: MotionStats, labels: np.ndarray, data: MotionStats, data_labels: np.ndarray,
+                where: np.ndarray | None = None) -> str:
+    """The share of ``stats``' sequences (``where``) that barely move (``STILL_LEVEL``)."""
+    medians = {name: float(np.median(data.apex_amplitude[data_labels == name])) for name in set(data_labels)}
+    still = stats.apex_amplitude < STILL_LEVEL * np.array([medians[name] for name in labels])
+    return f"{still[where].mean() if where is not None else still.mean():.2f}"
+
+
 def stat_cells(stats: MotionStats, data: MotionStats, where=None, data_where=None) -> list[str]:
     """Speed, jitter, HF share, amplitude, onset, apex time, and the three ratios to the data."""
     def ratio(measure: str) -> str:
@@ -160,19 +176,22 @@ HEADERS = ["Speed (cm/frame)", "Jitter (cm/frame^2)", "Power > 5 Hz", "Apex ampl
 def evaluate(args: argparse.Namespace) -> tuple[list[str], list[tuple[str, bool]]]:
     labels = list(LABEL_NAMES) if args.labels == "all" else args.labels.split(",") if args.labels != "issue" \
         else list(ISSUE_LABELS)
-    reference = reference_set(args.data, labels, args.per_label, args.seed)
+    reference = reference_set(args.data, labels, args.per_label, args.seed, args.split)
     paper_labels = list(ISSUE_LABELS) if args.paper_labels == "issue" else args.paper_labels.split(",")
-    paper = reference_set(args.data, paper_labels, args.paper_per_label, args.seed)
+    paper = reference_set(args.data, paper_labels, args.paper_per_label, args.seed, args.split)
     generator = LandmarkGenerator.from_pretrained(args.model)
     sampling = SamplingConfig(steps=args.steps)
     data = landmark_stats(reference)
     rows = rows_of(generator, reference, sampling, paper, args.seed)
     stats = {name: landmark_stats(seqs) for name, (seqs, _) in rows.items()}
 
-    table = [["data (other seed)", len(reference), *stat_cells(data, data), ""]]
+    table = [["data (other seed)", len(reference), *stat_cells(data, data),
+              still_share(data, reference.labels, data, reference.labels), ""]]
     for name, (seqs, seconds) in rows.items():
         against = landmark_stats(paper) if name == "label, paper" else data
-        table.append([f"ours: {name}", len(seqs), *stat_cells(stats[name], against), f"{seconds:.3f}"])
+        labels_of = paper.labels if name == "label, paper" else reference.labels
+        table.append([f"ours: {name}", len(seqs), *stat_cells(stats[name], against),
+                      still_share(stats[name], labels_of, data, reference.labels), f"{seconds:.3f}"])
 
     label_seqs = rows["label, fast"][0]
     per_label, checks = [], []
@@ -180,7 +199,8 @@ def evaluate(args: argparse.Namespace) -> tuple[list[str], list[tuple[str, bool]
     for name in labels:
         where, data_where = label_seqs.labels == name, reference.labels == name
         cells = stat_cells(stats["label, fast"], data, where, data_where)
-        per_label.append([name, int(where.sum()), *cells])
+        per_label.append([name, int(where.sum()), *cells,
+                          still_share(stats["label, fast"], reference.labels, data, reference.labels, where)])
         for measure in ratios:
             ratios[measure].append(stats["label, fast"].mean(measure, where) / data.mean(measure, data_where))
     checks.append((f"jitter ratio <= {JITTER_RATIO:g} for every label: max {max(ratios['jitter']):.2f} "
@@ -222,7 +242,7 @@ def evaluate(args: argparse.Namespace) -> tuple[list[str], list[tuple[str, bool]
                    f"{paper_seconds / fast_seconds:.0f}x)", fast_seconds <= SECONDS_LIMIT))
 
     blocks = [
-        f"Reference: {len(reference)} test sequences of `{args.data.name}` (a dataset of another seed than the "
+        f"Reference: {len(reference)} {args.split} sequences of `{args.data.name}` (a dataset of another seed than the "
         f"models' training data), up to {args.per_label} per label of {', '.join(labels)}; the paper sampler's row "
         f"made {len(paper)} ({args.paper_per_label} per label of {', '.join(paper_labels)}: all "
         f"{generator.diffusion.num_timesteps} steps cost ~40x) and is compared with those data sequences. "
@@ -230,11 +250,13 @@ def evaluate(args: argparse.Namespace) -> tuple[list[str], list[tuple[str, bool]
         "speed |x_{f+1} - x_f|, jitter |x_{f+1} - 2 x_f + x_{f-1}|, the share of motion power above 5 Hz (after "
         "removing the line between the end frames), apex amplitude (largest mean displacement from the neutral "
         "frame; either end when the order is free), onset and apex times (10% and 90% of it, from the neutral end; "
-        "blank where the order was not asked for). Ratios are ours / data. Last column: seconds per sequence, "
+        "blank where the order was not asked for). Ratios are ours / data. Barely moves: the share of sequences "
+        f"whose apex amplitude is under {STILL_LEVEL:g} of their label's median in the data (a held expression, or "
+        "none; a label's mean amplitude can hide them). Last column: seconds per sequence, "
         f"batched, {args.threads} torch threads. Fast sampler: {args.steps} steps.",
-        markdown_table(["Rows", "Sequences", *HEADERS, "s / sequence"], table),
+        markdown_table(["Rows", "Sequences", *HEADERS, "Barely moves", "s / sequence"], table),
         "Per label, ours (label, fast) against the data of that label:",
-        markdown_table(["Label", "Sequences", *HEADERS], per_label),
+        markdown_table(["Label", "Sequences", *HEADERS, "Barely moves"], per_label),
         f"Decoded meshes (the default --method, the head's mean face, face-region vertices; up to {args.mesh_per_label} "
         "sequences per label, the data's landmarks decoded the same way):",
         markdown_table(["Rows", "Sequences", *HEADERS], mesh_rows),
@@ -253,6 +275,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument("--labels", default="all", help="all (default), issue (the six of the motion issue), "
                                                             "or a comma-separated list")
         parser.add_argument("--per-label", type=int, default=16, help="reference sequences per label (default 16)")
+        parser.add_argument("--split", default="test", choices=("test", "val", "train"),
+                            help="the split of --data to draw them from (default test; a dataset of another seed "
+                                 "was never seen whole, and its train split has ~170 sequences per label)")
         parser.add_argument("--paper-labels", default="issue", help="labels of the paper sampler's row: issue (the "
                                                                     "six of the motion issue) or a list")
         parser.add_argument("--paper-per-label", type=int, default=1, help="sequences per --paper-labels label "

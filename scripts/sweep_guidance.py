@@ -54,8 +54,8 @@ def setting(condition: str, text: str) -> SamplingConfig:
         except ValueError:
             raise SystemExit(f"error: expected a reconstruction weight such as 10 or 10+anchor, got {text!r}") from None
     try:
-        lr, steps, lam = text.split(":")
-        guidance = GuidanceConfig(lr=float(lr), steps=int(steps), lam=float(lam))
+        lr, steps, lam, *norm = text.split(":")
+        guidance = GuidanceConfig(lr=float(lr), steps=int(steps), lam=float(lam), **({"norm": norm[0]} if norm else {}))
     except ValueError:
         raise SystemExit(f"error: expected lr:steps:lambda, e.g. 0.2:3:0.01, got {text!r}") from None
     return SamplingConfig(guidance=guidance) if condition == "label" else SamplingConfig(text_guidance=guidance)
@@ -65,7 +65,7 @@ def describe(condition: str, sampling: SamplingConfig) -> str:
     if condition in KNOWN_FRAMES:
         return f"{condition} w {sampling.reconstruction:g}{' + anchor' if sampling.anchor else ''}"
     guidance = sampling.guidance if condition == "label" else sampling.text_guidance
-    return f"{condition} lr {guidance.lr} steps {guidance.steps} lambda {guidance.lam}"
+    return f"{condition} lr {guidance.lr} steps {guidance.steps} lambda {guidance.lam} norm {guidance.norm}"
 
 
 def main(argv: list[str] | None = None) -> None:

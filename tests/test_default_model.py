@@ -42,20 +42,24 @@ def test_the_default_bundle_ships_with_the_package(generator):
 
 
 def test_label_guidance_makes_the_named_action(generator):
+    """From neutral to the expression (N2E, the order the package's meshes are made in): without an
+    order a label may be met by a face that holds the expression throughout, which moves little."""
     sampling = SamplingConfig(steps=25)
-    mouth = _ranges(generator.generate("mouth_open", frames=40, num=8, seed=0, sampling=sampling))
-    brows = _ranges(generator.generate("eyebrow", frames=40, num=8, seed=0, sampling=sampling))
-    smile = _ranges(generator.generate("high_smile", frames=40, num=8, seed=0, sampling=sampling))
+
+    def ranges(label: str) -> dict[str, np.ndarray]:
+        return _ranges(generator.generate(label, frames=40, num=8, seed=0, sequence_type="N2E", sampling=sampling))
+
+    mouth, brows, smile = ranges("mouth_open"), ranges("eyebrow"), ranges("high_smile")
     # In the data the jaw opens ~1.9 cm for mouth_open, the brows rise ~0.4 cm for eyebrow and the
     # mouth widens ~1 cm for high_smile, while the other measures move a few millimetres at most.
-    # With seed 0 the shipped model's medians were 2.44 cm (lip gap, mouth_open), 1.31 cm (mouth
-    # width, high_smile) and 0.086 cm (brow, eyebrow: still under-expressed); the other two labels
-    # moved the same measures by 0.10-0.52, 0.08-0.25 and 0.028-0.037 cm.
+    # With seed 0 the shipped model's medians were 2.23 cm (lip gap, mouth_open), 1.09 cm (mouth
+    # width, high_smile) and 0.39 cm (brow, eyebrow); the other two labels moved the same measures
+    # by 0.02-0.47, 0.02-0.21 and 0.012-0.021 cm.
     median = {name: {key: float(np.median(value)) for key, value in ranges.items()}
               for name, ranges in (("mouth", mouth), ("brows", brows), ("smile", smile))}
     assert median["mouth"]["gap"] > 1.0 and median["mouth"]["gap"] > 4 * median["brows"]["gap"]
     assert median["mouth"]["gap"] > 1.3 * median["smile"]["gap"]  # a smile parts the lips too
-    assert median["brows"]["brow"] > 0.06
+    assert median["brows"]["brow"] > 0.2
     assert median["brows"]["brow"] > 2 * max(median["mouth"]["brow"], median["smile"]["brow"])
     assert median["smile"]["width"] > 0.8 and median["smile"]["width"] > 4 * median["brows"]["width"]
     assert median["smile"]["width"] > 4 * median["mouth"]["width"]

@@ -236,7 +236,45 @@ def test_huge_lambda_keeps_the_reverse_step(diffusion: GaussianDiffusion) -> Non
     prior_only = GradientGuidance(sampler, squared_distance(0.0), huge)(x_prev, t - 1, x_t, t, out)
     torch.testing.assert_close(pulled, prior_only, rtol=0, atol=1e-4 * sigma)
     assert torch.all((pulled - out["mean"]).abs() <= (x_prev - out["mean"]).abs() + 1e-6)
+    rms = (pulled - x_prev).flatten(1).pow(2).mean(1).sqrt()
+    assert torch.all(rms <= huge.steps * huge.lr * sigma * (1 + 1e-5))
+    per_coordinate = GuidanceConfig(lam=1e8, norm="coordinate")
+    pulled = GradientGuidance(sampler, objective, per_coordinate)(x_prev, t - 1, x_t, t, out)
     assert (pulled - x_prev).abs().max() <= huge.steps * huge.lr * sigma * (1 + 1e-5)
+
+
+def linear_objective(weights: Tensor) -> Objective:
+    """objective = <weights, x>: a constant gradient ``weights`` (zero on padded frames)."""
+
+    def objective(x: Tensor, t_model: Tensor, mask: Tensor | None) -> Tensor:
+        return (x * weights).flatten(1).sum(1)
+
+    return objective
+
+
+def test_sample_norm_keeps_the_gradients_shape_and_coordinate_norm_takes_its_sign(
+        diffusion: GaussianDiffusion) -> None:
+    """With a constant gradient g and no fluency term, one Adagrad step moves a sample by
+    lr * sigma * g / rms(g) (``sample``: rms over the sample's valid frames, so padding does not
+    enlarge it) or by lr * sigma * sign(g) (``coordinate``)."""
+    sampler = diffusion.respaced(20)
+    t = torch.full((2,), 10)
+    sigma = sampler.betas[10] ** 0.5
+    weights = torch.randn(2, 4, 68, 3)
+    weights[1, 2:] = 0.0
+    mask = torch.tensor([[True] * 4, [True] * 2 + [False] * 2])
+    x = torch.randn(2, 4, 68, 3)
+    out = {"mean": x, "variance": torch.full((2, 1, 1, 1), sampler.betas[10])}
+    config = GuidanceConfig(lam=0.0, steps=1, lr=0.4)
+    moved = GradientGuidance(sampler, linear_objective(weights), config, mask=mask)(x, t - 1, x, t, out) - x
+    for b, frames in ((0, 4), (1, 2)):
+        g = weights[b, :frames]
+        torch.testing.assert_close(moved[b, :frames], config.lr * sigma * g / g.pow(2).mean().sqrt(),
+                                   rtol=1e-4, atol=1e-7)
+    assert torch.all(moved[1, 2:] == 0)
+    coordinate = GuidanceConfig(lam=0.0, steps=1, lr=0.4, norm="coordinate")
+    moved = GradientGuidance(sampler, linear_objective(weights), coordinate, mask=mask)(x, t - 1, x, t, out) - x
+    torch.testing.assert_close(moved[0], coordinate.lr * sigma * weights[0].sign(), rtol=1e-4, atol=1e-7)
 
 
 def test_respaced_guidance_with_networks_and_padding(diffusion: GaussianDiffusion) -> None:
@@ -293,7 +331,7 @@ def test_compose_hooks_chains_replacements() -> None:
 
 
 def test_guidance_config_validation_and_zero_steps(diffusion: GaussianDiffusion) -> None:
-    for bad in ({"lam": -1.0}, {"steps": -1}, {"lr": 0.0}):
+    for bad in ({"lam": -1.0}, {"steps": -1}, {"lr": 0.0}, {"norm": "frame"}):
         with pytest.raises(Face4DError):
             GuidanceConfig(**bad)
     x = torch.randn(2, 3, 2, 3)

@@ -145,7 +145,7 @@ def add_sampling_args(parser: argparse.ArgumentParser, guidance: bool = True, sa
     parser.add_argument("--steps", type=int, default=defaults.steps,
                         help=f"steps of the fast sampler (default {defaults.steps})")
     if guidance:
-        from face4d.settings import VARIANCES
+        from face4d.settings import GUIDANCE_NORMS, VARIANCES
 
         parser.add_argument("--variance", choices=VARIANCES, help="reverse-step variance of the DDPM samplers: "
                             f"posterior or beta (the paper); default {defaults.variance}")
@@ -157,6 +157,9 @@ def add_sampling_args(parser: argparse.ArgumentParser, guidance: bool = True, sa
                             help=f"Adagrad steps per reverse step ({defaults.guidance.steps})")
         parser.add_argument("--guidance-lr", type=float,
                             help=f"Adagrad learning rate, in units of sigma_t ({defaults.guidance.lr:g})")
+        parser.add_argument("--guidance-norm", choices=GUIDANCE_NORMS,
+                            help="Adagrad's accumulator: one per sample, keeping the gradient's shape "
+                                 "(sample, default), or one per coordinate (the paper's)")
         from face4d.settings import LABEL_CONTROLS
 
         parser.add_argument("--label-control", choices=LABEL_CONTROLS,
@@ -200,7 +203,8 @@ def sampling_config(args: argparse.Namespace):
     defaults = SamplingConfig()
     guidance = {key: value for key, value in (("lam", getattr(args, "guidance_lambda", None)),
                                               ("steps", getattr(args, "guidance_steps", None)),
-                                              ("lr", getattr(args, "guidance_lr", None))) if value is not None}
+                                              ("lr", getattr(args, "guidance_lr", None)),
+                                              ("norm", getattr(args, "guidance_norm", None))) if value is not None}
     options = given(args, "sampler", "steps", "reconstruction", "variance", "eta", "condition_scale", "anchor",
                     "label_control", "calibrate")
     return replace(defaults, guidance=replace(defaults.guidance, **guidance),
