@@ -4,9 +4,10 @@ One sequence per test sequence of a seeded subset is generated with the fast sam
 setting, and scored like Table 1 (IC accuracy w.r.t. the sequence's label, FID against the test
 split). Prints one line per setting.
 
-* ``--condition label`` / ``text``: settings ``lr:steps:lambda`` (Adagrad learning rate in units
-  of sigma_t, Adagrad steps per reverse step, weight of the fluency term); guided by the
-  sequence's label or raw text.
+* ``--condition label`` / ``text``: settings ``lr:steps:lambda[:norm]`` (Adagrad learning rate in
+  units of sigma_t, Adagrad steps per reverse step, weight of the fluency term, and the Adagrad
+  accumulator, ``sample`` or ``coordinate``: the condition's default when left out); guided by
+  the sequence's label or raw text.
 * ``--condition fill`` / ``geometry``: settings are weights of reconstruction guidance's gradient
   term (``face4d.filling.KnownFrameReconstruction``), ``W`` alone or ``W+anchor`` with its anchor
   term (``0`` is the paper's Alg. 3/4 as written). ``fill``: FFM filling (the first and last ``l``
@@ -33,12 +34,12 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from face4d.errors import Face4DError
 from face4d.eval.downstream import FILL_SETTINGS
 from face4d.eval.harness import Evaluation
 from face4d.eval.metrics import join_speeds
 from face4d.eval.protocol import generate_like
 from face4d.generate import LandmarkGenerator, SamplingConfig
-from face4d.guidance import GuidanceConfig
 
 KNOWN_FRAMES = ("fill", "geometry")
 
@@ -55,9 +56,11 @@ def setting(condition: str, text: str) -> SamplingConfig:
             raise SystemExit(f"error: expected a reconstruction weight such as 10 or 10+anchor, got {text!r}") from None
     try:
         lr, steps, lam, *norm = text.split(":")
-        guidance = GuidanceConfig(lr=float(lr), steps=int(steps), lam=float(lam), **({"norm": norm[0]} if norm else {}))
-    except ValueError:
-        raise SystemExit(f"error: expected lr:steps:lambda, e.g. 0.2:3:0.01, got {text!r}") from None
+        base = SamplingConfig().guidance if condition == "label" else SamplingConfig().text_guidance
+        guidance = replace(base, lr=float(lr), steps=int(steps), lam=float(lam), **({"norm": norm[0]} if norm else {}))
+    except (ValueError, Face4DError):
+        raise SystemExit(f"error: expected lr:steps:lambda[:norm], e.g. 0.4:3:0.01 or 0.2:3:0.01:coordinate, "
+                         f"got {text!r}") from None
     return SamplingConfig(guidance=guidance) if condition == "label" else SamplingConfig(text_guidance=guidance)
 
 

@@ -156,7 +156,8 @@ def add_sampling_args(parser: argparse.ArgumentParser, guidance: bool = True, sa
         parser.add_argument("--guidance-steps", type=int,
                             help=f"Adagrad steps per reverse step ({defaults.guidance.steps})")
         parser.add_argument("--guidance-lr", type=float,
-                            help=f"Adagrad learning rate, in units of sigma_t ({defaults.guidance.lr:g})")
+                            help=f"Adagrad learning rate, in units of sigma_t ({defaults.guidance.lr:g}; text: "
+                                 f"{defaults.text_guidance.lr:g})")
         parser.add_argument("--guidance-norm", choices=GUIDANCE_NORMS,
                             help="Adagrad's accumulator: one per sample, keeping the gradient's shape "
                                  "(sample, default), or one per coordinate (the paper's)")
