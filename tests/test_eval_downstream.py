@@ -398,10 +398,35 @@ def test_motion_scripts_write_their_sections(data, text_bundle, tmp_path, capsys
                 "| ours: label, fast, decoded |", "| 1.5 |"):
         assert row in text
     assert text.count("- pass: ") + text.count("- FAIL: ") == 6
+    assert "| Barely moves |" in text
     argv = ["--data", str(data), "--variant", f"a={text_bundle},steps=3", "--variant",
-            f"b={text_bundle},steps=3,eta=0", "--per-label", "1", "--threads", "1", "--out", str(out)]
+            f"b={text_bundle},steps=3,eta=0", "--variant",
+            f"c={text_bundle},steps=3,guidance_norm=coordinate,guidance_lr=0.2,calibrate=0",
+            "--per-label", "1", "--threads", "1", "--out", str(out)]
     _script("ablate_motion").main(argv)
     text = out.read_text()
     assert "<!-- begin motion -->" in text and "<!-- begin motion_ablation -->" in text
-    assert "| a | epsilon | frame | no | 0 | uniform |  | DDPM, posterior variance, 3 steps; labels: classifier |" in text
-    assert "| b | epsilon | frame | no | 0 | uniform |  | DDIM eta 0, 3 steps; labels: classifier |" in text
+    ours = "labels: classifier (Adagrad per sample, lr 0.4)"
+    assert f"| a | epsilon | frame | no | 0 | uniform |  | DDPM, posterior variance, 3 steps; {ours} |" in text
+    assert f"| b | epsilon | frame | no | 0 | uniform |  | DDIM eta 0, 3 steps; {ours} |" in text
+    paper = "labels: classifier (Adagrad per coordinate, lr 0.2), uncalibrated"
+    assert f"| c | epsilon | frame | no | 0 | uniform |  | DDPM, posterior variance, 3 steps; {paper} |" in text
+    _script("ablate_motion").main([*argv, "--guidance-section"])
+    assert "<!-- begin motion_guidance -->" in out.read_text()
+
+
+def test_still_share_counts_samples_under_a_quarter_of_their_labels_median():
+    from face4d.eval.motion import MotionStats
+
+    def stats(amplitudes):
+        amplitudes = np.array(amplitudes, np.float64)
+        return MotionStats(*(np.zeros_like(amplitudes),) * 3, amplitudes, *(np.zeros_like(amplitudes),) * 2)
+
+    still_share = _script("eval_motion").still_share
+    data = stats([1.0, 1.2, 0.8, 0.1, 0.1, 0.12])  # medians: a 1.0, b 0.1
+    data_labels = np.array(["a", "a", "a", "b", "b", "b"])
+    ours = stats([0.2, 0.3, 1.5, 0.02, 0.03])  # a: 0.2 is under 0.25 (still); b: 0.02 under 0.025
+    labels = np.array(["a", "a", "a", "b", "b"])
+    assert still_share(ours, labels, data, data_labels) == "0.40"
+    assert still_share(ours, labels, data, data_labels, labels == "a") == "0.33"
+    assert still_share(ours, labels, data, data_labels, labels == "b") == "0.50"
