@@ -23,16 +23,17 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-
+from face4d.data.interchange import LandmarkSequences
 from face4d.errors import Face4DError
 from face4d.eval.harness import run_script
-from face4d.eval.motion import landmark_stats
+from face4d.eval.motion import MotionStats, landmark_stats
 from face4d.eval.protocol import generate_like
 from face4d.eval.report import markdown_table
 from face4d.generate import LandmarkGenerator, SamplingConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eval_motion import STILL_LEVEL, reference_set, still_share  # noqa: E402  (the benchmark's, shared)
+from eval_motion import (  # noqa: E402  (the benchmark's, shared)
+    OTHER_SEED_SPLITS, STILL_LEVEL, add_split_argument, reference_set, still_share)
 
 CONVERTERS = {"steps": int, "variance": str, "sampler": str, "eta": lambda v: None if v == "none" else float(v),
               "label_control": str, "condition_scale": float, "calibrate": lambda v: v not in ("0", "false", "no")}
@@ -88,14 +89,19 @@ def sampler_of(sampling: SamplingConfig, generator: LandmarkGenerator) -> str:
     return f"{kind}, {steps} steps; labels: {control}"
 
 
+def still_by_order(stats: MotionStats, reference: LandmarkSequences, data: MotionStats) -> str:
+    """``still_share`` of the N2E and of the E2N sequences of ``reference``, as ``N2E / E2N``."""
+    return " / ".join(still_share(stats, reference.labels, data, reference.labels, reference.types == kind)
+                      for kind in ("N2E", "E2N"))
+
+
 def evaluate(args: argparse.Namespace) -> tuple[list[str], list]:
     variants = [parse_variant(text) for text in args.variant]
     reference = reference_set(args.data, None, args.per_label, args.seed, args.split)
     data = landmark_stats(reference)
     rows = [["data (other seed)", "", "", "", "", "", "", "", f"{data.mean('speed'):.4f}",
              f"{data.mean('jitter'):.4f}", f"{data.mean('apex_amplitude'):.3f}", "1.00", "1.00", "1.00",
-             "1.00 - 1.00", "", " / ".join(still_share(data, reference.labels, data, reference.labels,
-                                                       reference.types == kind) for kind in ("N2E", "E2N")), ""]]
+             "1.00 - 1.00", "", still_by_order(data, reference, data), ""]]
     labels = sorted(set(reference.labels))
     for name, bundle, sampling in variants:
         generator = LandmarkGenerator.from_pretrained(bundle)
@@ -108,8 +114,6 @@ def evaluate(args: argparse.Namespace) -> tuple[list[str], list]:
             None, frames, len(idx), s, sampling=sampling), seed=args.seed, desc=f"{name}, unguided"))
         per_label = {measure: [guided.mean(measure, reference.labels == label) / data.mean(measure, reference.labels == label)
                                for label in labels] for measure in ("jitter", "apex_amplitude")}
-        still = {kind: still_share(guided, reference.labels, data, reference.labels, reference.types == kind)
-                 for kind in ("N2E", "E2N")}
         rows.append([name, *training_of(bundle), sampler_of(sampling, generator),
                      f"{guided.mean('speed'):.4f}", f"{guided.mean('jitter'):.4f}",
                      f"{guided.mean('apex_amplitude'):.3f}",
@@ -118,7 +122,7 @@ def evaluate(args: argparse.Namespace) -> tuple[list[str], list]:
                      f"{max(per_label['jitter']):.2f}",
                      f"{min(per_label['apex_amplitude']):.2f} - {max(per_label['apex_amplitude']):.2f}",
                      f"{free.mean('apex_amplitude') / data.mean('apex_amplitude'):.2f}",
-                     f"{still['N2E']} / {still['E2N']}", f"{seconds:.3f}"])
+                     still_by_order(guided, reference, data), f"{seconds:.3f}"])
         print(" | ".join(rows[-1]), flush=True)
     headers = ["Variant", "Prediction", "Skip path", "Label input", "Velocity weight", "Min-SNR gamma / floor",
                "Training steps", "Sampler", "Speed (cm/frame)", "Jitter (cm/frame^2)", "Amplitude (cm)", "Jitter ratio",
@@ -142,15 +146,13 @@ def main(argv: list[str] | None = None) -> None:
                             help="a dataset of another seed than the training data")
         parser.add_argument("--variant", action="append", required=True, help="NAME=BUNDLE[,key=value...]")
         parser.add_argument("--per-label", type=int, default=4)
-        parser.add_argument("--split", default="test", choices=("test", "val", "train"),
-                            help="the split of --data to draw the reference from (default test)")
+        add_split_argument(parser, "the reference", OTHER_SEED_SPLITS)
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--guidance-section", action="store_true",
                             help="write section motion_guidance (the label-guidance lever) instead")
 
-    argv = sys.argv[1:] if argv is None else list(argv)
-    key, title = SECTIONS["guidance" if "--guidance-section" in argv else "training"]
-    run_script("ablate_motion.py", __doc__, key, title, evaluate, argv, arguments, common=False)
+    run_script("ablate_motion.py", __doc__, *SECTIONS["training"], evaluate, argv, arguments, common=False,
+               section=lambda args: SECTIONS["guidance" if args.guidance_section else "training"])
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ REPEAT_SEED_STRIDE = 100_000
 """Seed offset between repeats; generate_like's own batch seeds stay below it."""
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eval_motion import reference_set  # noqa: E402  (the benchmark's reference, shared)
+from eval_motion import add_split_argument, reference_set  # noqa: E402  (the benchmark's reference, shared)
 
 
 def calibrate(args: argparse.Namespace) -> tuple[list[str], list]:
@@ -78,8 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument("--data", required=True, type=Path, help="the dataset the bundle was trained on")
         parser.add_argument("--model", required=True, type=Path, help="the bundle to calibrate")
         parser.add_argument("--per-label", type=int, default=16)
-        parser.add_argument("--split", default="test", choices=("test", "val", "train"),
-                            help="the split of --data whose sequences are the reference (default test)")
+        add_split_argument(parser, "the reference")
         parser.add_argument("--repeats", type=int, default=4, help="samples per reference sequence")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--overwrite", action="store_true", help="replace the bundle's label_gains.json")

@@ -4,8 +4,8 @@ trembling? Writes section ``motion`` of ``docs/results.md``.
 The reference is a dataset built from *another seed* than the one the models were trained and tuned
 on (``face4d dataset build --seed 1 ...``): up to ``--per-label`` sequences of each of ``--labels``
 from its ``--split`` (test by default; no model saw any of it, and its train split, with about 170
-sequences per label, pins each label's mean down more tightly than the test split's 13-31). Every row makes one sequence per reference sequence, with its label, order
-(N2E/E2N) and length (``face4d.eval.protocol.generate_like``), and is measured with
+sequences per label, pins each label's mean down more tightly than the test split's 13-31). Every
+row makes one sequence per reference sequence, with its label, order (N2E/E2N) and length (``face4d.eval.protocol.generate_like``), and is measured with
 ``face4d.eval.motion``: speed, jitter (second difference), the share of motion power above 5 Hz,
 apex amplitude (mean landmark displacement from the neutral frame at its largest), onset and apex
 times. Rows:
@@ -64,6 +64,17 @@ def reference_set(data: Path, labels: list[str] | None, per_label: int, seed: in
             raise Face4DError(f"{data}: no {split} sequence of label {label!r}")
         chosen.append(rng.choice(indices, min(per_label, len(indices)), replace=False))
     return test.select(np.sort(np.concatenate(chosen)))
+
+
+OTHER_SEED_SPLITS = ("; a dataset of another seed was never seen whole, and its train split has ~170 sequences "
+                     "per label")
+"""Why ``--split train`` is fair where the data is of another seed than the training data's."""
+
+
+def add_split_argument(parser: argparse.ArgumentParser, what: str, note: str = "") -> None:
+    """``--split``: the split of ``--data`` that ``reference_set`` draws ``what`` from."""
+    parser.add_argument("--split", default="test", choices=("test", "val", "train"),
+                        help=f"the split of --data to draw {what} from (default test{note})")
 
 
 def rows_of(generator: LandmarkGenerator, reference: LandmarkSequences, sampling: SamplingConfig,
@@ -275,9 +286,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument("--labels", default="all", help="all (default), issue (the six of the motion issue), "
                                                             "or a comma-separated list")
         parser.add_argument("--per-label", type=int, default=16, help="reference sequences per label (default 16)")
-        parser.add_argument("--split", default="test", choices=("test", "val", "train"),
-                            help="the split of --data to draw them from (default test; a dataset of another seed "
-                                 "was never seen whole, and its train split has ~170 sequences per label)")
+        add_split_argument(parser, "them", OTHER_SEED_SPLITS)
         parser.add_argument("--paper-labels", default="issue", help="labels of the paper sampler's row: issue (the "
                                                                     "six of the motion issue) or a list")
         parser.add_argument("--paper-per-label", type=int, default=1, help="sequences per --paper-labels label "

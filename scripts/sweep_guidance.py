@@ -56,7 +56,8 @@ def setting(condition: str, text: str) -> SamplingConfig:
             raise SystemExit(f"error: expected a reconstruction weight such as 10 or 10+anchor, got {text!r}") from None
     try:
         lr, steps, lam, *norm = text.split(":")
-        base = SamplingConfig().guidance if condition == "label" else SamplingConfig().text_guidance
+        defaults = SamplingConfig()
+        base = defaults.guidance if condition == "label" else defaults.text_guidance
         guidance = replace(base, lr=float(lr), steps=int(steps), lam=float(lam), **({"norm": norm[0]} if norm else {}))
     except (ValueError, Face4DError):
         raise SystemExit(f"error: expected lr:steps:lambda[:norm], e.g. 0.4:3:0.01 or 0.2:3:0.01:coordinate, "

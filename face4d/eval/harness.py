@@ -213,11 +213,13 @@ def timing_note(threads: int) -> str:
 
 
 def run_script(script: str, doc: str, key: str, title: str, run: Run, argv: Sequence[str] | None = None,
-               arguments: Callable[[argparse.ArgumentParser], None] | None = None, common: bool = True) -> None:
+               arguments: Callable[[argparse.ArgumentParser], None] | None = None, common: bool = True,
+               section: Callable[[argparse.Namespace], tuple[str, str]] | None = None) -> None:
     """The ``main`` of a results script: parse the common options (``add_common_arguments`` when
     ``common``, else only ``--threads`` and ``--out``; plus ``arguments``'), set the torch threads,
     ``run(args)`` -> (the section's blocks, its targets), print both, and write section ``key`` of
-    ``--out`` with the command line. A ``Face4DError`` exits with its message on one line."""
+    ``--out`` with the command line, titled ``title`` (``section(args)`` gives both instead, for a
+    script whose options choose the section). A ``Face4DError`` exits with its message on one line."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     if common:
         add_common_arguments(parser)
@@ -235,6 +237,8 @@ def run_script(script: str, doc: str, key: str, title: str, run: Run, argv: Sequ
         sys.exit(f"error: {exc}")
     print("\n\n".join(block.strip("\n") for block in blocks))
     print_checks(checks)
+    if section is not None:
+        key, title = section(args)
     write_report(args.out, key, title, command_line(script, argv), blocks, checks)
     print(f"wrote {args.out}")
 
