@@ -263,7 +263,7 @@ class Pipeline:
 
         * ``timeline``: a shot of timed keys (a ``face4d.timeline.Timeline``, its command-line string
           or a .json path; docs/timeline.md) on the person of ``neutral_mesh`` / ``neutral_landmarks``
-          (default: the model's mean face); ``num`` takes of it, each one sequence of the timeline's
+          (default: the head model's mean face, a neutral face); ``num`` takes of it, each one sequence of the timeline's
           frames at its fps (``face4d.windows.sample_shot``). ``frames`` does not apply.
         """
         from face4d.data.interchange import LandmarkSequences, load_sequences
@@ -315,14 +315,18 @@ class Pipeline:
     def sample_timeline(self, timeline, neutral: np.ndarray | None = None, num: int = 1, seed: int = 0,
                         sampling=None, progress: bool = False) -> LandmarkSequences:
         """``num`` takes of a timeline (take k > 0 with ``batch_seed(seed, k)``) on the person of
-        ``neutral`` (68, 3), default the model's mean face: one sequence each, in a batch."""
+        ``neutral`` (68, 3), default the head model's mean face: one sequence each, in a batch.
+
+        Not the normaliser's mean face: that is the mean of every frame of the training data,
+        expressions included, so it is not a neutral face, and expressions generated from it as
+        one are read as other labels (docs/results.md, section timeline)."""
         from face4d.data.interchange import LandmarkSequences
         from face4d.timeline import timeline_arg
         from face4d.windows import sample_shot
 
         timeline = timeline_arg(timeline)
         num, seed = _check_num(num), check_seed(seed)
-        neutral = self.generator.normalizer.mean if neutral is None else neutral
+        neutral = self.head.landmark_neutral if neutral is None else neutral
         takes = [sample_shot(self.generator, timeline, neutral, batch_seed(seed, k), sampling, progress).sequences()
                  for k in range(num)]
         return LandmarkSequences.concatenate(takes)
@@ -409,8 +413,8 @@ class Pipeline:
         every generated sequence (``fit_flame``); it is loaded and checked before sampling.
 
         ``timeline``: a shot of timed keys (see ``sample``) on the target mesh's own neutral face (or
-        the ``neutral_mesh`` / ``neutral_landmarks`` given; the model's mean face for the RBF
-        fallback); its motion is decoded from that face, whatever the first key.
+        the ``neutral_mesh`` / ``neutral_landmarks`` given; the head model's mean face for the RBF
+        fallback, whose mesh has its own units); its motion is decoded from that face, whatever the first key.
         """
         if start not in STARTS:
             raise Face4DError(f"unknown start {start!r}; use one of {', '.join(STARTS)}")
@@ -424,7 +428,7 @@ class Pipeline:
             timeline = timeline_arg(timeline)  # checked before the slow steps
             neutral = self.neutral_landmarks(neutral_mesh, neutral_landmarks)
             if neutral is None:
-                neutral = target.landmarks if target.method != "rbf" else self.generator.normalizer.mean
+                neutral = target.landmarks if target.method != "rbf" else self.head.landmark_neutral
             seqs = self.sample(label, text, keyframes, known, None, neutral, frames, num, seed, sequence_type, passes,
                                sequence_index, sampling, progress, intensity, timeline)
             result = self.decode(seqs, target, names=names, progress=progress, neutral=neutral)
