@@ -125,25 +125,51 @@ def portrait_identity(directory: str | os.PathLike, identity: int) -> tuple[np.n
     return neutrals["rgb"][rows[0]], neutrals["landmarks"][rows[0]]
 
 
-def project_sequence(landmarks: np.ndarray, identity_landmarks: np.ndarray, neutral_frame: int = 0) -> np.ndarray:
+def fit_camera(points: np.ndarray, image_points: np.ndarray, size: int, view_angle: float | None = None):
+    """The pinhole camera (``render.camera.Camera``) that puts 3D ``points`` (68, 3), cm, Y up, facing
+    +z, on ``image_points`` (68, 2), pixels of a ``size``-pixel square image: its pose (yaw, pitch,
+    roll), where it looks and how far away it is, by least squares on the reprojection error.
+
+    The field of view is fixed (``view_angle``, default the previews' and the portrait data's), since a
+    face is too flat to tell a long lens from a short one; everything else is fitted, so a turned or
+    tilted head in the image is matched as such, in perspective, as the portrait renders were made."""
+    from scipy.optimize import least_squares
+
+    from render.camera import Camera, focal_from_view_angle
+    from render.preview import VIEW_ANGLE
+
+    points, image_points = np.asarray(points, np.float64), np.asarray(image_points, np.float64)
+    focal = focal_from_view_angle(VIEW_ANGLE if view_angle is None else view_angle, size)
+    centre = points.mean(0)
+    spread3, spread2 = np.linalg.norm(points[:, :2] - centre[:2], axis=1).mean(), \
+        np.linalg.norm(image_points - image_points.mean(0), axis=1).mean()
+    distance = focal * spread3 / max(spread2, 1e-6)  # the distance at which the face has the image's size
+    shift = (image_points.mean(0) - size / 2) * distance / focal * np.array([-1.0, 1.0])  # target offset
+
+    def camera(v: np.ndarray) -> Camera:
+        return Camera((v[3], v[4], centre[2]), v[0], float(np.clip(v[1], -80, 80)), v[2], max(v[5], 1e-3), focal,
+                      (size, size))
+
+    def residuals(v: np.ndarray) -> np.ndarray:
+        return (camera(v).project(points) - image_points).ravel()
+
+    start = np.array([0.0, 0.0, 0.0, centre[0] + shift[0], centre[1] + shift[1], distance])
+    return camera(least_squares(residuals, start, x_scale="jac").x)
+
+
+def project_sequence(landmarks: np.ndarray, identity_landmarks: np.ndarray, size: int,
+                     neutral_frame: int = 0) -> np.ndarray:
     """Image landmarks (F, 68, 2) of a 3D landmark sequence (F, 68, 3), cm, Y up, facing +z.
 
-    A scaled orthographic camera looking down -z, fitted (least squares: scale, in-plane rotation,
-    translation) so that the sequence's neutral frame lands on the identity image's landmarks; every
-    frame goes through the same camera, so the image moves as the sequence moves from its neutral.
-    """
+    The camera is ``fit_camera``'s for the sequence's neutral frame and the identity image's landmarks
+    (pixels of a ``size``-pixel square image), so the face keeps the image's head pose, in perspective; every frame goes through that one
+    camera, so the image moves as the sequence moves from its neutral frame."""
     frames = np.asarray(landmarks, np.float64)
     if frames.ndim != 3 or frames.shape[1:] != (68, 3):
         raise Face4DError(f"landmark frames must have shape (F, 68, 3), got {frames.shape}")
-    flat = frames[..., :2] * np.array([1.0, -1.0])  # image y points down
-    source, target = flat[neutral_frame], np.asarray(identity_landmarks, np.float64)
-    mu_s, mu_t = source.mean(0), target.mean(0)
-    a, b = source - mu_s, target - mu_t
-    u, s, vt = np.linalg.svd(b.T @ a)
-    d = np.diag([1.0, np.sign(np.linalg.det(u @ vt))])
-    rotation = u @ d @ vt
-    scale = np.trace(np.diag(s) @ d) / (a**2).sum()
-    return (scale * (flat - mu_s) @ rotation.T + mu_t).astype(np.float32)
+    target = np.asarray(identity_landmarks, np.float64)
+    camera = fit_camera(frames[neutral_frame], target, int(size))
+    return camera.project(frames).astype(np.float32)
 
 
 NEURAL_WEIGHTS = Path(__file__).resolve().parent / "weights" / "neural"

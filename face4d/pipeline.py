@@ -635,8 +635,8 @@ class Pipeline:
                       progress: bool = False) -> np.ndarray:
         """A person drawn making a landmark sequence, frame by frame, by a CCFExp model (``face4d train
         neural-faces``): ``landmarks`` a ``LandmarkSequences`` (its first sequence) or (F, 68, 3) frames in
-        cm, projected onto the identity image (``face4d.neural.project_sequence``: its first frame onto
-        ``identity_landmarks``); ``identity_image`` (S, S, 3) uint8 at the model's size. Returns the frames
+        cm, projected onto the identity image (``face4d.neural.project_sequence``: the pinhole camera that puts
+        its first frame on ``identity_landmarks``, head pose included); ``identity_image`` (S, S, 3) uint8 at the model's size. Returns the frames
         (F, S, S, 3) uint8 and writes them to ``path`` (.mp4/.gif) when given."""
         from face4d.neural import neural_errors, project_sequence
 
@@ -650,7 +650,7 @@ class Pipeline:
 
             identity_landmarks = check_landmarks(identity_landmarks, "identity landmarks")
             net = CCFExp.from_pretrained(model, self.device)
-            targets = project_sequence(frames, identity_landmarks)
+            targets = project_sequence(frames, identity_landmarks, size=net.config.size)
             images = to_uint8(net.generate(identity_image, identity_landmarks, targets, steps=steps, seed=seed,
                                            progress=progress))
         if path is not None:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from neural_fixtures import LABELS, check_exact_resume, make_portraits
+from face4d.errors import Face4DError
 from render.neural import metrics
 from render.neural.data import (NeuralInputError, PortraitPairs, check_image, check_landmarks,
                                 landmark_maps, load_images, load_neutrals)
@@ -286,3 +287,26 @@ def test_two_process_training_with_accelerate(portraits, tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("neural-evaluators at step 2") == 1  # the main process reports
     assert (ev / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("angles", [(0.0, 0.0, 0.0), (18.0, -8.0, 4.0), (-15.0, 9.0, -3.0)])
+def test_sequence_projection_recovers_the_portrait_camera(head, angles):
+    """A sequence is drawn onto an identity image through the pinhole camera that puts its neutral
+    frame on the image's landmarks: a portrait rendered at a yaw of up to 18 degrees gets its own
+    camera back, so the expression frames land where that camera would put them (a frontal
+    orthographic fit of the same neutral frame is off by pixels)."""
+    from face4d.data.portraits import PortraitRenderer
+    from face4d.neural import fit_camera, project_sequence
+
+    camera = PortraitRenderer(head).camera(64, *angles)
+    weights = np.zeros((2, head.num_expressions), np.float32)
+    weights[1, head.blendshape_index("jawOpen")] = 0.8
+    weights[1, head.blendshape_index("mouthSmile_L")] = 0.6
+    frames = np.stack([head.landmarks(expression_weights=w) for w in weights])
+    truth = camera.project(frames)
+    fitted = fit_camera(frames[0], truth[0], 64)
+    np.testing.assert_allclose([fitted.yaw, fitted.pitch, fitted.roll], angles, atol=0.5)
+    projected = project_sequence(frames, truth[0], size=64)
+    assert np.abs(projected - truth).max() < 0.05  # pixels
+    with pytest.raises(Face4DError, match=r"\(F, 68, 3\)"):
+        project_sequence(frames[0], truth[0], size=64)
