@@ -162,8 +162,9 @@ def project_sequence(landmarks: np.ndarray, identity_landmarks: np.ndarray, size
     """Image landmarks (F, 68, 2) of a 3D landmark sequence (F, 68, 3), cm, Y up, facing +z.
 
     The camera is ``fit_camera``'s for the sequence's neutral frame and the identity image's landmarks
-    (pixels of a ``size``-pixel square image), so the face keeps the image's head pose, in perspective; every frame goes through that one
-    camera, so the image moves as the sequence moves from its neutral frame."""
+    (pixels of a ``size``-pixel square image), so the face keeps the image's head pose, in
+    perspective; every frame goes through that one camera, so the image moves as the sequence moves
+    from its neutral frame."""
     frames = np.asarray(landmarks, np.float64)
     if frames.ndim != 3 or frames.shape[1:] != (68, 3):
         raise Face4DError(f"landmark frames must have shape (F, 68, 3), got {frames.shape}")

@@ -263,8 +263,8 @@ class Pipeline:
 
         * ``timeline``: a shot of timed keys (a ``face4d.timeline.Timeline``, its command-line string
           or a .json path; docs/timeline.md) on the person of ``neutral_mesh`` / ``neutral_landmarks``
-          (default: the head model's mean face, a neutral face); ``num`` takes of it, each one sequence of the timeline's
-          frames at its fps (``face4d.windows.sample_shot``). ``frames`` does not apply.
+          (default: the head model's mean face, a neutral face); ``num`` takes of it, each one sequence
+          of the timeline's frames at its fps (``face4d.windows.sample_shot``). ``frames`` does not apply.
         """
         from face4d.data.interchange import LandmarkSequences, load_sequences
         from face4d.filling import parse_known
@@ -414,7 +414,8 @@ class Pipeline:
 
         ``timeline``: a shot of timed keys (see ``sample``) on the target mesh's own neutral face (or
         the ``neutral_mesh`` / ``neutral_landmarks`` given; the head model's mean face for the RBF
-        fallback, whose mesh has its own units); its motion is decoded from that face, whatever the first key.
+        fallback, whose mesh has its own units); its motion is decoded from that face, whatever the
+        first key.
         """
         if start not in STARTS:
             raise Face4DError(f"unknown start {start!r}; use one of {', '.join(STARTS)}")
@@ -635,9 +636,10 @@ class Pipeline:
                       progress: bool = False) -> np.ndarray:
         """A person drawn making a landmark sequence, frame by frame, by a CCFExp model (``face4d train
         neural-faces``): ``landmarks`` a ``LandmarkSequences`` (its first sequence) or (F, 68, 3) frames in
-        cm, projected onto the identity image (``face4d.neural.project_sequence``: the pinhole camera that puts
-        its first frame on ``identity_landmarks``, head pose included); ``identity_image`` (S, S, 3) uint8 at the model's size. Returns the frames
-        (F, S, S, 3) uint8 and writes them to ``path`` (.mp4/.gif) when given."""
+        cm, projected onto the identity image (``face4d.neural.project_sequence``: the pinhole camera
+        that puts its first frame on ``identity_landmarks``, head pose included); ``identity_image``
+        (S, S, 3) uint8 at the model's size. Returns the frames (F, S, S, 3) uint8 and writes them to
+        ``path`` (.mp4/.gif) when given."""
         from face4d.neural import neural_errors, project_sequence
 
         frames, seq_fps = (landmarks, None) if isinstance(landmarks, np.ndarray) else (
