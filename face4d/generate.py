@@ -159,14 +159,16 @@ class LandmarkGenerator:
         return scale_intensity(seqs, factors, neutral_types)
 
     def gains(self, labels: Sequence[str | None], sampling: SamplingConfig) -> np.ndarray:
-        """Each sequence's amplitude gain (``face4d.label_gains``): the bundle's gain for its label, or 1
-        without a label, without gains, with ``sampling.calibrate`` off, or under another label
-        control than the gains were measured with."""
+        """Each sequence's amplitude gain (``face4d.label_gains``): the bundle's gain for its label (from
+        its table for the fast sampler's step count when it has one), or 1 without a label, without
+        gains, with ``sampling.calibrate`` off, or under another label control than the gains were
+        measured with."""
         gains = self.label_gains
         if (gains is None or not sampling.calibrate or labels[0] is None
                 or self.label_control(sampling) != gains.label_control):
             return np.ones(len(labels))
-        return np.array([gains.gain(name) for name in labels])
+        steps = sampling.steps if sampling.sampler == "fast" else None
+        return np.array([gains.gain(name, steps) for name in labels])
 
     def infer_types(self, seqs: LandmarkSequences) -> list[str]:
         """Each sequence's order (``N2E``/``E2N``) as the type S classifier reads it on the clean

@@ -10,7 +10,10 @@ mean apex amplitude for that label over the model's, measured on the training da
 with the motion, as with ``--intensity``.
 
 Gains belong to the label control they were measured with (``SamplingConfig.label_control``
-resolved): another control reaches other amplitudes, so it is left uncalibrated.
+resolved): another control reaches other amplitudes, so it is left uncalibrated. They also depend a
+little on the fast sampler's step count (fewer steps over-act some labels more; docs/tuning.md,
+*Fast-sampler steps*): the main table was measured at ``MAIN_STEPS``, and a bundle may hold tables
+for other step counts (``by_steps``), which sampling with those steps uses instead.
 """
 from __future__ import annotations
 
@@ -21,10 +24,13 @@ from typing import Any
 
 from face4d.errors import Face4DError
 from face4d.jsonfile import read_json, write_json
+from face4d.settings import SamplingConfig
 
 GAINS_FILE = "label_gains.json"
 GAINS_FORMAT = "face4d-label-gains"
 GAINS_VERSION = 1
+MAIN_STEPS = SamplingConfig().steps
+"""The fast-sampler steps of the main table: the package's default."""
 GAIN_RANGE = (0.25, 4.0)
 """Gains outside this range mean the model misses a label altogether; scaling would only amplify
 noise (or erase the expression), so the calibration refuses them."""
@@ -37,20 +43,47 @@ class LabelGains:
     gains: dict[str, float]
     measured: dict[str, Any] = field(default_factory=dict)
     """How they were measured: dataset, sequences per label, seed, the command (for the record)."""
+    by_steps: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """Tables for other fast-sampler step counts than ``MAIN_STEPS``: steps -> ``{"gains": {label:
+    gain}, "measured": {...}}``."""
 
     def __post_init__(self) -> None:
-        low, high = GAIN_RANGE
-        for label, gain in self.gains.items():
-            if not low <= float(gain) <= high:
-                raise Face4DError(f"label gain of {label!r} is {gain}, outside [{low:g}, {high:g}]: the model "
-                                  f"misses that label; calibrating would not fix it")
+        for table in [self.gains] + [entry["gains"] for entry in self.by_steps.values()]:
+            _check_gains(table)
 
-    def gain(self, label: str | None) -> float:
-        return 1.0 if label is None else float(self.gains.get(label, 1.0))
+    def gain(self, label: str | None, steps: int | None = None) -> float:
+        """``label``'s gain (1 for None or a label without one), from the table of ``steps`` fast-sampler
+        steps when the bundle has one, else from the main table."""
+        table = self.by_steps[steps]["gains"] if steps in self.by_steps else self.gains
+        return 1.0 if label is None else float(table.get(label, 1.0))
+
+    def with_steps(self, steps: int, gains: dict[str, float], measured: dict[str, Any]) -> "LabelGains":
+        """These gains with the table of ``steps`` fast-sampler steps added or replaced (the main table's
+        when ``steps`` is ``MAIN_STEPS``)."""
+        if steps == MAIN_STEPS:
+            return LabelGains(self.label_control, gains, measured, self.by_steps)
+        return LabelGains(self.label_control, self.gains, self.measured,
+                          {**self.by_steps, steps: {"gains": gains, "measured": measured}})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": GAINS_FORMAT, "version": GAINS_VERSION, "label_control": self.label_control,
-                "gains": {k: round(float(v), 4) for k, v in self.gains.items()}, "measured": self.measured}
+        data = {"format": GAINS_FORMAT, "version": GAINS_VERSION, "label_control": self.label_control,
+                "gains": _rounded(self.gains), "measured": self.measured}
+        if self.by_steps:
+            data["by_steps"] = {str(steps): {"gains": _rounded(entry["gains"]), "measured": entry["measured"]}
+                                for steps, entry in sorted(self.by_steps.items())}
+        return data
+
+
+def _check_gains(gains: dict[str, float]) -> None:
+    low, high = GAIN_RANGE
+    for label, gain in gains.items():
+        if not low <= float(gain) <= high:
+            raise Face4DError(f"label gain of {label!r} is {gain}, outside [{low:g}, {high:g}]: the model "
+                              f"misses that label; calibrating would not fix it")
+
+
+def _rounded(gains: dict[str, float]) -> dict[str, float]:
+    return {k: round(float(v), 4) for k, v in gains.items()}
 
 
 def read_gains(bundle: str | os.PathLike) -> LabelGains | None:
@@ -62,8 +95,11 @@ def read_gains(bundle: str | os.PathLike) -> LabelGains | None:
     if data.get("format") != GAINS_FORMAT or data.get("version") != GAINS_VERSION:
         raise Face4DError(f"{path}: not a {GAINS_FORMAT} v{GAINS_VERSION} file")
     try:
+        by_steps = {int(steps): {"gains": {str(k): float(v) for k, v in entry["gains"].items()},
+                                 "measured": dict(entry.get("measured", {}))}
+                    for steps, entry in data.get("by_steps", {}).items()}
         return LabelGains(str(data["label_control"]), {str(k): float(v) for k, v in data["gains"].items()},
-                          dict(data.get("measured", {})))
+                          dict(data.get("measured", {})), by_steps)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise Face4DError(f"{path}: invalid label gains ({exc})") from None
 

@@ -32,7 +32,7 @@ from face4d.eval.motion import landmark_stats
 from face4d.eval.protocol import generate_like
 from face4d.eval.report import markdown_table
 from face4d.generate import LandmarkGenerator, SamplingConfig
-from face4d.label_gains import GAINS_FILE, LabelGains, gains_from_amplitudes, write_gains
+from face4d.label_gains import GAINS_FILE, MAIN_STEPS, LabelGains, gains_from_amplitudes, write_gains
 
 REPEAT_SEED_STRIDE = 100_000
 """Seed offset between repeats; generate_like's own batch seeds stay below it."""
@@ -43,10 +43,15 @@ from eval_motion import add_split_argument, reference_set  # noqa: E402  (the be
 
 def calibrate(args: argparse.Namespace) -> tuple[list[str], list]:
     bundle = args.model
-    if (bundle / GAINS_FILE).exists() and not args.overwrite:
-        raise Face4DError(f"{bundle / GAINS_FILE} exists; pass --overwrite to measure the gains again")
     generator = LandmarkGenerator.from_pretrained(bundle)
-    sampling = replace(SamplingConfig(), calibrate=False)
+    sampling = replace(SamplingConfig(steps=args.steps), calibrate=False)
+    existing, control = generator.label_gains, generator.label_control(sampling)
+    if args.steps != MAIN_STEPS and (existing is None or existing.label_control != control):
+        raise Face4DError(f"{bundle / GAINS_FILE} has no main table under {control} control; measure it first "
+                          f"(--steps {MAIN_STEPS})")
+    if existing is not None and not args.overwrite and (args.steps == MAIN_STEPS or args.steps in existing.by_steps):
+        raise Face4DError(f"{bundle / GAINS_FILE} has gains for {args.steps} steps; pass --overwrite to measure "
+                          "them again")
     reference = reference_set(args.data, None, args.per_label, args.seed, args.split)
     if args.repeats < 1:
         raise Face4DError(f"--repeats must be >= 1, got {args.repeats}")
@@ -62,20 +67,21 @@ def calibrate(args: argparse.Namespace) -> tuple[list[str], list]:
     gains = gains_from_amplitudes(data_amp, our_amp)
     command = "python scripts/calibrate_labels.py " + " ".join(sys.argv[1:])
     measured = {"data": str(args.data), "split": args.split, "per_label": args.per_label, "repeats": args.repeats,
-                "seed": args.seed,
-                "command": command}
-    path = write_gains(bundle, LabelGains(generator.label_control(sampling), gains, measured))
+                "seed": args.seed, "steps": args.steps, "command": command}
+    same = existing is not None and existing.label_control == control
+    table = (existing if same else LabelGains(control, gains, measured)).with_steps(args.steps, gains, measured)
+    path = write_gains(bundle, table)
     rows = [[name, str(int((split.labels == name).sum())), str(int((samples.labels == name).sum())),
              f"{data_amp[name]:.3f}", f"{our_amp[name]:.3f}", f"{gains[name]:.2f}"] for name in labels]
     spread = np.array(list(gains.values()))
-    return [f"Wrote `{path}` (label control: {generator.label_control(sampling)}). Reference: "
-            f"{len(reference)} {args.split} sequences of `{args.data.name}` (the training dataset), up to "
+    return [f"Wrote `{path}` (label control: {control}; its table for {args.steps} fast-sampler steps). "
+            f"Reference: {len(reference)} {args.split} sequences of `{args.data.name}` (the training dataset), up to "
             f"{args.per_label} per label; {args.repeats} uncalibrated label-guided samples each (its label, order "
-            f"and length; fast sampler, {args.threads} threads). Data amplitude: over every {args.split} sequence "
-            f"of the label. Gain = data / model, mean apex amplitude; gains from {spread.min():.2f} to "
-            f"{spread.max():.2f}.",
-            markdown_table(["Label", "Data sequences", "Samples", "Data amplitude (cm)", "Model amplitude (cm)", "Gain"],
-                           rows)], []
+            f"and length; fast sampler, {args.steps} steps, {args.threads} threads). Data amplitude: over every "
+            f"{args.split} sequence of the label. Gain = data / model, mean apex amplitude; gains from "
+            f"{spread.min():.2f} to {spread.max():.2f}.",
+            markdown_table(["Label", "Data sequences", "Samples", "Data amplitude (cm)", "Model amplitude (cm)",
+                            "Gain"], rows)], []
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,10 +92,15 @@ def main(argv: list[str] | None = None) -> None:
         add_split_argument(parser, "the reference")
         parser.add_argument("--repeats", type=int, default=4, help="samples per reference sequence")
         parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--overwrite", action="store_true", help="replace the bundle's label_gains.json")
+        parser.add_argument("--steps", type=int, default=MAIN_STEPS,
+                            help=f"fast-sampler steps to measure at (default {MAIN_STEPS}: the main table; other "
+                                 "counts add a table that sampling with them uses)")
+        parser.add_argument("--overwrite", action="store_true", help="replace the gains already measured at --steps")
 
     run_script("calibrate_labels.py", __doc__, "label_gains", "Label amplitude calibration", calibrate, argv,
-               arguments, common=False)
+               arguments, common=False, section=lambda args: (
+                   ("label_gains", "Label amplitude calibration") if args.steps == MAIN_STEPS else
+                   (f"label_gains_{args.steps}", f"Label amplitude calibration at {args.steps} steps")))
 
 
 if __name__ == "__main__":

@@ -76,3 +76,28 @@ def test_unguided_and_text_generation_are_not_calibrated(bundle, calibrated):
     np.testing.assert_array_equal(gained.generate(None, 8, 2, seed=4, sampling=FAST).landmarks,
                                   plain.generate(None, 8, 2, seed=4, sampling=FAST).landmarks)
     assert gained.gains([None, None], FAST).tolist() == [1.0, 1.0]
+
+
+def test_tables_per_step_count_round_trip_and_are_chosen_by_the_sampler(tmp_path, bundle, calibrated):
+    """Fewer fast-sampler steps over-act some labels more, so a bundle may hold gains per step count:
+    sampling with those steps uses their table, any other count the main one (measured at MAIN_STEPS)."""
+    from face4d.label_gains import MAIN_STEPS
+
+    main = read_gains(calibrated)
+    both = main.with_steps(4, {"anger": 1.5}, {"steps": 4})
+    assert both.gain("anger") == 2.0 and both.gain("anger", MAIN_STEPS) == 2.0 and both.gain("anger", 4) == 1.5
+    assert both.gain("fear", 4) == 1.0  # a label the step table lacks keeps its amplitude there
+    replaced = both.with_steps(MAIN_STEPS, {"anger": 3.0}, {"steps": MAIN_STEPS})
+    assert replaced.gain("anger") == 3.0 and replaced.gain("anger", 4) == 1.5
+    write_gains(calibrated, both)
+    assert read_gains(calibrated) == both
+    with pytest.raises(Face4DError, match="outside"):
+        main.with_steps(4, {"anger": 20.0}, {})
+
+    plain, gained = LandmarkGenerator.from_pretrained(bundle), LandmarkGenerator.from_pretrained(calibrated)
+    for steps, factor in ((5, 2.0), (4, 1.5)):
+        fast = SamplingConfig(steps=steps)
+        base = landmark_stats(plain.generate(["anger"], 10, 1, seed=1, sequence_type=["N2E"], sampling=fast))
+        out = landmark_stats(gained.generate(["anger"], 10, 1, seed=1, sequence_type=["N2E"], sampling=fast))
+        np.testing.assert_allclose(np.asarray(out.apex_amplitude), np.asarray(base.apex_amplitude) * factor,
+                                   rtol=1e-4)
