@@ -38,7 +38,7 @@ REPEAT_SEED_STRIDE = 100_000
 """Seed offset between repeats; generate_like's own batch seeds stay below it."""
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eval_motion import add_split_argument, reference_set  # noqa: E402  (the benchmark's reference, shared)
+from eval_motion import add_split_argument, draw_reference  # noqa: E402  (the benchmark's reference, shared)
 
 
 def calibrate(args: argparse.Namespace) -> tuple[list[str], list]:
@@ -52,14 +52,14 @@ def calibrate(args: argparse.Namespace) -> tuple[list[str], list]:
     if existing is not None and not args.overwrite and (args.steps == MAIN_STEPS or args.steps in existing.by_steps):
         raise Face4DError(f"{bundle / GAINS_FILE} has gains for {args.steps} steps; pass --overwrite to measure "
                           "them again")
-    reference = reference_set(args.data, None, args.per_label, args.seed, args.split)
+    split = Dataset.load(args.data).sequences(args.split)
+    reference = draw_reference(split, None, args.per_label, args.seed, f"{args.data}: no {args.split}")
     if args.repeats < 1:
         raise Face4DError(f"--repeats must be >= 1, got {args.repeats}")
     samples = LandmarkSequences.concatenate([generate_like(reference, lambda idx, frames, s: generator.generate(
         list(reference.labels[idx]), frames, len(idx), s, list(reference.types[idx]), sampling),
         args.seed + REPEAT_SEED_STRIDE * r, desc=f"label-guided samples ({r + 1}/{args.repeats})")
         for r in range(args.repeats)])
-    split = Dataset.load(args.data).sequences(args.split)
     data, ours = landmark_stats(split), landmark_stats(samples)
     labels = [name for name in dict.fromkeys(reference.labels)]
     data_amp = {name: data.mean("apex_amplitude", split.labels == name) for name in labels}

@@ -54,16 +54,21 @@ def reference_set(data: Path, labels: list[str] | None, per_label: int, seed: in
                   split: str = "test") -> LandmarkSequences:
     """Up to ``per_label`` sequences of each label of ``split`` (labels None: each label of the
     split), drawn with ``seed``, in split order."""
-    test = Dataset.load(data).sequences(split)
+    return draw_reference(Dataset.load(data).sequences(split), labels, per_label, seed, f"{data}: no {split}")
+
+
+def draw_reference(seqs: LandmarkSequences, labels: list[str] | None, per_label: int, seed: int,
+                   where: str = "no") -> LandmarkSequences:
+    """``reference_set`` on sequences already loaded; ``where`` begins the error for a missing label."""
     rng = np.random.default_rng(seed)
-    labels = [name for name in LABEL_NAMES if name in set(test.labels)] if labels is None else labels
+    labels = [name for name in LABEL_NAMES if name in set(seqs.labels)] if labels is None else labels
     chosen = []
     for label in labels:
-        indices = np.flatnonzero(test.labels == label)
+        indices = np.flatnonzero(seqs.labels == label)
         if not len(indices):
-            raise Face4DError(f"{data}: no {split} sequence of label {label!r}")
+            raise Face4DError(f"{where} sequence of label {label!r}")
         chosen.append(rng.choice(indices, min(per_label, len(indices)), replace=False))
-    return test.select(np.sort(np.concatenate(chosen)))
+    return seqs.select(np.sort(np.concatenate(chosen)))
 
 
 OTHER_SEED_SPLITS = ("; a dataset of another seed was never seen whole, and its train split has ~170 sequences "
