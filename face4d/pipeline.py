@@ -631,17 +631,18 @@ class Pipeline:
             raise Face4DError(f"cannot render the preview: {exc}") from None
 
     def render_neural(self, landmarks, identity_image: np.ndarray, identity_landmarks: np.ndarray,
-                      model: str | os.PathLike, path: str | os.PathLike | None = None, steps: int = 25,
+                      model: str | os.PathLike | None = None, path: str | os.PathLike | None = None, steps: int = 25,
                       seed: int = 0, fps: float | None = None, overwrite: bool = False,
                       progress: bool = False) -> np.ndarray:
         """A person drawn making a landmark sequence, frame by frame, by a CCFExp model (``face4d train
-        neural-faces``): ``landmarks`` a ``LandmarkSequences`` (its first sequence) or (F, 68, 3) frames in
+        neural-faces``; None: the shipped one): ``landmarks`` a ``LandmarkSequences`` (its first sequence) or (F, 68, 3) frames in
         cm, projected onto the identity image (``face4d.neural.project_sequence``: the pinhole camera
         that puts its first frame on ``identity_landmarks``, head pose included); ``identity_image``
         (S, S, 3) uint8 at the model's size. Returns the frames (F, S, S, 3) uint8 and writes them to
         ``path`` (.mp4/.gif) when given."""
-        from face4d.neural import neural_errors, project_sequence
+        from face4d.neural import neural_errors, neural_model, project_sequence
 
+        model = neural_model(model, "ccfexp", "model")
         frames, seq_fps = (landmarks, None) if isinstance(landmarks, np.ndarray) else (
             landmarks.landmarks[0, :landmarks.lengths[0]], landmarks.fps)
         if path is not None:

@@ -114,6 +114,50 @@ def test_warp_baseline_moves_features_to_the_target():
     assert err_warped < 0.5 * err_unwarped
 
 
+def test_tps_warp_moves_features_to_the_target():
+    from neural_fixtures import draw, template
+    from render.neural.data import to_tensor, to_uint8
+    from render.neural.warp import tps_warp
+
+    skin, background = np.array([200, 160, 140], np.float32), np.array([20, 40, 60], np.float32)
+    source = template() * 64
+    target = source.copy()
+    target[48:68, 1] += 4  # mouth down by 4 px
+    image, _ = draw(64, skin, background, source)
+    batch = lambda a: torch.as_tensor(a, dtype=torch.float32)[None]
+    same = to_uint8(tps_warp(to_tensor(image)[None], batch(source), batch(source)))[0]
+    assert np.abs(same.astype(int) - image).mean() < 1.0
+    warped = to_uint8(tps_warp(to_tensor(image)[None], batch(source), batch(target)))[0]
+    expected, _ = draw(64, skin, background, target)
+    mouth = np.zeros((64, 64), bool)
+    mouth[40:60, 16:48] = True
+    err_warped = np.abs(warped.astype(int) - expected)[mouth].mean()
+    err_unwarped = np.abs(image.astype(int) - expected)[mouth].mean()
+    assert err_warped < 0.5 * err_unwarped
+    # the border stays put, and coinciding target points (a closed mouth) still give a finite warp
+    assert np.abs(warped[:4].astype(int) - image[:4]).max() <= 1
+    closed = target.copy()
+    closed[65:68] = closed[61:64][::-1]
+    assert torch.isfinite(tps_warp(to_tensor(image)[None], batch(source), batch(closed))).all()
+
+
+def test_ccfexp_warp_input_and_sample_prediction():
+    from render.neural.ccfexp_model import CCFExp, CCFExpConfig, predicted_x0
+
+    torch.manual_seed(0)
+    model = CCFExp(CCFExpConfig(size=32, **MICRO, warp_input=True, prediction="sample"))
+    assert model.unet.config.in_channels == 3 + 5 + 3
+    image, lm = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 68, 2) * 20 + 6
+    condition = model.encode(image, lm, lm)
+    assert torch.allclose(condition["maps"][:, 5:], image, atol=0.05)  # the same landmarks: the warp is the image
+    ddpm, ddim = model.schedulers()
+    assert ddpm.config.prediction_type == ddim.config.prediction_type == "sample"
+    out = torch.rand(2, 3, 32, 32) * 4 - 2
+    assert torch.equal(predicted_x0(torch.zeros_like(out), out, torch.full((2,), 0.5), "sample"), out.clamp(-1, 1))
+    with pytest.raises(ValueError, match="needs the landmarks"):
+        CCFExp(CCFExpConfig(size=32, **MICRO, landmarks=False, warp_input=True))
+
+
 @pytest.mark.parametrize("options, streams", [({}, 3), ({"landmarks": False}, 2), ({"cross_fusion": False}, 3)])
 def test_ccfexp_ablations(options, streams):
     from render.neural.ccfexp_model import CCFExp, CCFExpConfig
@@ -146,6 +190,46 @@ def test_edit_condition_and_label_errors():
         model.edit(np.zeros((32, 32, 3), np.uint8), LABELS[0], steps=2, strength=0)
     label_only = EditModel(EditConfig(size=32, labels=tuple(LABELS), channels=(16, 32), variant="label"))
     assert not hasattr(label_only, "vae")
+
+
+def test_edit_source_input_and_sample_prediction():
+    from render.neural.conditional_diffusion_model import EditConfig, EditModel
+    from render.neural.conditional_diffusion_training import EditLoss
+
+    torch.manual_seed(0)
+    model = EditModel(EditConfig(size=32, labels=tuple(LABELS), channels=(16, 32), variant="label",
+                                 source_input=True, prediction="sample"))
+    assert model.unet.config.in_channels == 6
+    assert model.schedulers()[1].config.prediction_type == "sample"
+    batch = {"target": torch.rand(2, 3, 32, 32) * 2 - 1, "identity_image": torch.rand(2, 3, 32, 32) * 2 - 1,
+             "label": torch.tensor([0, -1])}
+    loss, _ = EditLoss(model)(batch)
+    loss.backward()
+    assert model.unet.conv_in.weight.grad[:, 3:].abs().sum() > 0  # the source channels are read
+    edited = model.edit(np.zeros((2, 32, 32, 3), np.uint8), LABELS[1], steps=2)
+    assert edited.shape == (2, 3, 32, 32) and edited.abs().max() <= 1
+    with pytest.raises(NeuralInputError, match="prediction"):
+        EditConfig(labels=tuple(LABELS), prediction="v")
+
+
+def test_export_model_halves_the_weights(tmp_path):
+    from safetensors.torch import load_file
+    from render.neural.ccfexp_model import CCFExp, CCFExpConfig
+    from render.neural.io import export_model
+
+    torch.manual_seed(0)
+    model = CCFExp(CCFExpConfig(size=32, **MICRO, warp_input=True))
+    model.save_pretrained(tmp_path / "full")
+    export_model(tmp_path / "full", tmp_path / "half")
+    assert all(v.dtype == torch.float16 for v in load_file(str(tmp_path / "half" / "model.safetensors")).values())
+    half = CCFExp.from_pretrained(tmp_path / "half")
+    assert half.config == model.config and next(half.parameters()).dtype == torch.float32
+    for a, b in zip(model.state_dict().values(), half.state_dict().values()):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-4)
+    with pytest.raises(FileExistsError):
+        export_model(tmp_path / "full", tmp_path / "half")
+    with pytest.raises(NeuralInputError, match="no trained model"):
+        export_model(tmp_path / "none", tmp_path / "x")
 
 
 def _train_micro(portraits, out, steps, checkpoint_every=100):
@@ -310,3 +394,37 @@ def test_sequence_projection_recovers_the_portrait_camera(head, angles):
     assert np.abs(projected - truth).max() < 0.05  # pixels
     with pytest.raises(Face4DError, match=r"\(F, 68, 3\)"):
         project_sequence(frames[0], truth[0], size=64)
+
+
+@pytest.mark.slow
+def test_shipped_ccfexp_draws_a_new_person_with_the_target_expression(head, tmp_path):
+    """The shipped default, on a person of another portrait seed than its training data: the image is
+    closer to the exact render than the identity image and than the piecewise-affine warp, the open
+    mouth is dark inside; and the command line uses it when no --neural-model is given."""
+    import imageio.v3 as iio
+    from face4d.data.portraits import PortraitConfig, PortraitPlan, PortraitRenderer
+    from face4d.neural import neural_model
+    from render.neural.ccfexp_model import CCFExp
+    from render.neural.data import to_uint8
+
+    renderer = PortraitRenderer(head)
+    look = PortraitPlan(head, PortraitConfig(size=64, images=1, identities=3), seed=7).appearance[1]
+    weights = np.zeros(53, np.float32)
+    weights[head.blendshape_index("jawOpen")] = 0.7
+    neutral, neutral_points, _ = renderer.render(head.vertices(None, None), look, renderer.camera(64))
+    truth, points, _ = renderer.render(head.vertices(None, weights), look, renderer.camera(64, yaw=8.0))
+    model = CCFExp.from_pretrained(neural_model(None, "ccfexp"))
+    drawn = to_uint8(model.generate(neutral, neutral_points, points[None], steps=25))[0]
+    psnr = lambda a: 10 * np.log10(255**2 / np.mean((a.astype(float) - truth) ** 2))
+    warped = metrics.warp_baseline(neutral, neutral_points, points)
+    assert psnr(drawn) > psnr(warped) > psnr(neutral)
+    inner = points[60:68].mean(0).round().astype(int)  # between the inner lip contours
+    assert drawn[inner[1] - 1:inner[1] + 2, inner[0] - 1:inner[0] + 2].mean() < 0.5 * neutral[inner[1], inner[0]].mean()
+    image, lm, seq = tmp_path / "face.png", tmp_path / "face.npy", tmp_path / "seq.npy"
+    iio.imwrite(image, neutral)
+    np.save(lm, neutral_points)
+    np.save(seq, np.repeat(head.landmark_neutral[None], 2, 0).astype(np.float32))
+    done = face4d("render", seq, "--neural", "faces", "--identity-image", image, "--identity-landmarks", lm,
+                  "--out", tmp_path / "faces.gif", "--steps", 2, "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert iio.imread(tmp_path / "faces.gif").shape[-3:-1] == (64, 64)

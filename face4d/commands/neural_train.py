@@ -52,6 +52,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
             cmd.add_argument("--evaluators", type=Path, help="trained evaluators ('face4d train neural-evaluators'): "
                                                              "the identity and landmark losses' networks")
             arch.add_argument("--dim", type=int, help="token width of the condition")
+            arch.add_argument("--warp-input", action=argparse.BooleanOptionalAction,
+                              help="also give the UNet the identity image warped to the target landmarks")
+            arch.add_argument("--prediction", choices=("epsilon", "sample"),
+                              help="epsilon: the noise (the paper's); sample: the clean image")
             ablation = cmd.add_argument_group("ablations (the paper's table)")
             ablation.add_argument("--no-landmarks", action="store_true", help="no landmark encoder, maps or loss")
             ablation.add_argument("--no-cross-fusion", action="store_true", help="concatenate the raw tokens")
@@ -66,6 +70,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
             arch.add_argument("--variant", choices=("vae", "label"), default="vae",
                               help="vae: label + the source's VAE latent (the paper's); label: label only")
             arch.add_argument("--label-dropout", type=float, help="share of null labels (classifier-free guidance)")
+            arch.add_argument("--source-input", action=argparse.BooleanOptionalAction,
+                              help="also give the UNet the source image itself (concatenated)")
+            arch.add_argument("--prediction", choices=("epsilon", "sample"),
+                              help="epsilon: the noise (the paper's); sample: the clean image")
             cmd.add_argument("--vae-steps", type=int, help="steps of the VAE stage (default: --steps)")
 
 
@@ -100,7 +108,8 @@ def run(args: argparse.Namespace) -> None:
             from render.neural.conditional_diffusion_model import EditConfig
             from render.neural.conditional_diffusion_training import train_edit
 
-            edit_config = EditConfig(variant=args.variant, **given(args, "channels", "label_dropout"))
+            edit_config = EditConfig(variant=args.variant, **given(args, "channels", "label_dropout", "source_input",
+                                                                   "prediction"))
             result = train_edit(images, args.out, config, manifest["labels"], edit_config,
                                 vae_steps=args.vae_steps, **common)
         else:
@@ -119,7 +128,7 @@ def _train_faces(args, images, neutrals, config, common):
     if args.no_cycle:
         loss.cycle_weight = 0.0
     model = CCFExpConfig(landmarks=not args.no_landmarks, cross_fusion=not args.no_cross_fusion,
-                         **given(args, "channels", "dim"))
+                         **given(args, "channels", "dim", "warp_input", "prediction"))
     needs = loss.identity_weight > 0 or (model.landmarks and loss.landmark_weight > 0)
     if needs and args.evaluators is None:
         raise Face4DError("the identity and landmark losses need --evaluators DIR ('face4d train "

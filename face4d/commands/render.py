@@ -36,8 +36,8 @@ def _add_neural_args(rend: argparse.ArgumentParser) -> None:
                             "video: the recurrent model draws each frame from a 64² render of the decoded mesh, the "
                             "person's image and its previous frame (shown beside the render)")
     group.add_argument("--neural-model", type=Path, help="a CCFExp model ('face4d train neural-faces'), or for video "
-                                                         "a FacEnhance model ('face4d train neural-video'; default: "
-                                                         "the shipped one)")
+                                                         "a FacEnhance model ('face4d train neural-video'); default: "
+                                                         "the shipped one")
     group.add_argument("--identity-image", type=Path, help="the person: an RGB image at the model's size")
     group.add_argument("--identity-landmarks", type=Path, help="its 68 landmarks in pixels (.npy (68, 2) or .pts)")
     group.add_argument("--portraits", type=Path, help="or take the person from a portrait dataset ...")
@@ -79,13 +79,12 @@ def run(args) -> None:
 def _render_neural(args) -> None:
     from face4d.errors import Face4DError
     from face4d.landmarks import load_landmark_file
-    from face4d.neural import check_face, portrait_identity, read_image, read_points, require_neural
+    from face4d.neural import check_face, neural_model, portrait_identity, read_image, read_points, require_neural
     from face4d.outputs import check_out_file
     from face4d.pipeline import Pipeline
 
     require_neural()
-    if args.neural_model is None:
-        raise Face4DError("--neural faces needs --neural-model DIR (train one with 'face4d train neural-faces')")
+    model = neural_model(args.neural_model, "ccfexp")
     if (args.portraits is None) == (args.identity_image is None):
         raise Face4DError("--neural faces needs the person: --identity-image with --identity-landmarks, "
                           "or --portraits with --identity")
@@ -100,7 +99,7 @@ def _render_neural(args) -> None:
         check_face(image, points, str(args.identity_image))
     seqs = load_landmark_file(args.landmarks)
     check_out_file(args.out, (".mp4", ".gif"), args.overwrite)
-    frames = Pipeline(device=args.device).render_neural(seqs, image, points, args.neural_model, args.out,
+    frames = Pipeline(device=args.device).render_neural(seqs, image, points, model, args.out,
                                                         steps=args.steps or 25, seed=args.seed, fps=args.fps,
                                                         overwrite=args.overwrite, progress=not args.quiet)
     print(f"wrote {args.out}: {len(frames)} neural frame(s) of {args.landmarks}")

@@ -18,7 +18,9 @@ cross-attention context of diffusers' ``UNet2DConditionModel``. Ablations (the p
 ``landmarks=False`` drops the landmark tokens, the landmark maps and the landmark loss (fusion is then
 identity <-> expression); ``cross_fusion=False`` concatenates the raw tokens. Not in the paper:
 ``landmark_input`` also concatenates the target's heat maps to the noisy image (spatial conditioning,
-which a 64² model needs to place features to the pixel).
+which a 64² model needs to place features to the pixel), ``warp_input`` the identity image warped to
+the target landmarks (``render.neural.warp``), and ``prediction="sample"`` has the UNet predict the
+clean image instead of the noise (the identity and landmark losses then read its output directly).
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from torch import nn
 from render.neural.data import REGIONS, check_image, check_landmarks, landmark_maps, to_tensor
 from render.neural.evaluators import ConvStack
 from render.neural.io import load_model, save_model
+from render.neural.warp import tps_warp
 
 KIND = "ccfexp"
 
@@ -49,6 +52,10 @@ class CCFExpConfig:
     landmarks: bool = True
     cross_fusion: bool = True
     landmark_input: bool = True
+    warp_input: bool = False
+    """Concatenate the identity image warped to the target landmarks (needs ``landmarks``)."""
+    prediction: str = "epsilon"
+    """What the UNet predicts: "epsilon" (the paper) or "sample" (the clean image)."""
     timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
 
@@ -67,6 +74,10 @@ class CCFExp(nn.Module):
 
         super().__init__()
         self.config = c = config
+        if c.prediction not in ("epsilon", "sample"):
+            raise ValueError(f"prediction must be 'epsilon' or 'sample', got {c.prediction!r}")
+        if c.warp_input and not c.landmarks:
+            raise ValueError("warp_input needs the landmarks")
         grid = (c.size // 2 ** len(c.encoder_widths)) ** 2
         self.identity_cnn = ConvStack(3, c.encoder_widths)
         self.identity_tokens = nn.Linear(c.encoder_widths[-1], c.dim)
@@ -85,7 +96,8 @@ class CCFExp(nn.Module):
             self.fusion_norm = nn.ModuleList(nn.LayerNorm(c.dim) for _ in range(streams))
         down, up = unet_blocks(len(c.channels))
         self.unet = UNet2DConditionModel(
-            sample_size=c.size, in_channels=3 + (len(REGIONS) if self.uses_maps else 0), out_channels=3,
+            sample_size=c.size, in_channels=3 + (len(REGIONS) if self.uses_maps else 0) + (3 if c.warp_input else 0),
+            out_channels=3,
             block_out_channels=c.channels, layers_per_block=c.layers_per_block, down_block_types=down,
             up_block_types=up, cross_attention_dim=c.dim, attention_head_dim=c.dim // c.heads,
             norm_num_groups=8, class_embed_type="projection", projection_class_embeddings_input_dim=c.dim)
@@ -115,11 +127,15 @@ class CCFExp(nn.Module):
                 query, other = norm(streams[i]), streams[(i + 1) % len(streams)]
                 fused.append(streams[i] + attention(query, other, other, need_weights=False)[0])
             streams = fused
+        spatial = [target_maps * 2 - 1] if self.uses_maps else []
+        if c.warp_input:
+            spatial.append(tps_warp(identity_image, identity_landmarks, target_landmarks))
         return {"tokens": torch.cat(streams, 1), "identity": identity[:, 0],
-                "maps": target_maps * 2 - 1 if self.uses_maps else None}
+                "maps": torch.cat(spatial, 1) if spatial else None}
 
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, condition: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The predicted noise of ``noisy`` (B, 3, S, S) at ``timesteps`` under ``condition``."""
+        """The UNet's prediction (the noise, or the clean image: ``config.prediction``) for ``noisy``
+        (B, 3, S, S) at ``timesteps`` under ``condition``."""
         if condition["maps"] is not None:
             noisy = torch.cat([noisy, condition["maps"]], 1)
         return self.unet(noisy, timesteps, encoder_hidden_states=condition["tokens"],
@@ -129,7 +145,8 @@ class CCFExp(nn.Module):
         """The DDPM training schedule and the DDIM sampler made from the same configuration."""
         from diffusers import DDIMScheduler, DDPMScheduler
 
-        ddpm = DDPMScheduler(num_train_timesteps=self.config.timesteps, beta_schedule=self.config.beta_schedule)
+        ddpm = DDPMScheduler(num_train_timesteps=self.config.timesteps, beta_schedule=self.config.beta_schedule,
+                             prediction_type=self.config.prediction)
         return ddpm, DDIMScheduler.from_config(ddpm.config)
 
     @torch.no_grad()
@@ -168,10 +185,14 @@ class CCFExp(nn.Module):
         return load_model(directory, KIND, CCFExpConfig, cls, device)
 
 
-def predicted_x0(noisy: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
-    """x̂_0 = (x_t - sqrt(1 - ᾱ_t) ε̂) / sqrt(ᾱ_t) (the paper's Eq. 7), clipped to the image range."""
+def predicted_x0(noisy: torch.Tensor, output: torch.Tensor, alpha_bar: torch.Tensor,
+                 prediction: str = "epsilon") -> torch.Tensor:
+    """x̂_0 from the UNet's output, clipped to the image range: x̂_0 = (x_t - sqrt(1 - ᾱ_t) ε̂) / sqrt(ᾱ_t)
+    (the paper's Eq. 7) for a noise prediction, the output itself for a sample prediction."""
+    if prediction == "sample":
+        return output.clamp(-1, 1)
     a = alpha_bar.view(-1, 1, 1, 1)
-    return ((noisy - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1)
+    return ((noisy - (1 - a).sqrt() * output) / a.sqrt()).clamp(-1, 1)
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

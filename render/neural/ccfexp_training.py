@@ -77,9 +77,10 @@ class CCFExpLoss(nn.Module):
         for name in passes:
             noise = torch.randn_like(x0)
             noisy = a.sqrt() * source + (1 - a).sqrt() * noise
-            eps = self.model(noisy, t, condition)
-            x0_hat = predicted_x0(noisy, eps, self.alpha_bar[t])
-            mse = F.mse_loss(eps, noise)
+            out = self.model(noisy, t, condition)
+            prediction = self.model.config.prediction
+            x0_hat = predicted_x0(noisy, out, self.alpha_bar[t], prediction)
+            mse = F.mse_loss(out, noise if prediction == "epsilon" else source)
             ident, lm = self._terms(x0_hat, batch, t, reference)
             loss = mse + c.identity_weight * ident + c.landmark_weight * lm
             total = total + (1.0 if name == "first" else c.cycle_weight) * loss

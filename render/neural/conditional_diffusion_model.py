@@ -5,7 +5,10 @@ expression.
 The condition is the paper's: an embedding of the target label concatenated with a projection of a
 small VAE's latent (the mean of its posterior) of the source image, mapped to the time-embedding width
 and added to diffusers' ``UNet2DModel`` time embedding (its ``class_embed_type="identity"``).
-``variant="label"`` is the paper's baseline without the semantic encoder. The label embedding has one
+``variant="label"`` is the paper's baseline without the semantic encoder. Not in the paper:
+``source_input`` also concatenates the source image to the noisy image (the person's colours, light and
+background at every pixel, which a small model trained on a CPU budget does not recover from a
+64-number latent), and ``prediction="sample"`` has the UNet predict the clean image. The label embedding has one
 extra row, the null label, which training puts in at ``label_dropout`` so that sampling can use
 classifier-free guidance on the label (the source's latent stays in both branches).
 
@@ -80,10 +83,16 @@ class EditConfig:
     timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
     label_dropout: float = 0.1
+    source_input: bool = False
+    """Concatenate the source image to the UNet's noisy input."""
+    prediction: str = "epsilon"
+    """What the UNet predicts: "epsilon" (the paper) or "sample" (the clean image)."""
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
             raise NeuralInputError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.prediction not in ("epsilon", "sample"):
+            raise NeuralInputError(f"prediction must be 'epsilon' or 'sample', got {self.prediction!r}")
         if isinstance(self.vae, dict):
             self.vae = VAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.vae.items()})
         if self.variant == "vae" and self.vae is None:
@@ -106,7 +115,7 @@ class EditModel(nn.Module):
         self.to_time = nn.Linear(c.label_dim + semantic, time_dim)
         levels = len(c.channels)
         self.unet = UNet2DModel(
-            sample_size=c.size, in_channels=3, out_channels=3, block_out_channels=c.channels,
+            sample_size=c.size, in_channels=6 if c.source_input else 3, out_channels=3, block_out_channels=c.channels,
             layers_per_block=c.layers_per_block, norm_num_groups=8, class_embed_type="identity",
             down_block_types=("DownBlock2D",) * (levels - 1) + ("AttnDownBlock2D",),
             up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (levels - 1))
@@ -124,13 +133,17 @@ class EditModel(nn.Module):
             parts.append(self.semantic(mean))
         return self.to_time(torch.cat(parts, dim=-1))
 
-    def forward(self, noisy, timesteps, condition) -> torch.Tensor:
+    def forward(self, noisy, timesteps, condition, source: torch.Tensor | None = None) -> torch.Tensor:
+        """The UNet's prediction (``config.prediction``); ``source`` (B, 3, S, S) is used with ``source_input``."""
+        if self.config.source_input:
+            noisy = torch.cat([noisy, source], 1)
         return self.unet(noisy, timesteps, class_labels=condition).sample
 
     def schedulers(self):
         from diffusers import DDIMScheduler, DDPMScheduler
 
-        ddpm = DDPMScheduler(num_train_timesteps=self.config.timesteps, beta_schedule=self.config.beta_schedule)
+        ddpm = DDPMScheduler(num_train_timesteps=self.config.timesteps, beta_schedule=self.config.beta_schedule,
+                             prediction_type=self.config.prediction)
         return ddpm, DDIMScheduler.from_config(ddpm.config)
 
     def label_index(self, label: str) -> int:
@@ -164,11 +177,11 @@ class EditModel(nn.Module):
         x = noise if strength == 1 else ddim.add_noise(images, noise, timesteps[:1])
         for t in timesteps:
             tt = t.expand(len(x)).to(device)
-            eps = self(x, tt, cond)
+            out = self(x, tt, cond, images)
             if null is not None:
-                unconditional = self(x, tt, null)
-                eps = unconditional + guidance * (eps - unconditional)
-            x = ddim.step(eps, t, x).prev_sample
+                unconditional = self(x, tt, null, images)
+                out = unconditional + guidance * (out - unconditional)
+            x = ddim.step(out, t, x).prev_sample
         return x.clamp(-1, 1)
 
     def save_pretrained(self, directory) -> None:

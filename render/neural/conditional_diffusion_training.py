@@ -48,8 +48,9 @@ class EditLoss(nn.Module):
         t = torch.randint(0, m.config.timesteps, (len(x0),), device=x0.device)
         a = self.alpha_bar[t].view(-1, 1, 1, 1)
         noise = torch.randn_like(x0)
-        eps = m(a.sqrt() * x0 + (1 - a).sqrt() * noise, t, m.condition(labels, batch["identity_image"]))
-        loss = F.mse_loss(eps, noise)
+        source = batch["identity_image"]
+        out = m(a.sqrt() * x0 + (1 - a).sqrt() * noise, t, m.condition(labels, source), source)
+        loss = F.mse_loss(out, noise if m.config.prediction == "epsilon" else x0)
         return loss, {"mse": loss.item()}
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from meshops.atomic import atomic_file
+from meshops.atomic import atomic_dir, atomic_file
 from render.neural.data import NeuralInputError
 
 CONFIG_FILE = "config.json"
@@ -65,3 +65,19 @@ def load_model(directory: str | os.PathLike, kind: str, config_cls: type, model_
     model = model_cls(config_from_dict(config_cls, data["config"]))
     model.load_state_dict(load_file(str(Path(directory) / WEIGHTS_FILE)))
     return model.to(device).eval()
+
+
+def export_model(source: str | os.PathLike, target: str | os.PathLike, dtype: torch.dtype = torch.float16,
+                 overwrite: bool = False) -> Path:
+    """A trained model folder's inference files (``config.json``, and ``model.safetensors`` with its
+    floating-point tensors in ``dtype``) written as a new folder ``target``, whole or not at all: the
+    form of the shipped defaults, half the size in float16 (loading casts back to the model's float32)."""
+    source = Path(source)
+    data = json.loads((source / CONFIG_FILE).read_text()) if (source / CONFIG_FILE).is_file() else None
+    if data is None or not (source / WEIGHTS_FILE).is_file():
+        raise NeuralInputError(f"{source} holds no trained model (config.json and model.safetensors)")
+    tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(str(source / WEIGHTS_FILE)).items()}
+    with atomic_dir(target, overwrite=overwrite) as tmp:
+        save_file(tensors, str(tmp / WEIGHTS_FILE))
+        (tmp / CONFIG_FILE).write_text(json.dumps(data, indent=2))
+    return Path(target)
