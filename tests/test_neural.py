@@ -154,7 +154,7 @@ def test_ccfexp_warp_input_and_sample_prediction():
     assert ddpm.config.prediction_type == ddim.config.prediction_type == "sample"
     out = torch.rand(2, 3, 32, 32) * 4 - 2
     assert torch.equal(predicted_x0(torch.zeros_like(out), out, torch.full((2,), 0.5), "sample"), out.clamp(-1, 1))
-    with pytest.raises(ValueError, match="needs the landmarks"):
+    with pytest.raises(NeuralInputError, match="needs the landmarks"):
         CCFExp(CCFExpConfig(size=32, **MICRO, landmarks=False, warp_input=True))
 
 

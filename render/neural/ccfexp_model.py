@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from render.neural.data import REGIONS, check_image, check_landmarks, landmark_maps, to_tensor
+from render.neural.data import REGIONS, NeuralInputError, check_image, check_landmarks, landmark_maps, to_tensor
 from render.neural.evaluators import ConvStack
 from render.neural.io import load_model, save_model
 from render.neural.warp import tps_warp
@@ -75,9 +75,9 @@ class CCFExp(nn.Module):
         super().__init__()
         self.config = c = config
         if c.prediction not in ("epsilon", "sample"):
-            raise ValueError(f"prediction must be 'epsilon' or 'sample', got {c.prediction!r}")
+            raise NeuralInputError(f"prediction must be 'epsilon' or 'sample', got {c.prediction!r}")
         if c.warp_input and not c.landmarks:
-            raise ValueError("warp_input needs the landmarks")
+            raise NeuralInputError("the warped identity image (--warp-input) needs the landmarks (not --no-landmarks)")
         grid = (c.size // 2 ** len(c.encoder_widths)) ** 2
         self.identity_cnn = ConvStack(3, c.encoder_widths)
         self.identity_tokens = nn.Linear(c.encoder_widths[-1], c.dim)
