@@ -95,49 +95,50 @@ def test_metrics_numbers():
     assert metrics.frechet_distance(a + [2, 0, 0, 0], a) == pytest.approx(4, rel=1e-3)
 
 
-def test_warp_baseline_moves_features_to_the_target():
-    from neural_fixtures import draw, template
-
-    skin, background = np.array([200, 160, 140], np.float32), np.array([20, 40, 60], np.float32)
-    source = template() * 64
-    target = source.copy()
-    target[48:68, 1] += 4  # mouth down by 4 px
-    image, _ = draw(64, skin, background, source)
-    same = metrics.warp_baseline(image, source, source)
-    assert np.abs(same.astype(int) - image).mean() < 1.0
-    warped = metrics.warp_baseline(image, source, target)
-    expected, _ = draw(64, skin, background, target)
-    mouth = np.zeros((64, 64), bool)
-    mouth[40:60, 16:48] = True
-    err_warped = np.abs(warped.astype(int) - expected)[mouth].mean()
-    err_unwarped = np.abs(image.astype(int) - expected)[mouth].mean()
-    assert err_warped < 0.5 * err_unwarped
-
-
-def test_tps_warp_moves_features_to_the_target():
-    from neural_fixtures import draw, template
+def _tps(image: np.ndarray, landmarks: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``render.neural.warp.tps_warp`` on one uint8 image, the warp baseline's interface."""
     from render.neural.data import to_tensor, to_uint8
     from render.neural.warp import tps_warp
 
+    batch = lambda a: torch.as_tensor(a, dtype=torch.float32)[None]
+    return to_uint8(tps_warp(to_tensor(image)[None], batch(landmarks), batch(target)))[0]
+
+
+def _mouth_down():
+    """A drawn face, its landmarks, and the same landmarks with the mouth 4 px lower."""
+    from neural_fixtures import draw, template
+
     skin, background = np.array([200, 160, 140], np.float32), np.array([20, 40, 60], np.float32)
     source = template() * 64
     target = source.copy()
     target[48:68, 1] += 4  # mouth down by 4 px
     image, _ = draw(64, skin, background, source)
-    batch = lambda a: torch.as_tensor(a, dtype=torch.float32)[None]
-    same = to_uint8(tps_warp(to_tensor(image)[None], batch(source), batch(source)))[0]
-    assert np.abs(same.astype(int) - image).mean() < 1.0
-    warped = to_uint8(tps_warp(to_tensor(image)[None], batch(source), batch(target)))[0]
     expected, _ = draw(64, skin, background, target)
+    return image, source, target, expected
+
+
+@pytest.mark.parametrize("warp", [metrics.warp_baseline, _tps], ids=["piecewise-affine", "thin-plate-spline"])
+def test_warps_move_features_to_the_target(warp):
+    image, source, target, expected = _mouth_down()
+    same = warp(image, source, source)
+    assert np.abs(same.astype(int) - image).mean() < 1.0
+    warped = warp(image, source, target)
     mouth = np.zeros((64, 64), bool)
     mouth[40:60, 16:48] = True
     err_warped = np.abs(warped.astype(int) - expected)[mouth].mean()
     err_unwarped = np.abs(image.astype(int) - expected)[mouth].mean()
     assert err_warped < 0.5 * err_unwarped
-    # the border stays put, and coinciding target points (a closed mouth) still give a finite warp
-    assert np.abs(warped[:4].astype(int) - image[:4]).max() <= 1
-    closed = target.copy()
+
+
+def test_tps_warp_keeps_the_border_and_a_closed_mouth_is_finite():
+    from render.neural.data import to_tensor
+    from render.neural.warp import tps_warp
+
+    image, source, target, _ = _mouth_down()
+    assert np.abs(_tps(image, source, target)[:4].astype(int) - image[:4]).max() <= 1
+    closed = target.copy()  # coinciding target points: the inner lips of a closed mouth
     closed[65:68] = closed[61:64][::-1]
+    batch = lambda a: torch.as_tensor(a, dtype=torch.float32)[None]
     assert torch.isfinite(tps_warp(to_tensor(image)[None], batch(source), batch(closed))).all()
 
 

@@ -48,12 +48,13 @@ def save_model(directory: str | os.PathLike, kind: str, config: Any, module: tor
     return directory
 
 
-def read_config(directory: str | os.PathLike, kind: str) -> dict:
+def read_config(directory: str | os.PathLike, kind: str | None) -> dict:
+    """A model folder's ``config.json``, checked to be of ``kind`` (None: any)."""
     path = Path(directory) / CONFIG_FILE
     if not path.is_file() or not (Path(directory) / WEIGHTS_FILE).is_file():
         raise NeuralInputError(f"{directory} holds no trained model (config.json and model.safetensors)")
     data = json.loads(path.read_text())
-    if data.get("kind") != kind:
+    if kind is not None and data.get("kind") != kind:
         raise NeuralInputError(f"{directory} holds a {data.get('kind')!r} model, not {kind!r}")
     return data
 
@@ -73,9 +74,7 @@ def export_model(source: str | os.PathLike, target: str | os.PathLike, dtype: to
     floating-point tensors in ``dtype``) written as a new folder ``target``, whole or not at all: the
     form of the shipped defaults, half the size in float16 (loading casts back to the model's float32)."""
     source = Path(source)
-    data = json.loads((source / CONFIG_FILE).read_text()) if (source / CONFIG_FILE).is_file() else None
-    if data is None or not (source / WEIGHTS_FILE).is_file():
-        raise NeuralInputError(f"{source} holds no trained model (config.json and model.safetensors)")
+    data = read_config(source, None)
     tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(str(source / WEIGHTS_FILE)).items()}
     with atomic_dir(target, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILE))
