@@ -743,14 +743,16 @@ class Pipeline:
         seq_fps = None if isinstance(landmarks, np.ndarray) else landmarks.fps
         return self.neural_video(meshes, count, identity_image, model, path, fps or seq_fps or 30.0, **options)
 
-    def edit(self, image: np.ndarray, label: str, model: str | os.PathLike, path: str | os.PathLike | None = None,
-             steps: int = 25, strength: float = 1.0, guidance: float = 1.0, seed: int = 0,
-             overwrite: bool = False) -> np.ndarray:
+    def edit(self, image: np.ndarray, label: str, model: str | os.PathLike | None = None,
+             path: str | os.PathLike | None = None, steps: int = 25, strength: float = 1.0, guidance: float = 1.0,
+             seed: int = 0, overwrite: bool = False) -> np.ndarray:
         """``image`` (S, S, 3) uint8 edited to ``label`` by a label + VAE editing model (``face4d train
-        neural-edit``); ``strength`` < 1 starts from the noised image (SDEdit), ``guidance`` > 1 is
-        classifier-free guidance. Returns the (S, S, 3) uint8 result, written to ``path`` when given."""
-        from face4d.neural import neural_errors
+        neural-edit``; the shipped one by default); ``strength`` < 1 starts from the noised image (SDEdit),
+        ``guidance`` > 1 is classifier-free guidance. Returns the (S, S, 3) uint8 result, written to
+        ``path`` when given."""
+        from face4d.neural import neural_errors, neural_model
 
+        model = neural_model(model, "edit", "--model")
         if path is not None:
             path = check_out_file(path, (".png", ".jpg", ".jpeg"), overwrite)
         with neural_errors():

@@ -111,6 +111,8 @@ def main(argv=None) -> None:
     parser.add_argument("--cycle-pairs", type=int, default=50)
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps")
     parser.add_argument("--strength", type=float, default=0.6, help="SDEdit strength of the editing rows")
+    parser.add_argument("--guidance", type=float, default=1.0,
+                        help="classifier-free guidance on the label of the editing rows (1: none)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("docs/results.md"))
@@ -148,11 +150,14 @@ def main(argv=None) -> None:
     by_id = {int(i): np.flatnonzero(test["identity"] == i) for i in np.unique(test["identity"])}
     sources = np.array([by_id[int(test["identity"][p])][(np.searchsorted(by_id[int(test["identity"][p])], p) + 1)
                                                       % len(by_id[int(test["identity"][p])])] for p in labelled])
+    edit_rows.append(["source, unedited (the floor)", "-",
+                      f"{metrics.label_accuracy(ev, test['rgb'][sources], test['label'][labelled]):.3f}", "1.000"])
     for name, directory in args.edit:
         model = EditModel.from_pretrained(directory)
         for strength in (1.0, args.strength):
             edited = np.concatenate([to_uint8(model.edit(test["rgb"][sources[i:i + 32]], test["label"][labelled[i:i + 32]],
-                                                         steps=args.steps, strength=strength, seed=args.seed))
+                                                         steps=args.steps, strength=strength, seed=args.seed,
+                                                         guidance=args.guidance))
                                      for i in range(0, len(labelled), 32)])
             edit_rows.append([f"{name} ({model.config.variant})", f"{strength:g}",
                               f"{metrics.label_accuracy(ev, edited, test['label'][labelled]):.3f}",
@@ -164,7 +169,8 @@ def main(argv=None) -> None:
             + "\nTransfer-and-back cycle (CCFExp's aFID protocol on our features; "
               f"{min(args.cycle_pairs, len(pairs))} pairs):\n\n"
             + markdown_table(["model", "PSNR dB", "Fréchet dist. (ours)"], cycles)
-            + f"\nLabel editing ({len(labelled)} edits; strength 1 = from noise, less = SDEdit from the source):\n\n"
+            + f"\nLabel editing ({len(labelled)} edits of another image of the person; strength 1 = from noise, "
+              f"less = SDEdit from the source; label guidance {args.guidance:g}):\n\n"
             + markdown_table(["model", "strength", "label accuracy (18 labels)", "identity cosine to source"],
                              edit_rows)
             + f"\nCost (one {manifest['size']}² image, 25 DDIM steps, {args.threads} CPU threads):\n\n"

@@ -127,6 +127,42 @@ def test_same_seed_same_data_in_parallel_too(built, tmp_path, head):
 
 
 @pytest.mark.slow
+def test_sources_share_person_camera_and_light_and_take_the_next_expression(built, tmp_path, head):
+    from render.neural.data import PortraitPairs, load_images
+
+    out = tmp_path / "sources"
+    build_portraits(out, PortraitConfig(**{**CONFIG, "clips": 0, "sources": True}), seed=3, progress=False, head=head)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["sources"] is True
+    people = _load(out / "neutrals.npz")["identity_weights"]
+    plan = PortraitPlan(head, PortraitConfig(**{**CONFIG, "clips": 0}), seed=3)
+    for name in [n for n in manifest["shards"] if n.startswith("images-")]:
+        plain, shard = _load(built / name), _load(out / name)
+        for key in plain:  # the images themselves are those of a build without sources
+            np.testing.assert_array_equal(plain[key], shard[key], err_msg=key)
+        for k in range(len(shard["rgb"])):
+            i = int(np.flatnonzero((plan.images["identity"] == shard["identity"][k])
+                                   & (plan.images["camera"][:, 0] == shard["camera"][k, 0]))[0])
+            j = int(plan.images["source"][i])
+            assert plan.images["identity"][j] == shard["identity"][k] and shard["source_label"][k] == plan.images["label"][j]
+            yaw, pitch, roll, distance, focal, _ = shard["camera"][k].tolist()
+            camera = Camera(manifest["camera_target"], yaw, pitch, roll, distance, focal, (32, 32))
+            points = head.landmarks(people[shard["identity"][k]], plan.images["weights"][j])
+            np.testing.assert_allclose(shard["source_landmarks"][k], camera.project(points), atol=1e-4)
+            # same session and camera: the background around the head is the image's own
+            top_corners = shard["source_rgb"][k][0, [0, -1]].astype(int) - shard["rgb"][k][0, [0, -1]]
+            assert np.abs(top_corners).max() <= 1
+    images = load_images(out)
+    pairs = PortraitPairs(images, identity="source")
+    item = pairs[3]
+    assert np.allclose(item["identity_landmarks"].numpy(), images["source_landmarks"][3])
+    np.testing.assert_allclose(item["identity_image"].numpy(), images["source_rgb"][3].transpose(2, 0, 1) / 127.5 - 1,
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="--sources"):
+        PortraitPairs(load_images(built), identity="source")
+
+
+@pytest.mark.slow
 def test_an_open_mouth_shows_a_dark_interior(head):
     renderer = PortraitRenderer(head)
     plan = PortraitPlan(head, PortraitConfig(size=64, images=1, identities=3), seed=0)

@@ -56,6 +56,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     portraits.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same data")
     portraits.add_argument("--workers", type=int, default=1, help="rendering processes (default 1)")
     portraits.add_argument("--shard-size", type=int, default=1000, help="images per shard (default 1000)")
+    portraits.add_argument("--sources", action="store_true",
+                           help="also render each image's source (same person and camera, another expression): "
+                                "the editing model's training pairs; doubles the rendering time")
     portraits.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     portraits.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -171,7 +174,7 @@ def _portraits(args) -> None:
     if args.size not in (64, 128):
         raise Face4DError(f"--size must be 64 or 128, got {args.size}")
     config = PortraitConfig(size=args.size, images=args.images, clips=args.clips, clip_frames=args.clip_frames,
-                            identities=args.identities, shard_size=args.shard_size)
+                            identities=args.identities, shard_size=args.shard_size, sources=args.sources)
     out = build_portraits(args.out, config, seed=args.seed, workers=args.workers, overwrite=args.overwrite,
                           progress=not args.quiet)
     print(f"wrote {args.images} images and {args.clips} clips of {args.identities} identities to {out}")

@@ -18,8 +18,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     edit.add_argument("--label", help="whole-image editing: the target expression, one of the 18 labels")
     edit.add_argument("--text", help="region editing: the target expression in words, e.g. 'a wide smile'")
     edit.add_argument("--out", required=True, type=Path, help="the edited image (.png/.jpg)")
-    edit.add_argument("--model", type=Path, help="--label: an editing model ('face4d train neural-edit'), required; "
-                                                 "--text: a region model ('face4d train neural-region'), "
+    edit.add_argument("--model", type=Path, help="--label: an editing model ('face4d train neural-edit'); "
+                                                 "--text: a region model ('face4d train neural-region'); "
                                                  "default the shipped one")
     edit.add_argument("--strength", type=float,
                       help="--label: 1 (default) generates from noise, less starts from the noised image; "
@@ -51,8 +51,6 @@ def run(args) -> None:
     if args.text is not None:
         _edit_region(args)
         return
-    if args.model is None:
-        raise Face4DError("--label needs --model DIR (train one with 'face4d train neural-edit')")
     if args.image is None:
         raise Face4DError("--label needs the IMAGE to edit")
     image = read_image(args.image)

@@ -12,7 +12,9 @@ asymmetry (``face4d.data.synth``, one apex frame per image; whole sequences for 
 What varies per image is the camera (yaw +-20, pitch +-10, roll +-5 degrees, distance +-7%) and the
 expression; the lighting and the background belong to the identity (one "photo session" per person),
 so that an identity image plus target landmarks determine the target image, which is what lets the
-evaluation score generated images against exact ground truth.
+evaluation score generated images against exact ground truth. With ``PortraitConfig.sources`` each image
+also has a *source* image of the same person, camera and session whose expression is that of the person's
+next image: the pairs the editing model learns an expression change from, with nothing else changing.
 
 Images are drawn by ``render.raster`` (numpy, no OpenGL) through ``render.camera.Camera``, the
 previews' camera, and the 68 landmarks are the landmark vertices projected by that same camera.
@@ -73,6 +75,9 @@ class PortraitConfig:
     clip_sizes: tuple[int, int] = CLIP_SIZES
     shard_size: int = 1000
     clip_shard_size: int = 50
+    sources: bool = False
+    """Also render, for each image, its *source*: the same person, camera and session with the expression
+    of the identity's next image (the editing model's training pairs differ in expression only)."""
 
     def __post_init__(self) -> None:
         self.clip_sizes = tuple(int(s) for s in self.clip_sizes)
@@ -241,6 +246,7 @@ class PortraitPlan:
         self.split = {"train": sorted(int(i) for i in order[n_test:]), "test": sorted(int(i) for i in order[:n_test])}
         self.appearance = [draw_appearance(self._rng(_APPEARANCE, i)) for i in range(config.identities)]
         self.images = self._draw(config.images, _IMAGE, 1, neutral=True)
+        self.images["source"] = next_of_same(self.images["identity"])
         self.clips = self._draw(config.clips, _CLIP, config.clip_frames, neutral=False)
 
     def _rng(self, *key: int) -> np.random.Generator:
@@ -277,6 +283,15 @@ class PortraitPlan:
                 yield split, picked[start:start + size]
 
 
+def next_of_same(identity: np.ndarray) -> np.ndarray:
+    """For each row, the next row of the same identity (cyclically; itself for a lone row)."""
+    partner = np.arange(len(identity))
+    for person in np.unique(identity):
+        rows = np.flatnonzero(identity == person)
+        partner[rows] = np.roll(rows, -1)
+    return partner
+
+
 _worker: tuple[PortraitRenderer, PortraitPlan] | None = None
 
 
@@ -309,6 +324,23 @@ def _render_images(renderer: PortraitRenderer, plan: PortraitPlan, indices: np.n
         out["rgb"][k], out["landmarks"][k], out["mask"][k] = renderer.render(vertices, plan.appearance[identity],
                                                                              camera)
         out["camera"][k] = camera.as_vector()
+    if plan.config.sources:
+        out.update(_render_sources(renderer, plan, indices))
+    return out
+
+
+def _render_sources(renderer: PortraitRenderer, plan: PortraitPlan, indices: np.ndarray) -> dict[str, np.ndarray]:
+    """Each image's source (``PortraitConfig.sources``): its camera and person, its partner's expression."""
+    size, table = plan.config.size, plan.images
+    partner = table["source"][indices]
+    out = {"source_rgb": np.zeros((len(indices), size, size, 3), np.uint8),
+           "source_landmarks": np.zeros((len(indices), 68, 2), np.float32), "source_label": table["label"][partner]}
+    for k, (i, j) in enumerate(zip(indices, partner)):
+        identity = int(table["identity"][i])
+        camera = renderer.camera(size, *(float(c) for c in table["camera"][i]))
+        vertices = _vertices(renderer, plan, identity, table["weights"][j])
+        out["source_rgb"][k], out["source_landmarks"][k], _ = renderer.render(vertices, plan.appearance[identity],
+                                                                              camera)
     return out
 
 
@@ -372,8 +404,8 @@ def build_portraits(out: str | os.PathLike, config: PortraitConfig, seed: int = 
     _set_worker(renderer, plan)
     shards: list[str] = []
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        bar = tqdm(total=config.images + config.clips * config.clip_frames + config.identities,
-                   desc="rendering portraits", unit="img", disable=not progress)
+        renders = config.images * (1 + config.sources) + config.clips * config.clip_frames + config.identities
+        bar = tqdm(total=renders, desc="rendering portraits", unit="img", disable=not progress)
         save_npz(tmp / "neutrals.npz", render_neutrals(renderer, plan))
         bar.update(config.identities)
         pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
@@ -385,7 +417,7 @@ def build_portraits(out: str | os.PathLike, config: PortraitConfig, seed: int = 
                 counts[kind] += 1
                 save_npz(tmp / name, arrays)
                 shards.append(name)
-                bar.update(len(indices) * (1 if kind == "images" else config.clip_frames))
+                bar.update(len(indices) * (1 + config.sources if kind == "images" else config.clip_frames))
         finally:
             if pool is not None:
                 pool.terminate()
@@ -398,6 +430,6 @@ def build_portraits(out: str | os.PathLike, config: PortraitConfig, seed: int = 
                     "camera_target": list(renderer.target), "config": {
                         "yaw": YAW, "pitch": PITCH, "roll": ROLL, "distance": DISTANCE, "supersample": SUPERSAMPLE,
                         "test_fraction": TEST_FRACTION, "shard_size": config.shard_size,
-                        "clip_shard_size": config.clip_shard_size}}
+                        "clip_shard_size": config.clip_shard_size, "sources": config.sources}}
         write_json(tmp / "manifest.json", manifest)
     return Path(out)

@@ -2,8 +2,12 @@
 the paper pre-trains it), then the diffusion model with the VAE frozen.
 
 The paper trains on single images with their own label. Here the source of the semantic code is
-*another* image of the same person (``PortraitPairs(identity="other")``) and the target is the noised
-image, so the latent carries the identity and the label has to carry the expression. Neutral images
+another image of the same person and the target is the noised image, so the latent carries the identity
+and the label has to carry the expression. Where the data set has sources (``face4d dataset portraits
+--sources``) the source is the same person in the same camera and light with another expression
+(``PortraitPairs(identity="source")``): the pair then differs by the expression alone, the change the
+label names. Otherwise it is the person's next image (``identity="other"``), whose other camera the model
+cannot know and so blurs. Neutral images
 (label -1) and ``label_dropout`` of the rest are given the null label (classifier-free guidance).
 """
 from __future__ import annotations
@@ -66,7 +70,7 @@ def train_edit(images: dict, out_dir, config, labels, edit_config: EditConfig | 
     base = edit_config or EditConfig()
     vae_config = base.vae and dataclasses.replace(base.vae, size=size)
     edit_config = dataclasses.replace(base, size=size, labels=tuple(labels), vae=vae_config)
-    dataset = PortraitPairs(images, identity="other")
+    dataset = PortraitPairs(images, identity="source" if "source_rgb" in images else "other")
     vae = None
     if edit_config.variant == "vae":
         torch.manual_seed(config.seed)

@@ -4,8 +4,9 @@ arrays, torch Datasets of (identity image, target image) pairs, and landmark ras
 A portrait folder holds ``manifest.json``, ``images-NNNNN.npz`` shards and ``neutrals.npz``; the
 real-data loaders (``render.neural.realdata``) return the same dicts without neutrals. Pairs always
 come from one identity: the target is an image, the identity image is the identity's neutral (CCFExp,
-whose identity image shows the person at rest) or another image of the same person (the editing
-model, whose source may show any expression).
+whose identity image shows the person at rest), the image's own source where the data set has sources
+(the person with another expression in the same camera and light: the editing model's pairs), or
+another image of the same person.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import numpy as np
 import torch
 
 FORMAT = "face4d-portraits"
-IMAGE_KEYS = ("rgb", "landmarks", "label", "identity", "weights", "mask", "camera")
+IMAGE_KEYS = ("rgb", "landmarks", "label", "identity", "weights", "mask", "camera",
+              "source_rgb", "source_landmarks", "source_label")
 NEUTRAL_KEYS = ("identity", "rgb", "landmarks", "mask")
 NUM_LANDMARKS = 68
 # iBUG-68 regions, one heat-map channel each: jaw, brows, nose, eyes, mouth.
@@ -125,21 +127,27 @@ class PortraitPairs(torch.utils.data.Dataset):
     """(identity image, target image) pairs of one person, one per target image.
 
     ``identity="neutral"`` pairs each target with its identity's neutral image (needs ``neutrals``);
-    ``identity="other"`` with the next image of the same identity (deterministic, so training is
-    reproducible). Items are dicts of tensors: ``target`` / ``identity_image`` (3, S, S) in [-1, 1],
+    ``identity="source"`` with its own source image (needs the ``source_*`` keys of a data set built with
+    sources); ``identity="other"`` with the next image of the same identity (deterministic, so training
+    is reproducible). Items are dicts of tensors: ``target`` / ``identity_image`` (3, S, S) in [-1, 1],
     ``target_landmarks`` / ``identity_landmarks`` (68, 2) pixels, ``label`` (-1 for neutral) and
     ``identity``.
     """
 
     def __init__(self, images: dict[str, np.ndarray], neutrals: dict[str, np.ndarray] | None = None,
                  identity: str = "neutral"):
-        if identity not in ("neutral", "other"):
-            raise ValueError(f"identity must be 'neutral' or 'other', got {identity!r}")
+        if identity not in ("neutral", "source", "other"):
+            raise ValueError(f"identity must be 'neutral', 'source' or 'other', got {identity!r}")
         if identity == "neutral" and neutrals is None:
             raise NeuralInputError("pairs with neutral identity images need the dataset's neutrals.npz")
+        if identity == "source" and "source_rgb" not in images:
+            raise NeuralInputError("pairs with source images need a data set built with sources "
+                                   "(face4d dataset portraits --sources)")
         self.images, self.neutrals, self.mode = images, neutrals, identity
         ids = images["identity"]
-        if identity == "neutral":
+        if identity == "source":
+            self.partner = np.arange(len(ids))
+        elif identity == "neutral":
             row = {int(i): r for r, i in enumerate(neutrals["identity"])}
             missing = sorted(set(ids.tolist()) - set(row))
             if missing:
@@ -159,11 +167,12 @@ class PortraitPairs(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         source = self.neutrals if self.mode == "neutral" else self.images
+        prefix = "source_" if self.mode == "source" else ""
         j = self.partner[index]
         return {"target": to_tensor(self.images["rgb"][index]),
                 "target_landmarks": torch.as_tensor(self.images["landmarks"][index], dtype=torch.float32),
-                "identity_image": to_tensor(source["rgb"][j]),
-                "identity_landmarks": torch.as_tensor(source["landmarks"][j], dtype=torch.float32),
+                "identity_image": to_tensor(source[prefix + "rgb"][j]),
+                "identity_landmarks": torch.as_tensor(source[prefix + "landmarks"][j], dtype=torch.float32),
                 "label": torch.tensor(int(self.images["label"][index]), dtype=torch.long),
                 "identity": torch.tensor(int(self.images["identity"][index]), dtype=torch.long)}
 
