@@ -189,6 +189,12 @@ def test_edit_condition_and_label_errors():
         model.edit(np.zeros((32, 32, 3), np.uint8), "joy", steps=2)
     with pytest.raises(NeuralInputError, match="strength"):
         model.edit(np.zeros((32, 32, 3), np.uint8), LABELS[0], steps=2, strength=0)
+    face = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    many = model.edit(face, [LABELS[0], LABELS[5], LABELS[0]], steps=2)  # one source, many labels
+    assert many.shape == (3, 3, 32, 32) and not torch.allclose(many[0], many[1])
+    torch.testing.assert_close(many[:1], model.edit(face, LABELS[0], steps=2), atol=1e-4, rtol=0)
+    with pytest.raises(NeuralInputError, match="2 source images and 3 labels"):
+        model.edit(np.stack([face, face]), LABELS[:3], steps=2)
     label_only = EditModel(EditConfig(size=32, labels=tuple(LABELS), channels=(16, 32), variant="label"))
     assert not hasattr(label_only, "vae")
 

@@ -155,16 +155,22 @@ class EditModel(nn.Module):
     def edit(self, source, labels, steps: int = 25, strength: float = 1.0, guidance: float = 1.0,
              seed: int = 0) -> torch.Tensor:
         """Edited images (B, 3, S, S) in [-1, 1]: the uint8 source images (B, S, S, 3) or one image,
-        each with its target label (names or indices). ``strength`` in (0, 1]: 1 starts from noise, less
+        each with its target label (names or indices; one label for all sources, or one source for all
+        labels). ``strength`` in (0, 1]: 1 starts from noise, less
         starts from the noised source (SDEdit); ``guidance`` > 1 is classifier-free guidance on the label."""
         if not 0 < strength <= 1:
             raise NeuralInputError(f"strength must be in (0, 1], got {strength}")
         rgb = np.asarray(source)
         rgb = rgb[None] if rgb.ndim == 3 else rgb
         images = torch.stack([to_tensor(check_image(im, self.config.size, "source image")) for im in rgb])
-        labels = [labels] if isinstance(labels, (str, int)) else list(labels)
+        labels = [labels] if isinstance(labels, (str, int, np.integer)) else list(labels)
         if len(labels) == 1:
             labels = labels * len(images)
+        elif len(images) == 1:  # one source, many labels
+            images = images.expand(len(labels), -1, -1, -1)
+        if len(labels) != len(images):
+            raise NeuralInputError(f"{len(images)} source images and {len(labels)} labels: give one label, one "
+                                   f"source, or as many of each")
         index = torch.tensor([self.label_index(x) if isinstance(x, str) else int(x) for x in labels])
         device = next(self.parameters()).device
         images, index = images.to(device), index.to(device)
