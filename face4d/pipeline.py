@@ -744,11 +744,11 @@ class Pipeline:
         return self.neural_video(meshes, count, identity_image, model, path, fps or seq_fps or 30.0, **options)
 
     def edit(self, image: np.ndarray, label: str, model: str | os.PathLike | None = None,
-             path: str | os.PathLike | None = None, steps: int = 25, strength: float = 1.0, guidance: float = 1.0,
-             seed: int = 0, overwrite: bool = False) -> np.ndarray:
+             path: str | os.PathLike | None = None, steps: int = 25, strength: float = 1.0,
+             guidance: float = 2.0, seed: int = 0, overwrite: bool = False) -> np.ndarray:
         """``image`` (S, S, 3) uint8 edited to ``label`` by a label + VAE editing model (``face4d train
         neural-edit``; the shipped one by default); ``strength`` < 1 starts from the noised image (SDEdit),
-        ``guidance`` > 1 is classifier-free guidance. Returns the (S, S, 3) uint8 result, written to
+        ``guidance`` > 1 is classifier-free guidance on the label (1: none). Returns the (S, S, 3) uint8 result, written to
         ``path`` when given."""
         from face4d.neural import neural_errors, neural_model
 

@@ -435,3 +435,47 @@ def test_shipped_ccfexp_draws_a_new_person_with_the_target_expression(head, tmp_
                   "--out", tmp_path / "faces.gif", "--steps", 2, "--quiet")
     assert done.returncode == 0, done.stderr
     assert iio.imread(tmp_path / "faces.gif").shape[-3:-1] == (64, 64)
+
+
+@pytest.mark.slow
+def test_shipped_edit_model_changes_the_named_features_and_keeps_the_person(head, tmp_path):
+    """The shipped label editing model, on a person of another portrait seed than its training data:
+    mouth_open opens a dark mouth, eyebrow raises the brows and leaves the mouth closed, surprise does
+    both, and the light
+    and background stay the source's; the command line uses it when no --model is given."""
+    import imageio.v3 as iio
+    from face4d.data.portraits import PortraitConfig, PortraitPlan, PortraitRenderer
+    from face4d.neural import neural_model
+    from render.neural.conditional_diffusion_model import EditModel
+    from render.neural.data import to_uint8
+
+    renderer = PortraitRenderer(head)
+    look = PortraitPlan(head, PortraitConfig(size=64, images=1, identities=3), seed=7).appearance[1]
+    source, points, mask = renderer.render(head.vertices(None, None), look, renderer.camera(64))
+    model = EditModel.from_pretrained(neural_model(None, "edit", "--model"))
+    eyebrow, surprise, mouth_open = to_uint8(model.edit(source, ["eyebrow", "surprise", "mouth_open"], steps=25,
+                                                        guidance=2.0))
+    x0, y0 = points[48:68].min(0).astype(int)
+    x1, y1 = points[48:68].max(0).astype(int)
+
+    def darkest_mouth(image):  # the darkest 3 x 3 patch around the lips (and below: the jaw drops)
+        grey = image[y0:y1 + 4, x0:x1 + 1].mean(-1)
+        return min(grey[i:i + 3, j:j + 3].mean() for i in range(len(grey) - 2) for j in range(grey.shape[1] - 2))
+
+    def brow_row(image):  # the mean row of the darkest pixel of each column through the brows
+        y = int(points[17:27, 1].mean())
+        band = image[y - 6:y + 4, int(points[17:27, 0].min()):int(points[17:27, 0].max()) + 1].mean(-1)
+        return y - 6 + band.argmin(0).mean()
+
+    assert darkest_mouth(mouth_open) < 0.5 * darkest_mouth(source)
+    assert darkest_mouth(surprise) < 0.6 * darkest_mouth(source)
+    assert darkest_mouth(eyebrow) > 0.8 * darkest_mouth(source)
+    assert max(brow_row(eyebrow), brow_row(surprise)) < brow_row(source) - 0.6 < brow_row(mouth_open)
+    background = mask == 0
+    for edited in (mouth_open, eyebrow, surprise):
+        assert np.abs(edited[background].astype(float) - source[background]).mean() < 4
+    image = tmp_path / "face.png"
+    iio.imwrite(image, source)
+    done = face4d("edit", image, "--label", "happiness", "--out", tmp_path / "happy.png", "--steps", 2)
+    assert done.returncode == 0, done.stderr
+    assert iio.imread(tmp_path / "happy.png").shape == (64, 64, 3)

@@ -144,7 +144,8 @@ def test_sources_share_person_camera_and_light_and_take_the_next_expression(buil
             i = int(np.flatnonzero((plan.images["identity"] == shard["identity"][k])
                                    & (plan.images["camera"][:, 0] == shard["camera"][k, 0]))[0])
             j = int(plan.images["source"][i])
-            assert plan.images["identity"][j] == shard["identity"][k] and shard["source_label"][k] == plan.images["label"][j]
+            assert plan.images["identity"][j] == shard["identity"][k]
+            assert shard["source_label"][k] == plan.images["label"][j]
             yaw, pitch, roll, distance, focal, _ = shard["camera"][k].tolist()
             camera = Camera(manifest["camera_target"], yaw, pitch, roll, distance, focal, (32, 32))
             points = head.landmarks(people[shard["identity"][k]], plan.images["weights"][j])
