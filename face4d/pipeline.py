@@ -748,8 +748,8 @@ class Pipeline:
              guidance: float = 2.0, seed: int = 0, overwrite: bool = False) -> np.ndarray:
         """``image`` (S, S, 3) uint8 edited to ``label`` by a label + VAE editing model (``face4d train
         neural-edit``; the shipped one by default); ``strength`` < 1 starts from the noised image (SDEdit),
-        ``guidance`` > 1 is classifier-free guidance on the label (1: none). Returns the (S, S, 3) uint8 result, written to
-        ``path`` when given."""
+        ``guidance`` > 1 is classifier-free guidance on the label (1: none). Returns the (S, S, 3) uint8
+        result, written to ``path`` when given."""
         from face4d.neural import neural_errors, neural_model
 
         model = neural_model(model, "edit", "--model")

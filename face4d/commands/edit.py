@@ -58,8 +58,7 @@ def run(args) -> None:
     check_face(image, None, str(args.image))
     Pipeline(device=args.device).edit(image, args.label, args.model, args.out, steps=args.steps,
                                       strength=1.0 if args.strength is None else args.strength,
-                                      guidance=2.0 if args.guidance is None else args.guidance, seed=args.seed,
-                                      overwrite=args.overwrite)
+                                      seed=args.seed, overwrite=args.overwrite, **_guidance(args))
     print(f"wrote {args.out}: {args.image} as {args.label}")
 
 
@@ -87,8 +86,11 @@ def _edit_region(args) -> None:
     if strength != int(strength):
         raise Face4DError(f"--strength with --text is a noise step t_i (an integer of 500), got {strength}")
     Pipeline(device=args.device).edit_region(image, points, args.text, args.region, args.model, args.out,
-                                             strength=int(strength), steps=args.steps,
-                                             guidance=1.0 if args.guidance is None else args.guidance,
-                                             seed=args.seed, feather=0.0 if args.hard_paste else None,
-                                             overwrite=args.overwrite)
+                                             strength=int(strength), steps=args.steps, seed=args.seed, feather=0.0 if args.hard_paste else None,
+                                             overwrite=args.overwrite, **_guidance(args))
     print(f"wrote {args.out}: {source}, {args.region} as {args.text!r}")
+
+
+def _guidance(args) -> dict:
+    """``--guidance`` when given; otherwise the Pipeline method's own default (label 2, text 1)."""
+    return {} if args.guidance is None else {"guidance": args.guidance}

@@ -42,6 +42,7 @@ from face4d.jsonfile import write_json
 from meshops.atomic import atomic_dir, atomic_file, check_dir_target
 from meshops.head import HeadModel
 from render.camera import Camera
+from render.neural.data import next_of_same
 from render.preview import VIEW_ANGLE
 from render.raster import Light, MeshRasterizer, composite
 
@@ -283,15 +284,6 @@ class PortraitPlan:
                 yield split, picked[start:start + size]
 
 
-def next_of_same(identity: np.ndarray) -> np.ndarray:
-    """For each row, the next row of the same identity (cyclically; itself for a lone row)."""
-    partner = np.arange(len(identity))
-    for person in np.unique(identity):
-        rows = np.flatnonzero(identity == person)
-        partner[rows] = np.roll(rows, -1)
-    return partner
-
-
 _worker: tuple[PortraitRenderer, PortraitPlan] | None = None
 
 
@@ -317,6 +309,9 @@ def _render_images(renderer: PortraitRenderer, plan: PortraitPlan, indices: np.n
            "label": table["label"][indices], "identity": table["identity"][indices],
            "weights": table["weights"][indices], "mask": np.zeros((n, size, size), np.uint8),
            "camera": np.zeros((n, 6), np.float32)}
+    if plan.config.sources:  # each image's source: its camera and person, its partner's expression
+        out.update({"source_rgb": np.zeros_like(out["rgb"]), "source_landmarks": np.zeros_like(out["landmarks"]),
+                    "source_label": table["label"][table["source"][indices]]})
     for k, i in enumerate(indices):
         identity = int(table["identity"][i])
         camera = renderer.camera(size, *(float(c) for c in table["camera"][i]))
@@ -324,23 +319,10 @@ def _render_images(renderer: PortraitRenderer, plan: PortraitPlan, indices: np.n
         out["rgb"][k], out["landmarks"][k], out["mask"][k] = renderer.render(vertices, plan.appearance[identity],
                                                                              camera)
         out["camera"][k] = camera.as_vector()
-    if plan.config.sources:
-        out.update(_render_sources(renderer, plan, indices))
-    return out
-
-
-def _render_sources(renderer: PortraitRenderer, plan: PortraitPlan, indices: np.ndarray) -> dict[str, np.ndarray]:
-    """Each image's source (``PortraitConfig.sources``): its camera and person, its partner's expression."""
-    size, table = plan.config.size, plan.images
-    partner = table["source"][indices]
-    out = {"source_rgb": np.zeros((len(indices), size, size, 3), np.uint8),
-           "source_landmarks": np.zeros((len(indices), 68, 2), np.float32), "source_label": table["label"][partner]}
-    for k, (i, j) in enumerate(zip(indices, partner)):
-        identity = int(table["identity"][i])
-        camera = renderer.camera(size, *(float(c) for c in table["camera"][i]))
-        vertices = _vertices(renderer, plan, identity, table["weights"][j])
-        out["source_rgb"][k], out["source_landmarks"][k], _ = renderer.render(vertices, plan.appearance[identity],
-                                                                              camera)
+        if plan.config.sources:
+            vertices = _vertices(renderer, plan, identity, table["weights"][table["source"][i]])
+            out["source_rgb"][k], out["source_landmarks"][k], _ = renderer.render(
+                vertices, plan.appearance[identity], camera)
     return out
 
 

@@ -123,6 +123,16 @@ def landmark_maps(landmarks: torch.Tensor, size: int, sigma: float = 1.0) -> tor
     return torch.stack(channels, dim=1)
 
 
+def next_of_same(identity: np.ndarray) -> np.ndarray:
+    """For each row, the next row of the same identity (cyclically; itself for a lone row): the
+    deterministic partner of an image, shared by the "other" pairs and the data set's sources."""
+    partner = np.arange(len(identity))
+    for person in np.unique(identity):
+        rows = np.flatnonzero(identity == person)
+        partner[rows] = np.roll(rows, -1)
+    return partner
+
+
 class PortraitPairs(torch.utils.data.Dataset):
     """(identity image, target image) pairs of one person, one per target image.
 
@@ -154,12 +164,10 @@ class PortraitPairs(torch.utils.data.Dataset):
                 raise NeuralInputError(f"identities {missing[:5]} have no neutral image")
             self.partner = np.array([row[int(i)] for i in ids])
         else:
-            self.partner = np.empty(len(ids), dtype=np.int64)
-            for person in np.unique(ids):
-                rows = np.flatnonzero(ids == person)
-                if len(rows) < 2:
-                    raise NeuralInputError(f"identity {person} has a single image; pairs need two")
-                self.partner[rows] = np.roll(rows, -1)
+            self.partner = next_of_same(ids)
+            lone = np.flatnonzero(self.partner == np.arange(len(ids)))
+            if len(lone):
+                raise NeuralInputError(f"identity {ids[lone[0]]} has a single image; pairs need two")
         self.size = int(images["rgb"].shape[1])
 
     def __len__(self) -> int:
