@@ -633,13 +633,14 @@ class Pipeline:
     def render_neural(self, landmarks, identity_image: np.ndarray, identity_landmarks: np.ndarray,
                       model: str | os.PathLike | None = None, path: str | os.PathLike | None = None, steps: int = 25,
                       seed: int = 0, fps: float | None = None, overwrite: bool = False,
-                      progress: bool = False) -> np.ndarray:
+                      progress: bool = False, precision: str = "auto") -> np.ndarray:
         """A person drawn making a landmark sequence, frame by frame, by a CCFExp model (``face4d train
         neural-faces``; None: the shipped one): ``landmarks`` a ``LandmarkSequences`` (its first sequence) or (F, 68, 3) frames in
         cm, projected onto the identity image (``face4d.neural.project_sequence``: the pinhole camera
         that puts its first frame on ``identity_landmarks``, head pose included); ``identity_image``
-        (S, S, 3) uint8 at the model's size. Returns the frames (F, S, S, 3) uint8 and writes them to
-        ``path`` (.mp4/.gif) when given."""
+        (S, S, 3) uint8 at the model's size; ``precision`` the UNet's arithmetic ("auto": bfloat16 on a
+        CPU that has it natively, "float32", "bfloat16"). Returns the frames (F, S, S, 3) uint8 and
+        writes them to ``path`` (.mp4/.gif) when given."""
         from face4d.neural import neural_errors, neural_model, project_sequence
 
         model = neural_model(model, "ccfexp", "model")
@@ -655,7 +656,7 @@ class Pipeline:
             net = CCFExp.from_pretrained(model, self.device)
             targets = project_sequence(frames, identity_landmarks, size=net.config.size)
             images = to_uint8(net.generate(identity_image, identity_landmarks, targets, steps=steps, seed=seed,
-                                           progress=progress))
+                                           progress=progress, precision=precision))
         if path is not None:
             from render.preview import save_animation
 
@@ -745,11 +746,11 @@ class Pipeline:
 
     def edit(self, image: np.ndarray, label: str, model: str | os.PathLike | None = None,
              path: str | os.PathLike | None = None, steps: int = 25, strength: float = 1.0,
-             guidance: float = 2.0, seed: int = 0, overwrite: bool = False) -> np.ndarray:
+             guidance: float = 2.0, seed: int = 0, overwrite: bool = False, precision: str = "auto") -> np.ndarray:
         """``image`` (S, S, 3) uint8 edited to ``label`` by a label + VAE editing model (``face4d train
         neural-edit``; the shipped one by default); ``strength`` < 1 starts from the noised image (SDEdit),
-        ``guidance`` > 1 is classifier-free guidance on the label (1: none). Returns the (S, S, 3) uint8
-        result, written to ``path`` when given."""
+        ``guidance`` > 1 is classifier-free guidance on the label (1: none); ``precision`` as in
+        ``render_neural``. Returns the (S, S, 3) uint8 result, written to ``path`` when given."""
         from face4d.neural import neural_errors, neural_model
 
         model = neural_model(model, "edit", "--model")
@@ -760,7 +761,8 @@ class Pipeline:
             from render.neural.data import to_uint8
 
             net = EditModel.from_pretrained(model, self.device)
-            edited = to_uint8(net.edit(image, label, steps=steps, strength=strength, guidance=guidance, seed=seed))[0]
+            edited = to_uint8(net.edit(image, label, steps=steps, strength=strength, guidance=guidance, seed=seed,
+                                       precision=precision))[0]
         if path is not None:
             from render.preview import save_image
 

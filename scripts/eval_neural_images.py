@@ -5,7 +5,8 @@ ground-truth image of every (identity, target landmarks) pair exists.
         --ccfexp ccfexp=models/neural/ccfexp --ccfexp no_landmarks=models/neural/ccfexp_nolm \
         --edit vae=models/neural/edit --edit label=models/neural/edit_label --out docs/results.md
 
-Writes the section ``neural_images`` of ``docs/results.md``:
+Writes the section ``neural_images`` of ``docs/results.md`` (``--section`` another, to keep a table
+scored by other judges):
 
 * **landmark-conditioned images** (CCFExp, its ablations, and the piecewise-affine warp baseline):
   NME of the 51 inner landmarks over the inter-ocular distance (our landmark regressor on the image
@@ -16,7 +17,9 @@ Writes the section ``neural_images`` of ``docs/results.md``:
   back, scored by PSNR and Fréchet distance against the original: the paper's aFID on our features);
 * **label editing** (label-only vs VAE): label accuracy of our expression classifier on the edits
   (18 labels), identity cosine to the source, from noise and SDEdit;
-* **cost**: seconds for one 64² image with 25 DDIM steps, on ``--threads`` CPU threads.
+* **cost**: seconds for one 64² image with 25 DDIM steps, on ``--threads`` CPU threads, in float32 and
+  in the default precision (``render.neural.precision``: bfloat16 on a CPU that has it), which the
+  image rows above use.
 
 ``--evaluators`` are the judges: give networks trained apart from CCFExp's loss networks (another seed,
 ``face4d train neural-evaluators --seed 1``), so that a model is not scored by the networks it was
@@ -38,6 +41,7 @@ from face4d.eval.report import markdown_table, update_section
 from render.neural import metrics
 from render.neural.ccfexp_model import CCFExp
 from render.neural.conditional_diffusion_model import EditModel
+from render.neural.precision import native_bf16
 from render.neural.data import load_images, load_neutrals, read_manifest, to_uint8
 from render.neural.evaluators import Evaluators
 
@@ -91,12 +95,15 @@ def cycle_scores(model, neutrals, test, pairs, rows, ev, steps, seed, truth_feat
             metrics.frechet_distance(metrics.features(ev, back), truth_features))
 
 
-def seconds_per_image(model: CCFExp, neutrals: dict, threads: int) -> float:
+def seconds_per_image(model: CCFExp, neutrals: dict, threads: int, precision: str) -> float:
     torch.set_num_threads(threads)
+    model.generate(neutrals["rgb"][0], neutrals["landmarks"][0], neutrals["landmarks"][:1], steps=2,
+                   precision=precision)  # warm-up: oneDNN builds its kernels for these shapes once
     times = []
-    for _ in range(3):
+    for _ in range(5):
         start = time.perf_counter()
-        model.generate(neutrals["rgb"][0], neutrals["landmarks"][0], neutrals["landmarks"][:1], steps=25)
+        model.generate(neutrals["rgb"][0], neutrals["landmarks"][0], neutrals["landmarks"][:1], steps=25,
+                       precision=precision)
         times.append(time.perf_counter() - start)
     return float(np.median(times))
 
@@ -116,6 +123,7 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("docs/results.md"))
+    parser.add_argument("--section", default=SECTION, help=f"the section of --out to write (default {SECTION})")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     manifest = read_manifest(args.data)
@@ -141,7 +149,7 @@ def main(argv=None) -> None:
         psnr, fd = cycle_scores(model, neutrals, test, pairs[:k], rows[:k], ev, args.steps, args.seed, truth_features)
         cycles.append([name, f"{psnr:.2f}", f"{fd:.3f}"])
         costs.append([name, f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}",
-                      f"{seconds_per_image(model, neutrals, args.threads):.2f}"])
+                      *(f"{seconds_per_image(model, neutrals, args.threads, p):.2f}" for p in ("float32", "auto"))])
         torch.set_num_threads(args.threads)
     labelled = pairs[test["label"][pairs] >= 0]
     edit_rows = [["ground truth (classifier on the real images)", "-",
@@ -164,7 +172,7 @@ def main(argv=None) -> None:
                               f"{metrics.identity_cosine(ev, edited, test['rgb'][sources]):.3f}"])
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
     text = (f"## Neural renderer: images on unseen identities ({manifest['size']}², {len(pairs)} test pairs of "
-            f"{len(np.unique(test['identity']))} test identities)\n\n`{command}`\n\n"
+            f"{len(np.unique(test['identity']))} test identities; judges `{args.evaluators.name}`)\n\n`{command}`\n\n"
             + markdown_table(headers, table)
             + "\nTransfer-and-back cycle (CCFExp's aFID protocol on our features; "
               f"{min(args.cycle_pairs, len(pairs))} pairs):\n\n"
@@ -174,8 +182,9 @@ def main(argv=None) -> None:
             + markdown_table(["model", "strength", "label accuracy (18 labels)", "identity cosine to source"],
                              edit_rows)
             + f"\nCost (one {manifest['size']}² image, 25 DDIM steps, {args.threads} CPU threads):\n\n"
-            + markdown_table(["model", "M parameters", "seconds / image"], costs))
-    update_section(args.out, SECTION, text)
+            + markdown_table(["model", "M parameters", "seconds / image, float32",
+                              f"seconds / image, default ({'bfloat16' if native_bf16() else 'float32'} here)"], costs))
+    update_section(args.out, args.section, text)
     print(text)
 
 

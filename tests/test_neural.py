@@ -239,7 +239,7 @@ def test_export_model_halves_the_weights(tmp_path):
         export_model(tmp_path / "none", tmp_path / "x")
 
 
-def _train_micro(portraits, out, steps, checkpoint_every=100):
+def _train_micro(portraits, out, steps, checkpoint_every=100, init=None):
     from render.neural.ccfexp_model import CCFExpConfig
     from render.neural.ccfexp_training import train_ccfexp
     from render.neural.evaluators import EvaluatorConfig, Evaluators
@@ -247,7 +247,7 @@ def _train_micro(portraits, out, steps, checkpoint_every=100):
 
     torch.manual_seed(0)  # untrained but fixed loss networks: what matters is that every run sees the same
     evaluators = Evaluators(EvaluatorConfig(size=32, widths=(16, 32), identities=4, labels=tuple(LABELS)))
-    config = NeuralTrainConfig(steps=steps, batch_size=4, checkpoint_every=checkpoint_every, seed=3)
+    config = NeuralTrainConfig(steps=steps, batch_size=4, checkpoint_every=checkpoint_every, seed=3, init=init)
     return train_ccfexp(load_images(portraits, "train"), load_neutrals(portraits), out, config,
                         CCFExpConfig(**MICRO), evaluators=evaluators, progress=False)
 
@@ -261,6 +261,61 @@ def test_ccfexp_training_is_deterministic_and_resumes_exactly(portraits, tmp_pat
     full, again = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("full", "again"))
     for key, value in full.items():
         assert torch.equal(value, again[key]), key
+
+
+@pytest.mark.slow
+def test_edit_training_starts_from_a_saved_model(portraits, tmp_path):
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    from render.neural.conditional_diffusion_model import EditConfig
+    from render.neural.conditional_diffusion_training import train_edit
+    from render.neural.training import NeuralTrainConfig
+
+    images, edit = load_images(portraits, "train"), EditConfig(channels=(16, 32), source_input=True)
+    first = NeuralTrainConfig(steps=2, batch_size=4, seed=3)
+    train_edit(images, tmp_path / "first", first, LABELS, edit, vae_steps=1, progress=False)
+    # at lr 0 the warm run's weights and EMA stay exactly the saved ones; it keeps their VAE (no VAE stage)
+    still = dataclasses.replace(first, steps=1, lr=0.0, init=str(tmp_path / "first"))
+    train_edit(images, tmp_path / "still", still, LABELS, edit, progress=False)
+    saved, warm = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("first", "still"))
+    assert saved.keys() == warm.keys() and all(torch.equal(saved[k], warm[k]) for k in saved)
+    assert not (tmp_path / "still" / "vae").exists()
+    # a moving warm run stays near the saved weights; a cold one with the same seed starts elsewhere
+    moving = dataclasses.replace(still, lr=1e-4, seed=4)
+    train_edit(images, tmp_path / "warm", moving, LABELS, edit, progress=False)
+    train_edit(images, tmp_path / "cold", dataclasses.replace(moving, init=None), LABELS, edit, vae_steps=1,
+               progress=False)
+    warm, cold = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("warm", "cold"))
+    gap = {name: sum(float((run[k] - saved[k]).abs().max()) for k in saved) for name, run in
+           (("warm", warm), ("cold", cold))}
+    assert gap["warm"] < 0.01 * gap["cold"], gap
+    with pytest.raises(NeuralInputError, match=r"other settings \(channels\)"):
+        train_edit(images, tmp_path / "wide", still, LABELS, dataclasses.replace(edit, channels=(16, 48)),
+                   progress=False)
+    with pytest.raises(NeuralInputError, match="--init .* not 'ccfexp'"):
+        _train_micro(portraits, tmp_path / "faces", 1, init=str(tmp_path / "first"))
+
+
+@pytest.mark.slow
+def test_ccfexp_bfloat16_sampling_stays_close_to_float32(head):
+    from face4d.data.portraits import PortraitConfig, PortraitPlan, PortraitRenderer
+    from render.neural.ccfexp_model import CCFExp
+    from render.neural.precision import sampling_context
+
+    model = CCFExp.from_pretrained(ROOT / "face4d" / "weights" / "neural" / "ccfexp")
+    renderer = PortraitRenderer(head)
+    look = PortraitPlan(head, PortraitConfig(size=64, images=1, identities=3), seed=7).appearance[1]
+    image, points, _ = renderer.render(head.vertices(None, None), look, renderer.camera(64))
+    targets = points[None] + np.array([0.0, 1.5], np.float32) * (np.arange(68) >= 48)[:, None]
+    full, half = (model.generate(image, points, targets, steps=10, precision=p) for p in ("float32", "bfloat16"))
+    assert 0 < float((full - half).abs().max()) < 0.05 and float((full - half).abs().mean()) < 0.005
+    with pytest.raises(NeuralInputError, match="precision must be one of"):
+        sampling_context("cpu", "half")
+    from face4d.commands.options import PRECISIONS
+    from render.neural.precision import PRECISIONS as NEURAL_PRECISIONS
+    assert PRECISIONS == NEURAL_PRECISIONS
 
 
 @pytest.mark.slow
@@ -298,6 +353,11 @@ def test_cli_trains_renders_and_edits(portraits, tmp_path):
     assert "neural-faces at step 2" in done.stdout
     assert face4d("train", "neural-edit", "--data", portraits, "--out", edit, "--channels", "16,32",
                   "--vae-steps", 1, *micro).returncode == 0
+    warm = face4d("train", "neural-edit", "--data", portraits, "--out", tmp_path / "warm", "--channels", "16,32",
+                  "--init", edit, *micro)
+    assert warm.returncode == 0 and "neural-edit at step 2" in warm.stdout, warm.stderr
+    wrong = face4d("train", "neural-edit", "--data", portraits, "--out", tmp_path / "wrong", "--init", faces, *micro)
+    assert wrong.returncode == 2 and len(wrong.stderr.strip().splitlines()) == 1 and "--init" in wrong.stderr
     # a generated 3D sequence (cm, Y up) projected onto a portrait identity
     seq = np.zeros((1, 5, 68, 3), np.float32)
     from neural_fixtures import template

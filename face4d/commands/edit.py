@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from face4d.commands.options import EXAMPLES
+from face4d.commands.options import EXAMPLES, add_precision_arg
 from face4d.errors import Face4DError
 
 
@@ -29,6 +29,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     edit.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
     edit.add_argument("--seed", type=int, default=0)
     edit.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    add_precision_arg(edit, "--label")
     edit.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     region = edit.add_argument_group("region editing (--text)")
     region.add_argument("--region", choices=("eyes", "mouth", "both"), default="both",
@@ -58,7 +59,8 @@ def run(args) -> None:
     check_face(image, None, str(args.image))
     Pipeline(device=args.device).edit(image, args.label, args.model, args.out, steps=args.steps,
                                       strength=1.0 if args.strength is None else args.strength,
-                                      seed=args.seed, overwrite=args.overwrite, **_guidance(args))
+                                      seed=args.seed, overwrite=args.overwrite, precision=args.precision,
+                                      **_guidance(args))
     print(f"wrote {args.out}: {args.image} as {args.label}")
 
 

@@ -37,6 +37,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         group.add_argument("--grad-clip", type=float, help="gradient norm limit, 0 for none")
         group.add_argument("--seed", type=int, help="the same seed gives the same weights")
         group.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+        group.add_argument("--init", type=Path, help="start a new run from this saved model's weights (same kind and "
+                                                     "architecture, e.g. a shipped default) instead of random ones")
         group.add_argument("--device", choices=("cpu", "auto"), default="cpu",
                            help="cpu (default) or auto (the accelerator accelerate finds)")
         group.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -86,7 +88,8 @@ def run(args: argparse.Namespace) -> None:
 
         manifest = read_manifest(args.data)
         config = NeuralTrainConfig(**given(args, "steps", "batch_size", "lr", "ema_decay", "grad_clip", "seed",
-                                           "checkpoint_every"))
+                                           "checkpoint_every"),
+                                   init=None if args.init is None else str(args.init))
         common = {"progress": not args.quiet, "cpu": args.device == "cpu"}
         video = args.train_command == "neural-video"  # trains on the clips, not the images
         images = None if video else load_images(args.data, "train")  # the test identities stay unseen

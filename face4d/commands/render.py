@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from face4d.commands.options import EXAMPLES, add_mesh_args, pipeline
+from face4d.commands.options import EXAMPLES, add_mesh_args, add_precision_arg, pipeline
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -45,6 +45,7 @@ def _add_neural_args(rend: argparse.ArgumentParser) -> None:
     group.add_argument("--steps", type=int, help="DDIM steps per frame (default 25; a video model predicting "
                                                  "x_(t-stride) samples in its own steps)")
     group.add_argument("--seed", type=int, default=0, help="the starting noise, shared by every frame")
+    add_precision_arg(group, "--neural faces")
 
 
 def run(args) -> None:
@@ -101,7 +102,8 @@ def _render_neural(args) -> None:
     check_out_file(args.out, (".mp4", ".gif"), args.overwrite)
     frames = Pipeline(device=args.device).render_neural(seqs, image, points, model, args.out,
                                                         steps=args.steps or 25, seed=args.seed, fps=args.fps,
-                                                        overwrite=args.overwrite, progress=not args.quiet)
+                                                        overwrite=args.overwrite, progress=not args.quiet,
+                                                        precision=args.precision)
     print(f"wrote {args.out}: {len(frames)} neural frame(s) of {args.landmarks}")
 
 

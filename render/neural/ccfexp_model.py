@@ -33,6 +33,7 @@ from torch import nn
 from render.neural.data import REGIONS, NeuralInputError, check_image, check_landmarks, landmark_maps, to_tensor
 from render.neural.evaluators import ConvStack
 from render.neural.io import load_model, save_model
+from render.neural.precision import sampling_context
 from render.neural.warp import tps_warp
 
 KIND = "ccfexp"
@@ -151,10 +152,12 @@ class CCFExp(nn.Module):
 
     @torch.no_grad()
     def generate(self, identity_image, identity_landmarks, target_landmarks, steps: int = 25,
-                 seed: int = 0, batch_size: int = 16, progress: bool = False) -> torch.Tensor:
+                 seed: int = 0, batch_size: int = 16, progress: bool = False, precision: str = "auto") -> torch.Tensor:
         """Images (F, 3, S, S) in [-1, 1] of the identity (one uint8 (S, S, 3) image and its (68, 2)
         landmarks) with each of the F target landmark sets (F, 68, 2), by DDIM from noise. The same
-        seed gives every frame the same starting noise, which keeps a sequence's frames consistent."""
+        seed gives every frame the same starting noise, which keeps a sequence's frames consistent.
+        ``precision``: the UNet's arithmetic (``render.neural.precision``; "auto" is bfloat16 on a CPU
+        that has it natively); the conditions and the sampler stay in float32."""
         from tqdm.auto import tqdm
 
         size = self.config.size
@@ -164,6 +167,7 @@ class CCFExp(nn.Module):
         _, ddim = self.schedulers()
         ddim.set_timesteps(steps)
         device = next(self.parameters()).device
+        self.unet.to(memory_format=torch.channels_last)  # oneDNN's layout for convolutions; same numbers
         start = torch.randn((1, 3, size, size), generator=torch.Generator().manual_seed(seed))
         out = []
         for i in tqdm(range(0, len(targets), batch_size), disable=not progress, desc="neural frames"):
@@ -173,7 +177,9 @@ class CCFExp(nn.Module):
                                     identity_lm.to(device).expand(n, -1, -1), lm)
             x = start.to(device).expand(n, -1, -1, -1).clone()
             for t in ddim.timesteps:
-                x = ddim.step(self(x, t.expand(n).to(device), condition), t, x).prev_sample
+                with sampling_context(device, precision):
+                    prediction = self(x, t.expand(n).to(device), condition)
+                x = ddim.step(prediction.float(), t, x).prev_sample
             out.append(x.clamp(-1, 1).cpu())
         return torch.cat(out)
 

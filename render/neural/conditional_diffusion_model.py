@@ -26,6 +26,7 @@ from torch import nn
 from render.neural.data import NeuralInputError, check_image, to_tensor
 from render.neural.evaluators import ConvStack
 from render.neural.io import load_model, save_model
+from render.neural.precision import sampling_context
 
 KIND = "neural_edit"
 VAE_KIND = "neural_vae"
@@ -153,11 +154,12 @@ class EditModel(nn.Module):
 
     @torch.no_grad()
     def edit(self, source, labels, steps: int = 25, strength: float = 1.0, guidance: float = 1.0,
-             seed: int = 0) -> torch.Tensor:
+             seed: int = 0, precision: str = "auto") -> torch.Tensor:
         """Edited images (B, 3, S, S) in [-1, 1]: the uint8 source images (B, S, S, 3) or one image,
         each with its target label (names or indices; one label for all sources, or one source for all
         labels). ``strength`` in (0, 1]: 1 starts from noise, less
-        starts from the noised source (SDEdit); ``guidance`` > 1 is classifier-free guidance on the label."""
+        starts from the noised source (SDEdit); ``guidance`` > 1 is classifier-free guidance on the label;
+        ``precision`` the UNet's arithmetic (``render.neural.precision``; the sampler stays float32)."""
         if not 0 < strength <= 1:
             raise NeuralInputError(f"strength must be in (0, 1], got {strength}")
         rgb = np.asarray(source)
@@ -181,12 +183,14 @@ class EditModel(nn.Module):
         timesteps = ddim.timesteps[steps - max(1, round(steps * strength)):]
         noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed)).to(device)
         x = noise if strength == 1 else ddim.add_noise(images, noise, timesteps[:1])
+        self.unet.to(memory_format=torch.channels_last)  # oneDNN's layout for convolutions; same numbers
         for t in timesteps:
             tt = t.expand(len(x)).to(device)
-            out = self(x, tt, cond, images)
-            if null is not None:
-                unconditional = self(x, tt, null, images)
-                out = unconditional + guidance * (out - unconditional)
+            with sampling_context(device, precision):
+                out = self(x, tt, cond, images).float()
+                if null is not None:
+                    unconditional = self(x, tt, null, images).float()
+                    out = unconditional + guidance * (out - unconditional)
             x = ddim.step(out, t, x).prev_sample
         return x.clamp(-1, 1)
 

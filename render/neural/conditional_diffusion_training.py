@@ -61,8 +61,9 @@ class EditLoss(nn.Module):
 def train_edit(images: dict, out_dir, config, labels, edit_config: EditConfig | None = None,
                vae_steps: int | None = None, progress: bool = True, cpu: bool = True):
     """Train the editing model on ``images`` (the training identities) into ``out_dir``; the VAE
-    variant first trains its VAE into ``out_dir/vae`` (``vae_steps``, default ``config.steps``).
-    Rerunning resumes either stage."""
+    variant first trains its VAE into ``out_dir/vae`` (``vae_steps``, default ``config.steps``), unless
+    the run starts from a trained model (``config.init``), whose VAE it keeps. Rerunning resumes either
+    stage."""
     from render.neural.training import fit
 
     out_dir = Path(out_dir)
@@ -72,7 +73,7 @@ def train_edit(images: dict, out_dir, config, labels, edit_config: EditConfig | 
     edit_config = dataclasses.replace(base, size=size, labels=tuple(labels), vae=vae_config)
     dataset = PortraitPairs(images, identity="source" if "source_rgb" in images else "other")
     vae = None
-    if edit_config.variant == "vae":
+    if edit_config.variant == "vae" and config.init is None:
         torch.manual_seed(config.seed)
         vae_run = dataclasses.replace(config, steps=vae_steps or config.steps)
         fit(out_dir / "vae", VAELoss(SmallVAE(edit_config.vae)), dataset, vae_run,

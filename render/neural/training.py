@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from render.neural.data import NeuralInputError, PortraitPairs
-from render.neural.io import write_json, write_tensors
+from render.neural.io import WEIGHTS_FILE, read_config, write_json, write_tensors
 
 STATE_TENSORS = "train_state.safetensors"
 STATE_FILE = "train_state.json"
@@ -37,6 +37,9 @@ class NeuralTrainConfig:
     """0 turns the EMA off (the saved weights are then the raw ones)."""
     checkpoint_every: int = 250
     grad_clip: float = 1.0
+    init: str | None = None
+    """A saved model folder of the same kind and configuration (a shipped default, say) whose weights
+    a new run starts from instead of random ones: a warm start, with a fresh optimiser and EMA."""
 
     def run_settings(self) -> dict:
         """What must match to resume a run: everything but its length and checkpoint spacing."""
@@ -87,6 +90,9 @@ def fit(out_dir: str | Path, module: torch.nn.Module, dataset: PortraitPairs, co
     optimizer = torch.optim.AdamW(params, lr=config.lr)
     ema = EMAModel(params, decay=config.ema_decay) if config.ema_decay > 0 else None
     start = _resume(out_dir, module, optimizer, ema, config, kind)
+    if start == 0 and config.init is not None:
+        _warm_start(module.model, config.init, kind)
+        ema = EMAModel(params, decay=config.ema_decay) if config.ema_decay > 0 else None
     wrapped, optimizer = accelerator.prepare(module, optimizer)
     if ema is not None:  # made (or resumed) on the CPU, beside weights that prepare() may have moved
         ema.to(accelerator.device)
@@ -135,6 +141,20 @@ def _checkpoint(out_dir, module, optimizer, ema, config, kind, step, save) -> No
     write_json(out_dir / STATE_FILE, {"kind": kind, "step": step, "settings": config.run_settings(),
                                       "optimizer": skeleton,
                                       "ema_step": None if ema is None else ema.optimization_step})
+
+
+def _warm_start(model: torch.nn.Module, init: str, kind: str) -> None:
+    """``model``'s weights from the model folder ``init``, refused in one line unless it is of ``kind``
+    with the same configuration (float16 exports load into the float32 weights)."""
+    try:
+        data = read_config(init, kind)
+    except NeuralInputError as exc:
+        raise NeuralInputError(f"--init {exc}") from None
+    own = json.loads(json.dumps(dataclasses.asdict(model.config)))
+    if data["config"] != own:
+        changed = sorted(k for k in own if data["config"].get(k) != own[k])
+        raise NeuralInputError(f"--init {init} holds a {kind} model with other settings ({', '.join(changed)})")
+    model.load_state_dict(load_file(str(Path(init) / WEIGHTS_FILE)))
 
 
 def _resume(out_dir: Path, module, optimizer, ema, config: NeuralTrainConfig, kind: str) -> int:
