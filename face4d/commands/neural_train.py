@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> None:
         manifest = read_manifest(args.data)
         config = NeuralTrainConfig(**given(args, "steps", "batch_size", "lr", "ema_decay", "grad_clip", "seed",
                                            "checkpoint_every"),
-                                   init=None if args.init is None else str(args.init))
+                                   init=None if args.init is None else str(args.init.resolve()))
         common = {"progress": not args.quiet, "cpu": args.device == "cpu"}
         video = args.train_command == "neural-video"  # trains on the clips, not the images
         images = None if video else load_images(args.data, "train")  # the test identities stay unseen

@@ -66,7 +66,7 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 def add_precision_arg(parser: argparse.ArgumentParser | argparse._ArgumentGroup, applies: str) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help=f"{applies}: the UNet's arithmetic (auto: bfloat16 on a CPU that has it natively, "
-                             "about 0.6 of the float32 time; float32 elsewhere)")
+                             "float32 elsewhere)")
 
 
 def given(args: argparse.Namespace, *names: str) -> dict:

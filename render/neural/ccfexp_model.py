@@ -33,7 +33,7 @@ from torch import nn
 from render.neural.data import REGIONS, NeuralInputError, check_image, check_landmarks, landmark_maps, to_tensor
 from render.neural.evaluators import ConvStack
 from render.neural.io import load_model, save_model
-from render.neural.precision import sampling_context
+from render.neural.precision import channels_last, sampling_context
 from render.neural.warp import tps_warp
 
 KIND = "ccfexp"
@@ -167,7 +167,7 @@ class CCFExp(nn.Module):
         _, ddim = self.schedulers()
         ddim.set_timesteps(steps)
         device = next(self.parameters()).device
-        self.unet.to(memory_format=torch.channels_last)  # oneDNN's layout for convolutions; same numbers
+        channels_last(self.unet, device)
         start = torch.randn((1, 3, size, size), generator=torch.Generator().manual_seed(seed))
         out = []
         for i in tqdm(range(0, len(targets), batch_size), disable=not progress, desc="neural frames"):

@@ -26,7 +26,7 @@ from torch import nn
 from render.neural.data import NeuralInputError, check_image, to_tensor
 from render.neural.evaluators import ConvStack
 from render.neural.io import load_model, save_model
-from render.neural.precision import sampling_context
+from render.neural.precision import channels_last, sampling_context
 
 KIND = "neural_edit"
 VAE_KIND = "neural_vae"
@@ -183,7 +183,7 @@ class EditModel(nn.Module):
         timesteps = ddim.timesteps[steps - max(1, round(steps * strength)):]
         noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(seed)).to(device)
         x = noise if strength == 1 else ddim.add_noise(images, noise, timesteps[:1])
-        self.unet.to(memory_format=torch.channels_last)  # oneDNN's layout for convolutions; same numbers
+        channels_last(self.unet, device)
         for t in timesteps:
             tt = t.expand(len(x)).to(device)
             with sampling_context(device, precision):

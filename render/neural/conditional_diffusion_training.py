@@ -64,7 +64,7 @@ def train_edit(images: dict, out_dir, config, labels, edit_config: EditConfig | 
     variant first trains its VAE into ``out_dir/vae`` (``vae_steps``, default ``config.steps``), unless
     the run starts from a trained model (``config.init``), whose VAE it keeps. Rerunning resumes either
     stage."""
-    from render.neural.training import fit
+    from render.neural.training import STATE_FILE, fit
 
     out_dir = Path(out_dir)
     size = int(images["rgb"].shape[1])
@@ -73,7 +73,9 @@ def train_edit(images: dict, out_dir, config, labels, edit_config: EditConfig | 
     edit_config = dataclasses.replace(base, size=size, labels=tuple(labels), vae=vae_config)
     dataset = PortraitPairs(images, identity="source" if "source_rgb" in images else "other")
     vae = None
-    if edit_config.variant == "vae" and config.init is None:
+    # a warm-started run (no VAE stage) resumed without its --init: no VAE stage either, fit refuses it
+    warm_run = (out_dir / STATE_FILE).is_file() and not (out_dir / "vae").is_dir()
+    if edit_config.variant == "vae" and config.init is None and not warm_run:
         torch.manual_seed(config.seed)
         vae_run = dataclasses.replace(config, steps=vae_steps or config.steps)
         fit(out_dir / "vae", VAELoss(SmallVAE(edit_config.vae)), dataset, vae_run,

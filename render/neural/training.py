@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from render.neural.data import NeuralInputError, PortraitPairs
-from render.neural.io import WEIGHTS_FILE, read_config, write_json, write_tensors
+from render.neural.io import WEIGHTS_FILE, config_from_dict, read_config, write_json, write_tensors
 
 STATE_TENSORS = "train_state.safetensors"
 STATE_FILE = "train_state.json"
@@ -150,9 +150,9 @@ def _warm_start(model: torch.nn.Module, init: str, kind: str) -> None:
         data = read_config(init, kind)
     except NeuralInputError as exc:
         raise NeuralInputError(f"--init {exc}") from None
-    own = json.loads(json.dumps(dataclasses.asdict(model.config)))
-    if data["config"] != own:
-        changed = sorted(k for k in own if data["config"].get(k) != own[k])
+    theirs, own = config_from_dict(type(model.config), data["config"]), model.config
+    if theirs != own:
+        changed = sorted(f.name for f in dataclasses.fields(own) if getattr(theirs, f.name) != getattr(own, f.name))
         raise NeuralInputError(f"--init {init} holds a {kind} model with other settings ({', '.join(changed)})")
     model.load_state_dict(load_file(str(Path(init) / WEIGHTS_FILE)))
 
@@ -165,8 +165,10 @@ def _resume(out_dir: Path, module, optimizer, ema, config: NeuralTrainConfig, ki
     if state.get("kind") != kind:
         raise NeuralInputError(f"{out_dir} holds a {state.get('kind')!r} run, not {kind!r}; use another --out")
     settings = json.loads(json.dumps(config.run_settings()))
-    if state["settings"] != settings:
-        changed = sorted(k for k in settings if state["settings"].get(k) != settings[k])
+    defaults = json.loads(json.dumps(NeuralTrainConfig().run_settings()))  # settings added since the run began
+    saved = {**{k: v for k, v in defaults.items() if k not in state["settings"]}, **state["settings"]}
+    if saved != settings:
+        changed = sorted(k for k in settings if saved.get(k) != settings[k])
         raise NeuralInputError(f"{out_dir} holds a run with other settings ({', '.join(changed)}); "
                                f"use another --out or the same settings to resume")
     tensors = load_file(str(out_dir / STATE_TENSORS))
