@@ -41,9 +41,9 @@ from face4d.eval.report import markdown_table, update_section
 from render.neural import metrics
 from render.neural.ccfexp_model import CCFExp
 from render.neural.conditional_diffusion_model import EditModel
-from render.neural.precision import native_bf16
 from render.neural.data import load_images, load_neutrals, read_manifest, to_uint8
 from render.neural.evaluators import Evaluators
+from render.neural.precision import resolve
 
 SECTION = "neural_images"
 
@@ -183,7 +183,7 @@ def main(argv=None) -> None:
                              edit_rows)
             + f"\nCost (one {manifest['size']}² image, 25 DDIM steps, {args.threads} CPU threads):\n\n"
             + markdown_table(["model", "M parameters", "seconds / image, float32",
-                              f"seconds / image, default ({'bfloat16' if native_bf16() else 'float32'} here)"], costs))
+                              f"seconds / image, default ({resolve('cpu')} here)"], costs))
     update_section(args.out, args.section, text)
     print(text)
 

@@ -31,11 +31,18 @@ def channels_last(unet: torch.nn.Module, device: torch.device) -> None:
         unet.to(memory_format=torch.channels_last)
 
 
-def sampling_context(device: torch.device | str, precision: str = "auto"):
-    """The autocast context for sampling on ``device``: bfloat16 when asked, or under "auto" on a CPU
-    with native bfloat16; float32 otherwise (and always on other devices under "auto")."""
+def resolve(device: torch.device | str, precision: str = "auto") -> str:
+    """"float32" or "bfloat16": what ``precision`` means on ``device`` (under "auto", bfloat16 on a CPU
+    with native bfloat16, float32 otherwise and on other devices)."""
     if precision not in PRECISIONS:
         raise NeuralInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    kind = torch.device(device).type
-    use = precision == "bfloat16" or (precision == "auto" and kind == "cpu" and native_bf16())
-    return torch.autocast(kind, dtype=torch.bfloat16) if use else contextlib.nullcontext()
+    if precision != "auto":
+        return precision
+    return "bfloat16" if torch.device(device).type == "cpu" and native_bf16() else "float32"
+
+
+def sampling_context(device: torch.device | str, precision: str = "auto"):
+    """The autocast context for sampling on ``device`` at ``precision`` (``resolve``)."""
+    if resolve(device, precision) == "bfloat16":
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -88,11 +88,10 @@ def fit(out_dir: str | Path, module: torch.nn.Module, dataset: PortraitPairs, co
     torch.manual_seed(config.seed)
     params = [p for p in module.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr)
+    if config.init is not None and not (out_dir / STATE_FILE).is_file():  # a new run: the EMA starts from these
+        _warm_start(module.model, config.init, kind)
     ema = EMAModel(params, decay=config.ema_decay) if config.ema_decay > 0 else None
     start = _resume(out_dir, module, optimizer, ema, config, kind)
-    if start == 0 and config.init is not None:
-        _warm_start(module.model, config.init, kind)
-        ema = EMAModel(params, decay=config.ema_decay) if config.ema_decay > 0 else None
     wrapped, optimizer = accelerator.prepare(module, optimizer)
     if ema is not None:  # made (or resumed) on the CPU, beside weights that prepare() may have moved
         ema.to(accelerator.device)
