@@ -771,13 +771,14 @@ class Pipeline:
 
     def edit_region(self, image: np.ndarray, landmarks: np.ndarray, text: str, region: str = "both",
                     model: str | os.PathLike | None = None, path: str | os.PathLike | None = None,
-                    strength: int = 250, steps: int = 25, guidance: float = 1.0, seed: int = 0,
-                    feather: float | None = None, overwrite: bool = False) -> np.ndarray:
+                    strength: int = 250, steps: int = 25, guidance: float = 5.0, seed: int = 0,
+                    feather: float | None = None, overwrite: bool = False, precision: str = "auto") -> np.ndarray:
         """``image`` (H, W, 3) uint8 with its (68, 2) pixel ``landmarks``, its eyes, mouth or both
         re-drawn to show ``text`` by local expression diffusion (``face4d train neural-region``; the
         shipped model by default): the crops are noised to step ``strength`` of 500 (the paper's t_i),
-        denoised under the text and pasted back with a feathered border (``feather`` 0: hard paste).
-        Returns the (H, W, 3) uint8 result, written to ``path`` when given."""
+        denoised under the text and pasted back with a feathered border (``feather`` 0: hard paste);
+        ``guidance`` is classifier-free guidance on the text (1: none, the paper's sampling; 5, the
+        default, reaches the expression at the paper's t_i: docs/neural.md); ``precision`` as in ``edit``. Returns the (H, W, 3) uint8 result, written to ``path`` when given."""
         from face4d.data.region_texts import embed
         from face4d.neural import neural_errors, neural_model
 
@@ -794,7 +795,8 @@ class Pipeline:
             net = RegionDiffusion.from_pretrained(model, self.device)
             vector = embed([text], net.config.text_encoder)[0]
             edited = to_uint8(net.edit(image, landmarks, regions[region], vector, strength=strength, steps=steps,
-                                       guidance=guidance, seed=seed, feather=feather))[0]
+                                       guidance=guidance, seed=seed, feather=feather,
+                                       precision=precision))[0]
         if path is not None:
             from render.preview import save_image
 

@@ -11,7 +11,8 @@ mouth's for the mouth crop) at the paper's default strength t_i = 250 of 500. Wr
 
 * **expression accuracy** of our expression classifier (``render.neural.evaluators``; 18 labels) on
   the edits against the target labels, beside the unedited sources' accuracy on the same targets (the
-  target of issue 18: +30 points);
+  target of issue 18: +30 points), at each ``--guidance`` scale, and the ceiling of re-drawing only the
+  boxes (the true expression pasted into them, on datasets built with ``--sources``);
 * **identity**: cosine of our identity encoder between the edit and the person's neutral image, over
   the same cosine for the unedited source (the target: at least 0.8), and the cosine to the source;
 * **per-region Fréchet distance** in our evaluators' feature space (not FID; the evaluators were
@@ -43,7 +44,8 @@ from render.neural import metrics
 from render.neural.data import load_images, load_neutrals, read_manifest, to_tensor, to_uint8
 from render.neural.evaluators import Evaluators
 from render.neural.local_expression_model import DEFAULT_STRENGTH, RegionDiffusion
-from render.neural.local_expression_regions import crop, paste, seam_score
+from render.neural.local_expression_regions import MARGINS, boxes, crop, paste, paste_mask, seam_score
+from render.neural.precision import resolve
 
 SECTION = "neural_regions"
 GRID_ROWS = (("mouth", "happiness"), ("mouth", "mouth_open"), ("mouth", "bareteeth"), ("eyes", "surprise"),
@@ -63,6 +65,10 @@ def ints(text: str) -> tuple[int, ...]:
     return tuple(int(v) for v in text.split(","))
 
 
+def floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(","))
+
+
 def pick_edits(test: dict, count: int, labels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Source rows of the test images and a target label (not the source's) for each."""
     rng = np.random.default_rng(seed)
@@ -77,14 +83,14 @@ def label_texts(labels: list[str]) -> dict[str, torch.Tensor]:
 
 
 def run_edits(model: RegionDiffusion, test: dict, rows, targets, texts, strength: int, steps: int, seed: int,
-              batch: int = 32) -> tuple[np.ndarray, dict]:
+              guidance: float = 1.0, batch: int = 32) -> tuple[np.ndarray, dict]:
     """The edited images (uint8) and, per region, (source crops, edited crops, boxes), all on the CPU."""
     images, parts = [], {"eyes": [], "mouth": []}
     for i in range(0, len(rows), batch):
         r, t = rows[i:i + batch], targets[i:i + batch]
         out, crops = model.edit(test["rgb"][r], test["landmarks"][r], ("eyes", "mouth"),
                                 {k: v[t] for k, v in texts.items()}, strength=strength, steps=steps,
-                                seed=seed + i, return_crops=True)
+                                guidance=guidance, seed=seed + i, return_crops=True)
         images.append(to_uint8(out))
         for region, value in crops.items():
             parts[region].append([v.cpu() for v in value])
@@ -107,6 +113,25 @@ def identity_scores(ev, edited, sources, neutral_images) -> tuple[float, float, 
     return kept, kept / base, metrics.identity_cosine(ev, edited, sources)
 
 
+def box_ceiling(ev: Evaluators, test: dict, count: int) -> tuple[int, float, float, float] | None:
+    """What re-drawing only the boxes can reach: test images whose source (``--sources``: the same person,
+    camera and light with another expression) exists, their own pixels inside the source's eye and mouth
+    boxes pasted into the source. Returns (images, accuracy of that paste, of the whole image, of the
+    source) against the image's label, or None for a dataset without sources."""
+    if "source_rgb" not in test:
+        return None
+    rows = np.where((test["label"] >= 0) & (test["source_label"] != test["label"]))[0][:count]
+    marks = torch.as_tensor(test["source_landmarks"][rows]).float()
+    inside = torch.zeros(len(rows), 1, *test["rgb"].shape[1:3])
+    for region in ("eyes", "mouth"):
+        inside = torch.maximum(inside, paste_mask(boxes(marks, region, MARGINS[region]), inside.shape[-2:], 0))
+    inside = inside.permute(0, 2, 3, 1).numpy()
+    target, source, labels = test["rgb"][rows], test["source_rgb"][rows], test["label"][rows]
+    pasted = (inside * target + (1 - inside) * source).round().astype(np.uint8)
+    return (len(rows), metrics.label_accuracy(ev, pasted, labels), metrics.label_accuracy(ev, target, labels),
+            metrics.label_accuracy(ev, source, labels))
+
+
 def seams(test: dict, rows: np.ndarray, parts: dict, feather: float) -> dict[str, tuple[float, float]]:
     """Per region: mean seam score of the hard and of the feathered paste of the same edited crops."""
     source = to_tensor(test["rgb"][rows])
@@ -117,12 +142,14 @@ def seams(test: dict, rows: np.ndarray, parts: dict, feather: float) -> dict[str
     return out
 
 
-def seconds_per_edit(model: RegionDiffusion, test: dict, texts: dict, steps: int, threads: int) -> float:
+def seconds_per_edit(model: RegionDiffusion, test: dict, texts: dict, steps: int, guidance: float,
+                     threads: int) -> float:
     torch.set_num_threads(threads)
     one = {k: v[:1] for k, v in texts.items()}
     model.edit(test["rgb"][0], test["landmarks"][0], ("eyes", "mouth"), one, steps=2)  # warm-up
     start = time.perf_counter()
-    model.edit(test["rgb"][0], test["landmarks"][0], ("eyes", "mouth"), one, steps=steps).cpu()  # .cpu(): waits
+    model.edit(test["rgb"][0], test["landmarks"][0], ("eyes", "mouth"), one, steps=steps,
+               guidance=guidance).cpu()  # .cpu(): waits
     return time.perf_counter() - start
 
 
@@ -148,7 +175,8 @@ def plot_curve(path: Path, curves: dict[str, list[tuple[int, float, float]]], so
     plt.close(fig)
 
 
-def draw_grid(path: Path, model: RegionDiffusion, image: np.ndarray, marks: np.ndarray, strengths, steps: int) -> None:
+def draw_grid(path: Path, model: RegionDiffusion, image: np.ndarray, marks: np.ndarray, strengths, steps: int,
+              guidance: float) -> None:
     """Rows: ``GRID_ROWS``; columns: the source, then the edit at each strength; 3x enlarged."""
     import imageio.v3 as iio
 
@@ -156,7 +184,8 @@ def draw_grid(path: Path, model: RegionDiffusion, image: np.ndarray, marks: np.n
     for region, label in GRID_ROWS:
         regions = ("eyes", "mouth") if region == "both" else (region,)
         texts = {r: embed([REGION_TEXTS[label][r][0]])[0] for r in regions}
-        cells = [image] + [to_uint8(model.edit(image, marks, regions, texts, strength=s, steps=steps))[0]
+        cells = [image] + [to_uint8(model.edit(image, marks, regions, texts, strength=s, steps=steps,
+                                                guidance=guidance))[0]
                            for s in strengths]
         rows.append(np.concatenate(cells, axis=1))
     grid = np.concatenate(rows, axis=0)
@@ -172,6 +201,9 @@ def main(argv=None) -> None:
     parser.add_argument("--curve-edits", type=int, default=96, help="edits per point of the strength curve")
     parser.add_argument("--strengths", type=ints, default=(50, 100, 150, 200, 250, 300, 400, 500))
     parser.add_argument("--steps", type=int, default=25, help="denoising steps from t_i")
+    parser.add_argument("--guidance", type=floats, default=(1.0,),
+                        help="classifier-free guidance scales of the main table, e.g. 1,3 (1: none, the paper's "
+                             "sampling); the first is also that of the other tables")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="where the models run (cpu, cuda); the cost row is "
                                                         "measured there too")
@@ -191,7 +223,8 @@ def main(argv=None) -> None:
     neutral_images = neutrals["rgb"][[neutral_row[int(i)] for i in test["identity"][rows]]]
     sources = test["rgb"][rows]
     source_accuracy = metrics.label_accuracy(ev, sources, targets)
-    main_rows = [["unedited source", "-", f"{source_accuracy:.3f}", "-", "1.000", "1.000"]]
+    main_rows = [["unedited source", "-", "-", f"{source_accuracy:.3f}", "-", "1.000", "1.000"]]
+    guidance = args.guidance[0]
     fd_rows, seam_rows, cost_rows, curves = [], [], [], {}
     real = None
     for name, directory in args.model:
@@ -201,11 +234,16 @@ def main(argv=None) -> None:
             unedited = real_crop_features(model, ev, sources, test["landmarks"][rows])
             fd_rows.append(["unedited source crops (real)"] + [
                 f"{metrics.frechet_distance(unedited[r], real[r]):.3f}" for r in ("eyes", "mouth")])
-        edited, parts = run_edits(model, test, rows, targets, texts, DEFAULT_STRENGTH, args.steps, args.seed)
-        kept, ratio, to_source = identity_scores(ev, edited, sources, neutral_images)
-        accuracy = metrics.label_accuracy(ev, edited, targets)
-        main_rows.append([name, DEFAULT_STRENGTH, f"{accuracy:.3f} ({100 * (accuracy - source_accuracy):+.1f} pts)",
-                          f"{kept:.3f}", f"{ratio:.3f}", f"{to_source:.3f}"])
+        scored = {}
+        for scale in reversed(args.guidance):  # the first one last: its crops feed the tables below
+            edited, parts = run_edits(model, test, rows, targets, texts, DEFAULT_STRENGTH, args.steps, args.seed,
+                                      scale)
+            kept, ratio, to_source = identity_scores(ev, edited, sources, neutral_images)
+            accuracy = metrics.label_accuracy(ev, edited, targets)
+            scored[scale] = [name, DEFAULT_STRENGTH, f"{scale:g}",
+                             f"{accuracy:.3f} ({100 * (accuracy - source_accuracy):+.1f} pts)",
+                             f"{kept:.3f}", f"{ratio:.3f}", f"{to_source:.3f}"]
+        main_rows += [scored[scale] for scale in args.guidance]
         fd_rows.append([name] + [f"{metrics.frechet_distance(crop_features(ev, parts[r][1]), real[r]):.3f}"
                                  for r in ("eyes", "mouth")])
         seam = seams(test, rows, parts, model.config.feather)
@@ -214,39 +252,51 @@ def main(argv=None) -> None:
         base = metrics.identity_cosine(ev, sources[:k], neutral_images[:k])
         curves[name] = []
         for strength in args.strengths:
-            images, _ = run_edits(model, test, rows[:k], targets[:k], texts, strength, args.steps, args.seed)
+            images, _ = run_edits(model, test, rows[:k], targets[:k], texts, strength, args.steps, args.seed,
+                                  guidance)
             curves[name].append((strength, metrics.identity_cosine(ev, images, neutral_images[:k]) / base,
                                  metrics.label_accuracy(ev, images, targets[:k])))
         cost_rows.append([name, f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}",
-                          f"{seconds_per_edit(model, test, texts, args.steps, args.threads):.2f}"])
+                          f"{seconds_per_edit(model, test, texts, args.steps, guidance, args.threads):.2f}"])
         torch.set_num_threads(args.threads)
         if args.grid is not None and name == args.model[0][0]:
             identity = int(np.unique(test["identity"])[0])
             draw_grid(args.grid, model, neutrals["rgb"][neutral_row[identity]],
-                      neutrals["landmarks"][neutral_row[identity]], (100, 250, 400), args.steps)
+                      neutrals["landmarks"][neutral_row[identity]], (100, 250, 400), args.steps, guidance)
     k = min(args.curve_edits, len(rows))
     plot_curve(args.figure, curves, metrics.label_accuracy(ev, sources[:k], targets[:k]))
     curve_rows = [[name, t, f"{kept:.3f}", f"{reached:.3f}"] for name, points in curves.items()
                   for t, kept, reached in points]
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
     n_ids = len(np.unique(test["identity"][rows]))
+    where = args.device if args.device != "cpu" else f"{args.threads} CPU thread{'s' * (args.threads > 1)}"
+    ceiling = box_ceiling(ev, test, args.edits)
+    ceiling_text = "" if ceiling is None else (
+        f"\nWhat re-drawing only the boxes can reach: for {ceiling[0]} test images with a source (the same person, "
+        "camera and light with another expression), the image's own pixels inside the source's eye and mouth "
+        f"boxes, pasted into the source, are classified as the image's label {ceiling[1]:.3f} of the time "
+        f"(the whole image: {ceiling[2]:.3f}, the source: {ceiling[3]:.3f}).\n")
     text = (f"## Local expression editing: eye and mouth regions on unseen identities ({manifest['size']}², "
             f"{len(rows)} edits of {n_ids} test identities)\n\n`{command}`\n\n"
             "Each edit: a test image, a target label other than its own, both regions re-drawn with the label's "
-            f"region texts at t_i = {DEFAULT_STRENGTH} of 500, {args.steps} denoising steps, feathered paste.\n\n"
-            + markdown_table(["model", "t_i", "expression accuracy (18 labels)", "identity cosine to neutral",
-                              "… over the source's", "identity cosine to source"], main_rows)
+            f"region texts at t_i = {DEFAULT_STRENGTH} of 500, {args.steps} denoising steps, feathered paste, "
+            f"UNet in {resolve(args.device)} (precision auto).\n\n"
+            + markdown_table(["model", "t_i", "guidance", "expression accuracy (18 labels)",
+                              "identity cosine to neutral", "… over the source's", "identity cosine to source"],
+                             main_rows)
+            + ceiling_text
             + "\nPer-region Fréchet distance in our evaluators' feature space (not FID), against the crops of all "
               f"{len(test['rgb'])} test images:\n\n"
             + markdown_table(["crops", "eyes", "mouth"], fd_rows)
             + "\nSeam score, hard / feathered paste of the same edited crops (RMS gradient of edit minus source "
               "across the box border, 0..255 levels per pixel; lower is smoother):\n\n"
             + markdown_table(["model", "eyes", "mouth"], seam_rows)
+            + f"\nThe tables below use guidance {guidance:g}.\n"
             + f"\nStrength trade-off (paper Fig. 4; {k} edits per point; identity kept = cosine to the neutral "
               f"over the source's; figure: `{args.figure.as_posix()}`):\n\n"
             + markdown_table(["model", "t_i", "identity kept", "expression accuracy"], curve_rows)
             + f"\nCost (one edit, both regions, {args.steps} steps, "
-              f"{args.device if args.device != 'cpu' else f'{args.threads} CPU threads'}):\n\n"
+              f"{where}):\n\n"
             + markdown_table(["model", "M parameters", "seconds / edit"], cost_rows))
     update_section(args.out, SECTION, text)
     print(text)

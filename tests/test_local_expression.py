@@ -101,6 +101,18 @@ def test_loss_is_smooth_l1_of_the_noise():
         RegionLoss(model, torch.randn(3, 1, 2, MICRO["text_dim"]))
 
 
+def test_config_refuses_crops_the_unet_cannot_halve_and_missing_attention_levels():
+    from render.neural.local_expression_model import RegionConfig, RegionDiffusion
+
+    with pytest.raises(NeuralInputError, match="multiple of 4"):
+        RegionConfig(size=30, channels=(8, 16, 16))
+    with pytest.raises(NeuralInputError, match=r"attention levels must be in 0\.\.3"):
+        RegionConfig(channels=(8, 16, 16), attention_levels=4)
+    model = RegionDiffusion(RegionConfig(**{**MICRO, "size": 16, "attention_levels": 2}))
+    x = torch.randn(2, 3, 16, 16)
+    assert model(x, torch.tensor([3, 400]), torch.tensor([0, 1]), torch.randn(2, 12)).shape == x.shape
+
+
 def test_region_texts_describe_each_region():
     from face4d.data.labels import LABEL_NAMES
     from face4d.data.region_texts import REGION_TEXTS, all_texts, text_table
@@ -227,9 +239,11 @@ def test_cli_trains_and_edits_regions(portraits, tmp_path):
 
     model = tmp_path / "region"
     done = face4d("train", "neural-region", "--data", portraits, "--out", model, "--channels", "8,16,16",
-                  "--steps", 2, "--batch-size", 4, "--quiet")
+                  "--crop-size", 16, "--attention-levels", 2, "--steps", 2, "--batch-size", 4, "--quiet")
     assert done.returncode == 0, done.stderr
     assert "neural-region at step 2" in done.stdout and (model / "raw" / "model.safetensors").is_file()
+    config = json.loads((model / "config.json").read_text())["config"]
+    assert (config["size"], config["attention_levels"]) == (16, 2), config
     neutrals = load_neutrals(portraits)
     image = tmp_path / "face.png"
     iio.imwrite(image, neutrals["rgb"][4])
@@ -254,3 +268,52 @@ def test_cli_trains_and_edits_regions(portraits, tmp_path):
         assert done.returncode == 2, (case, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("face4d: error:"), done.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.slow
+def test_shipped_region_model_opens_the_mouth_and_keeps_the_rest(head, tmp_path):
+    """The shipped region model at the Pipeline's defaults, on a person of another portrait seed than its
+    training data: "an open mouth" darkens the mouth, wide surprised eyes raise the brows, nothing
+    outside the boxes changes, bfloat16 sampling stays close to float32, and the command line uses it
+    when no --model is given."""
+    import imageio.v3 as iio
+    from face4d.data.portraits import PortraitConfig, PortraitPlan, PortraitRenderer
+    from face4d.data.region_texts import embed
+    from face4d.neural import neural_model
+    from face4d.pipeline import Pipeline
+    from render.neural.local_expression_model import RegionDiffusion
+
+    renderer = PortraitRenderer(head)
+    look = PortraitPlan(head, PortraitConfig(size=64, images=1, identities=3), seed=7).appearance[1]
+    source, points, _ = renderer.render(head.vertices(None, None), look, renderer.camera(64))
+    opened = Pipeline().edit_region(source, points, "an open mouth", region="mouth")
+    surprised = Pipeline().edit_region(source, points, "wide surprised eyes with raised brows", region="eyes")
+    x0, y0 = points[48:68].min(0).astype(int)
+    x1, y1 = points[48:68].max(0).astype(int)
+
+    def darkest_mouth(image):  # the darkest 3 x 3 patch around the lips (and below: the jaw drops)
+        grey = image[y0:y1 + 4, x0:x1 + 1].mean(-1)
+        return min(grey[i:i + 3, j:j + 3].mean() for i in range(len(grey) - 2) for j in range(grey.shape[1] - 2))
+
+    def brow_row(image):  # the mean row of the darkest pixel of each column through the brows
+        y = int(points[17:27, 1].mean())
+        band = image[y - 6:y + 4, int(points[17:27, 0].min()):int(points[17:27, 0].max()) + 1].mean(-1)
+        return y - 6 + band.argmin(0).mean()
+
+    assert darkest_mouth(opened) < 0.65 * darkest_mouth(source)
+    assert brow_row(surprised) < brow_row(source) - 0.5
+    model = RegionDiffusion.from_pretrained(neural_model(None, "region", "--model"))
+    for edited, region in ((opened, "mouth"), (surprised, "eyes")):
+        outside = paste_mask(model.boxes(torch.as_tensor(points)[None], region), (64, 64), 0)[0, 0].numpy() == 0
+        assert np.array_equal(edited[outside], source[outside]) and not np.array_equal(edited, source)
+    text = embed(["an open mouth"], model.config.text_encoder)[0]
+    full, half = (model.edit(source, points, ("mouth",), text, steps=10, guidance=5, precision=p)
+                  for p in ("float32", "bfloat16"))
+    assert 0 < float((full - half).abs().max()) < 0.05 and float((full - half).abs().mean()) < 0.005
+    image = tmp_path / "face.png"
+    iio.imwrite(image, source)
+    np.save(tmp_path / "face.npy", points)
+    done = face4d("edit", image, "--text", "a wide smile", "--region", "mouth", "--out", tmp_path / "smile.png",
+                  "--steps", 2)
+    assert done.returncode == 0, done.stderr
+    assert iio.imread(tmp_path / "smile.png").shape == (64, 64, 3)

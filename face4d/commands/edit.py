@@ -25,11 +25,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                       help="--label: 1 (default) generates from noise, less starts from the noised image; "
                            "--text: the noise step t_i of 500 the crops start from (default 250)")
     edit.add_argument("--guidance", type=float,
-                      help="classifier-free guidance (1: none; default 2 with --label, 1 with --text)")
+                      help="classifier-free guidance (1: none; default 2 with --label, 5 with --text)")
     edit.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
     edit.add_argument("--seed", type=int, default=0)
     edit.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    add_precision_arg(edit, "--label")
+    add_precision_arg(edit, "--label and --text")
     edit.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     region = edit.add_argument_group("region editing (--text)")
     region.add_argument("--region", choices=("eyes", "mouth", "both"), default="both",
@@ -88,11 +88,12 @@ def _edit_region(args) -> None:
     if strength != int(strength):
         raise Face4DError(f"--strength with --text is a noise step t_i (an integer of 500), got {strength}")
     Pipeline(device=args.device).edit_region(image, points, args.text, args.region, args.model, args.out,
-                                             strength=int(strength), steps=args.steps, seed=args.seed, feather=0.0 if args.hard_paste else None,
-                                             overwrite=args.overwrite, **_guidance(args))
+                                             strength=int(strength), steps=args.steps, seed=args.seed,
+                                             feather=0.0 if args.hard_paste else None, overwrite=args.overwrite,
+                                             precision=args.precision, **_guidance(args))
     print(f"wrote {args.out}: {source}, {args.region} as {args.text!r}")
 
 
 def _guidance(args) -> dict:
-    """``--guidance`` when given; otherwise the Pipeline method's own default (label 2, text 1)."""
+    """``--guidance`` when given; otherwise the Pipeline method's own default (label 2, text 5)."""
     return {} if args.guidance is None else {"guidance": args.guidance}

@@ -24,6 +24,7 @@ from torch import nn
 from render.neural.data import NeuralInputError, check_landmarks, to_tensor
 from render.neural.io import load_model, save_model
 from render.neural.local_expression_regions import MARGINS, REGIONS, boxes, crop, paste
+from render.neural.precision import channels_last, sampling_context
 
 KIND = "neural_region"
 DEFAULT_STRENGTH = 250
@@ -31,18 +32,19 @@ DEFAULT_STRENGTH = 250
 
 @dataclass
 class RegionConfig:
-    size: int = 64
-    """Side of the crops the UNet draws (the paper's 64²)."""
+    size: int = 32
+    """Side of the crops the UNet draws. The paper's are 64² from 256² faces; a 64² portrait's boxes are
+    about 38 x 19 (eyes) and 19 x 15 (mouth) pixels, which 32² holds at a quarter of 64²'s cost."""
     regions: tuple[str, ...] = REGIONS
     text_dim: int = 384
     text_encoder: str = "minilm"
     """Name of the sentence encoder whose embeddings the model was trained on (face4d.text's name)."""
-    channels: tuple[int, ...] = (32, 64, 64, 64)
+    channels: tuple[int, ...] = (32, 64, 64)
     layers_per_block: int = 1
     heads: int = 4
-    attention_levels: int = 2
-    """The lowest-resolution levels that attend to the text (self-attention at 64² or 32² would cost
-    most of a step on a CPU)."""
+    attention_levels: int = 1
+    """The lowest-resolution levels that attend to the text (self-attention at the larger ones would
+    cost most of a step on a CPU)."""
     timesteps: int = 500
     beta_schedule: str = "linear"
     text_dropout: float = 0.1
@@ -56,6 +58,12 @@ class RegionConfig:
         if unknown:
             raise NeuralInputError(f"unknown regions {unknown}; regions: {', '.join(REGIONS)}")
         self.margins = tuple(tuple(float(v) for v in m) for m in self.margins)
+        if not 0 <= self.attention_levels <= len(self.channels):
+            raise NeuralInputError(f"attention levels must be in 0..{len(self.channels)} (one per channel width), "
+                                   f"got {self.attention_levels}")
+        if self.size < 8 or self.size % 2 ** (len(self.channels) - 1):
+            raise NeuralInputError(f"the crop size must be at least 8 and a multiple of {2 ** (len(self.channels) - 1)} "
+                                   f"({len(self.channels)} UNet levels), got {self.size}")
         if len(self.margins) != len(self.regions):
             raise NeuralInputError(f"{len(self.regions)} regions but {len(self.margins)} margin pairs")
 
@@ -102,10 +110,11 @@ class RegionDiffusion(nn.Module):
     @torch.no_grad()
     def denoise(self, crops: torch.Tensor, region: torch.Tensor, text: torch.Tensor,
                 strength: int = DEFAULT_STRENGTH, steps: int = 25, guidance: float = 1.0,
-                seed: int = 0) -> torch.Tensor:
+                seed: int = 0, precision: str = "auto") -> torch.Tensor:
         """SDEdit of (B, 3, S, S) crops in [-1, 1]: noised to step ``strength`` (t_i), then denoised
         under ``text`` (B, text_dim) with DDPM ancestral steps on ``steps`` time steps from t_i to 0.
-        ``guidance`` > 1 is classifier-free guidance against the null text."""
+        ``guidance`` > 1 is classifier-free guidance against the null text; ``precision`` the UNet's
+        arithmetic (``render.neural.precision``; the sampler stays float32)."""
         strength = self.check_strength(strength)
         if steps < 1:
             raise NeuralInputError(f"steps must be at least 1, got {steps}")
@@ -118,12 +127,14 @@ class RegionDiffusion(nn.Module):
         noise = torch.randn(crops.shape, generator=generator).to(device)
         x = scheduler.add_noise(crops, noise, torch.tensor([start]))
         null = torch.zeros_like(text)
+        channels_last(self.unet, device)
         for t in scheduler.timesteps:
             tt = t.expand(len(x)).to(device)
-            eps = self(x, tt, region, text)
-            if guidance != 1:
-                unconditional = self(x, tt, region, null)
-                eps = unconditional + guidance * (eps - unconditional)
+            with sampling_context(device, precision):
+                eps = self(x, tt, region, text).float()
+                if guidance != 1:
+                    unconditional = self(x, tt, region, null).float()
+                    eps = unconditional + guidance * (eps - unconditional)
             x = scheduler.step(eps, t, x, generator=generator).prev_sample
         return x.clamp(-1, 1)
 
@@ -131,11 +142,11 @@ class RegionDiffusion(nn.Module):
     def edit(self, image: np.ndarray, landmarks: np.ndarray, regions: tuple[str, ...] | list[str],
              text, strength: int = DEFAULT_STRENGTH, steps: int = 25,
              guidance: float = 1.0, seed: int = 0, feather: float | None = None,
-             return_crops: bool = False):
+             return_crops: bool = False, precision: str = "auto"):
         """Images (B, 3, H, W) in [-1, 1]: uint8 ``image`` (H, W, 3) or (B, H, W, 3) of any size with its
         (68, 2) / (B, 68, 2) pixel ``landmarks``, its ``regions`` re-drawn under ``text`` (text_dim,) or
         (B, text_dim) embeddings, or a dict of them per region, and pasted back (``feather``: the config's
-        by default, 0 for a hard paste).
+        by default, 0 for a hard paste); ``precision`` as in ``denoise``.
         ``return_crops`` also returns ``{region: (source crops, edited crops, boxes)}``."""
         rgb = np.asarray(image)
         rgb = rgb[None] if rgb.ndim == 3 else rgb
@@ -160,7 +171,7 @@ class RegionDiffusion(nn.Module):
                                        f"are they the image's 68 iBUG points in pixels?")
             source = crop(images, box, self.config.size)
             index = torch.full((len(images),), self.region_index(region), device=device)
-            edited = self.denoise(source, index, texts[region], strength, steps, guidance, seed + k)
+            edited = self.denoise(source, index, texts[region], strength, steps, guidance, seed + k, precision)
             out = paste(out, edited, box, feather)
             parts[region] = (source, edited, box)
         return (out, parts) if return_crops else out
