@@ -141,3 +141,19 @@ def check_exact_resume(train, root: Path, weights: tuple[str, ...] = ("model.saf
     for name in weights:
         a, b = load_file(str(root / "full" / name)), load_file(str(root / "resumed" / name))
         assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), name
+
+
+def darkest_mouth(image: np.ndarray, points: np.ndarray) -> float:
+    """The darkest 3 x 3 patch around the lips (and below them, where a dropped jaw opens), in grey levels:
+    an open mouth is dark inside."""
+    x0, y0 = points[48:68].min(0).astype(int)
+    x1, y1 = points[48:68].max(0).astype(int)
+    grey = image[y0:y1 + 4, x0:x1 + 1].mean(-1)
+    return min(grey[i:i + 3, j:j + 3].mean() for i in range(len(grey) - 2) for j in range(grey.shape[1] - 2))
+
+
+def brow_row(image: np.ndarray, points: np.ndarray) -> float:
+    """The mean row of the darkest pixel of each column through the brows: smaller is higher."""
+    y = int(points[17:27, 1].mean())
+    band = image[y - 6:y + 4, int(points[17:27, 0].min()):int(points[17:27, 0].max()) + 1].mean(-1)
+    return y - 6 + band.argmin(0).mean()

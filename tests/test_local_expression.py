@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import integrate, stats
 
-from neural_fixtures import check_exact_resume, make_portraits
+from neural_fixtures import brow_row, check_exact_resume, darkest_mouth, make_portraits
 from render.neural.data import NeuralInputError, load_images, load_neutrals
 from render.neural.local_expression_regions import boxes, crop, paste, paste_mask, seam_score
 from test_neural import face4d
@@ -286,22 +286,11 @@ def test_shipped_region_model_opens_the_mouth_and_keeps_the_rest(head, tmp_path)
     renderer = PortraitRenderer(head)
     look = PortraitPlan(head, PortraitConfig(size=64, images=1, identities=3), seed=7).appearance[1]
     source, points, _ = renderer.render(head.vertices(None, None), look, renderer.camera(64))
-    opened = Pipeline().edit_region(source, points, "an open mouth", region="mouth")
-    surprised = Pipeline().edit_region(source, points, "wide surprised eyes with raised brows", region="eyes")
-    x0, y0 = points[48:68].min(0).astype(int)
-    x1, y1 = points[48:68].max(0).astype(int)
-
-    def darkest_mouth(image):  # the darkest 3 x 3 patch around the lips (and below: the jaw drops)
-        grey = image[y0:y1 + 4, x0:x1 + 1].mean(-1)
-        return min(grey[i:i + 3, j:j + 3].mean() for i in range(len(grey) - 2) for j in range(grey.shape[1] - 2))
-
-    def brow_row(image):  # the mean row of the darkest pixel of each column through the brows
-        y = int(points[17:27, 1].mean())
-        band = image[y - 6:y + 4, int(points[17:27, 0].min()):int(points[17:27, 0].max()) + 1].mean(-1)
-        return y - 6 + band.argmin(0).mean()
-
-    assert darkest_mouth(opened) < 0.65 * darkest_mouth(source)
-    assert brow_row(surprised) < brow_row(source) - 0.5
+    pipeline = Pipeline()
+    opened = pipeline.edit_region(source, points, "an open mouth", region="mouth")
+    surprised = pipeline.edit_region(source, points, "wide surprised eyes with raised brows", region="eyes")
+    assert darkest_mouth(opened, points) < 0.65 * darkest_mouth(source, points)
+    assert brow_row(surprised, points) < brow_row(source, points) - 0.5
     model = RegionDiffusion.from_pretrained(neural_model(None, "region", "--model"))
     for edited, region in ((opened, "mouth"), (surprised, "eyes")):
         outside = paste_mask(model.boxes(torch.as_tensor(points)[None], region), (64, 64), 0)[0, 0].numpy() == 0

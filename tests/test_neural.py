@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from neural_fixtures import LABELS, check_exact_resume, make_portraits
+from neural_fixtures import LABELS, brow_row, check_exact_resume, darkest_mouth, make_portraits
 from face4d.errors import Face4DError
 from render.neural import metrics
 from render.neural.data import (NeuralInputError, PortraitPairs, check_image, check_landmarks,
@@ -522,21 +522,9 @@ def test_shipped_edit_model_changes_the_named_features_and_keeps_the_person(head
     model = EditModel.from_pretrained(neural_model(None, "edit", "--model"))
     eyebrow, surprise, mouth_open = to_uint8(model.edit(source, ["eyebrow", "surprise", "mouth_open"], steps=25,
                                                         guidance=2.0))
-    x0, y0 = points[48:68].min(0).astype(int)
-    x1, y1 = points[48:68].max(0).astype(int)
-
-    def darkest_mouth(image):  # the darkest 3 x 3 patch around the lips (and below: the jaw drops)
-        grey = image[y0:y1 + 4, x0:x1 + 1].mean(-1)
-        return min(grey[i:i + 3, j:j + 3].mean() for i in range(len(grey) - 2) for j in range(grey.shape[1] - 2))
-
-    def brow_row(image):  # the mean row of the darkest pixel of each column through the brows
-        y = int(points[17:27, 1].mean())
-        band = image[y - 6:y + 4, int(points[17:27, 0].min()):int(points[17:27, 0].max()) + 1].mean(-1)
-        return y - 6 + band.argmin(0).mean()
-
-    assert darkest_mouth(mouth_open) < 0.5 * darkest_mouth(source)
-    assert darkest_mouth(surprise) < 0.6 * darkest_mouth(source)
-    assert darkest_mouth(eyebrow) > 0.8 * darkest_mouth(source)
+    assert darkest_mouth(mouth_open, points) < 0.5 * darkest_mouth(source, points)
+    assert darkest_mouth(surprise, points) < 0.6 * darkest_mouth(source, points)
+    assert darkest_mouth(eyebrow, points) > 0.8 * darkest_mouth(source, points)
     def brow_change(image):  # mean change of the band through the brows
         y = int(points[17:27, 1].mean())
         x = slice(int(points[17:27, 0].min()), int(points[17:27, 0].max()) + 1)
@@ -544,7 +532,7 @@ def test_shipped_edit_model_changes_the_named_features_and_keeps_the_person(head
 
     # eyebrow is brows raised or lowered (face4d.data.labels): they move, the mouth label leaves them
     assert brow_change(eyebrow) > 4 * brow_change(mouth_open) and brow_change(mouth_open) < 2
-    assert brow_row(surprise) < brow_row(source) - 0.6 < brow_row(mouth_open)
+    assert brow_row(surprise, points) < brow_row(source, points) - 0.6 < brow_row(mouth_open, points)
     background = mask == 0
     for edited in (mouth_open, eyebrow, surprise):
         assert np.abs(edited[background].astype(float) - source[background]).mean() < 4

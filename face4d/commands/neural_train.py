@@ -68,7 +68,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
             loss.add_argument("--cycle-weight", type=float, help="σ of the cycle step's loss")
         elif kind == "neural-region":
             arch.add_argument("--text-dropout", type=float, help="share of null texts (classifier-free guidance)")
-            arch.add_argument("--crop-size", type=int, help="side of the crops the UNet draws (the paper's: 64)")
+            arch.add_argument("--crop-size", dest="size", type=int,
+                              help="side of the crops the UNet draws (the paper's: 64)")
             arch.add_argument("--attention-levels", type=int,
                               help="how many of the lowest-resolution levels attend to the text")
         else:
@@ -108,8 +109,7 @@ def run(args: argparse.Namespace) -> None:
             from render.neural.local_expression_model import RegionConfig
             from render.neural.local_expression_training import train_region
 
-            region_config = RegionConfig(**given(args, "channels", "text_dropout", "attention_levels"),
-                                         **({} if args.crop_size is None else {"size": args.crop_size}))
+            region_config = RegionConfig(**given(args, "channels", "text_dropout", "size", "attention_levels"))
             result = train_region(images, text_table(manifest["labels"]), args.out, config, region_config, **common)
         elif args.train_command == "neural-edit":
             from render.neural.conditional_diffusion_model import EditConfig
