@@ -2,10 +2,9 @@
 identities, unseen in training), where the exact 128² frames of every 64² clip exist.
 
     python scripts/eval_neural_video.py --data /work/data/portraits64 --evaluators models/neural/evaluators \\
-        --model video=models/neural/video --model epsilon=models/neural/video_eps \\
-        --ccfexp models/neural/ccfexp --out docs/results.md
+        --model shipped=face4d/weights/neural/video --ccfexp face4d/weights/neural/ccfexp --out docs/results.md
 
-Writes the section ``neural_video`` of ``docs/results.md``: for every model, the bicubic upsampling of the
+Writes the section ``neural_video`` (``--section``) of ``docs/results.md``: for every model, the bicubic upsampling of the
 low-res frames and part 1's CCFExp run frame by frame on the clip's landmarks (at 64², then upsampled):
 
 * PSNR / SSIM against the exact high-res frames;
@@ -64,12 +63,13 @@ def identity_landmarks(data: Path, clips: dict, size: int) -> np.ndarray:
     return out
 
 
-def facenhance_videos(model: FacEnhance, clips: dict, steps: int, seed: int, batch: int) -> np.ndarray:
+def facenhance_videos(model: FacEnhance, clips: dict, steps: int, seed: int, batch: int,
+                      shared_noise: bool = True) -> np.ndarray:
     out = np.zeros_like(clips["high"])
     for start in range(0, len(out), batch):
         part = slice(start, start + batch)
         lows = clips["low"][part].swapaxes(0, 1)  # frames first: the model takes one frame of every clip at a time
-        for n, frames in enumerate(model.generate(lows, clips["identity_high"][part], steps, seed)):
+        for n, frames in enumerate(model.generate(lows, clips["identity_high"][part], steps, seed, shared_noise)):
             out[part, n] = frames
     return out
 
@@ -113,7 +113,7 @@ def seconds_per_frame(model: FacEnhance, clips: dict, frames: int, device: str) 
 
 def describe(model: FacEnhance) -> str:
     c = model.config
-    parts = [f"x_(t-{c.stride})" if c.prediction == "previous" else "epsilon (DDIM)"]
+    parts = [f"x_(t-{c.stride})" if c.prediction == "previous" else f"{c.prediction} (DDIM)"]
     if not c.expression_encoder:
         parts.append("no expression encoder")
     if not c.previous_frame:
@@ -123,11 +123,11 @@ def describe(model: FacEnhance) -> str:
     return ", ".join(parts)
 
 
-def splice(source: Path, out: Path) -> None:
-    found = re.search(rf"<!-- begin {SECTION} -->\n(.*?)<!-- end {SECTION} -->", source.read_text(), re.S)
+def splice(source: Path, out: Path, section: str) -> None:
+    found = re.search(rf"<!-- begin {section} -->\n(.*?)<!-- end {section} -->", source.read_text(), re.S)
     if found is None:
-        raise SystemExit(f"{source} has no {SECTION} section")
-    update_section(out, SECTION, found.group(1))
+        raise SystemExit(f"{source} has no {section} section")
+    update_section(out, section, found.group(1))
 
 
 def main(argv=None) -> None:
@@ -137,18 +137,22 @@ def main(argv=None) -> None:
     parser.add_argument("--model", type=named, action="append", default=[], help="NAME=DIR, repeatable")
     parser.add_argument("--ccfexp", type=Path, help="part 1's CCFExp model: the frame-by-frame baseline")
     parser.add_argument("--clips", type=int, default=0, help="test clips scored (default 0: all)")
-    parser.add_argument("--steps", type=int, default=25, help="DDIM steps of the epsilon models and CCFExp")
+    parser.add_argument("--steps", type=int, default=25, help="DDIM steps of the epsilon and sample models and CCFExp")
     parser.add_argument("--batch", type=int, default=16, help="clips generated together")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of the cost table")
     parser.add_argument("--time-frames", type=int, default=40, help="frames of the timed video (0: no timing)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fresh-noise", action="store_true",
+                        help="also score each model with fresh noise every frame (the default shares it)")
     parser.add_argument("--note", default="", help="a sentence under the command: how the models were trained")
     parser.add_argument("--out", type=Path, default=Path("docs/results.md"))
+    parser.add_argument("--section", default=SECTION, help=f"the section of --out written (default {SECTION})")
+    parser.add_argument("--title", default="64² -> 128² video on unseen identities", help="the section's heading")
     parser.add_argument("--splice", type=Path, help="copy the section of this file into --out, and stop")
     args = parser.parse_args(argv)
     if args.splice is not None:
-        splice(args.splice, args.out)
+        splice(args.splice, args.out, args.section)
         return
     if args.data is None or args.evaluators is None:
         parser.error("--data and --evaluators are required")
@@ -177,6 +181,9 @@ def main(argv=None) -> None:
         steps = None if model.config.prediction == "previous" else args.steps
         videos = facenhance_videos(model, clips, steps, args.seed, args.batch)
         table.append(score(f"{name}: FacEnhance, {describe(model)}", videos, clips, ev, reference))
+        if args.fresh_noise:
+            videos = facenhance_videos(model, clips, steps, args.seed, args.batch, shared_noise=False)
+            table.append(score(f"{name}, fresh noise every frame", videos, clips, ev, reference))
         if args.time_frames:
             wall, cpu = seconds_per_frame(model, clips, args.time_frames, "cpu")
             row = [name, f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}", model.sampling_steps(steps),
@@ -186,7 +193,7 @@ def main(argv=None) -> None:
             costs.append(row)
     frames = clips["low"].shape[1]
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
-    text = (f"## Neural renderer: 64² -> 128² video on unseen identities ({len(clips['low'])} test clips of "
+    text = (f"## Neural renderer: {args.title} ({len(clips['low'])} test clips of "
             f"{frames} frames, {len(np.unique(clips['identity']))} test identities)\n\n`{command}`\n\n"
             + (f"{args.note}\n\n" if args.note else "")
             + markdown_table(HEADERS, table)
@@ -201,7 +208,7 @@ def main(argv=None) -> None:
         text += (f"\nCost of a {args.time_frames}-frame 128² video (one video, frame after frame) with "
                  f"{args.threads} torch threads on {os.cpu_count()} CPU cores at a load average of {load:.1f} "
                  f"(target: 3 min for 40 frames on 2 cores):\n\n" + markdown_table(headers, costs))
-    update_section(args.out, SECTION, text)
+    update_section(args.out, args.section, text)
     print(text)
 
 

@@ -1,8 +1,8 @@
 """The video figure of docs/neural.md: one generated label sequence as the mesh preview, CCFExp frame by
 frame and the recurrent FacEnhance video, side by side (an MP4 and a GIF excerpt).
 
-    python scripts/render_neural_video_figure.py --video models/neural/video --ccfexp models/neural/ccfexp \\
-        --label surprise --out docs --overwrite
+    python scripts/render_neural_video_figure.py --video face4d/weights/neural/video \\
+        --ccfexp face4d/weights/neural/ccfexp --label surprise --out docs --overwrite
 
 The person is a painted portrait identity (``face4d.data.portraits``) of the mesh the sequence is
 decoded on: its neutral rendered at 128² is the identity image of both models, at 64² with its exact

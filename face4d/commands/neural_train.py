@@ -145,8 +145,9 @@ def _train_faces(args, images, neutrals, config, common):
 
 
 def _add_video_args(cmd: argparse.ArgumentParser, arch: argparse._ArgumentGroup) -> None:
-    arch.add_argument("--prediction", choices=("previous", "epsilon"),
-                      help="previous: x_(t-stride) directly (the paper's); epsilon: the noise (DDIM sampling)")
+    arch.add_argument("--prediction", choices=("previous", "epsilon", "sample"),
+                      help="previous: x_(t-stride) directly (the paper's); epsilon: the noise; sample: the clean "
+                           "frame (both DDIM sampling)")
     arch.add_argument("--stride", type=int, help="the x_(t-stride) step; sampling takes timesteps/stride calls")
     ablation = cmd.add_argument_group("ablations (the paper's table 3)")
     ablation.add_argument("--no-expression-encoder", action="store_true",

@@ -14,10 +14,12 @@ x_{t-Δ} directly (Δ = ``stride``; Δ = 1 is the paper's x_{t-1}, with as many 
 steps; a larger Δ trains on the deterministic DDIM trajectory x_{t-Δ} = √ᾱ_{t-Δ} x_0 + √(1-ᾱ_{t-Δ}) ε of
 the same ε, so that T/Δ model calls sample a frame; the UNet's output is added to x_t, so that the
 model starts from copying its input, which a UNet otherwise spends long learning, and learns the step);
-``"epsilon"`` predicts the noise, sampled with
-diffusers' DDIM scheduler at any number of steps. The paper's ablations: ``expression_encoder=False``
-concatenates the upsampled low-res frame instead, ``previous_frame=False`` drops the previous frame,
-``previous_noise=0`` passes it unnoised.
+``"epsilon"`` predicts the noise and ``"sample"`` the clean frame, both sampled with diffusers' DDIM
+scheduler at any number of steps. A clean-frame model need not pass x_t's noise through to its
+output, which the other two must reproduce exactly at the last, low-noise steps; on a small training
+budget that residual noise is what is left in their frames (docs/neural.md). The paper's ablations:
+``expression_encoder=False`` concatenates the upsampled low-res frame instead, ``previous_frame=False``
+drops the previous frame, ``previous_noise=0`` passes it unnoised.
 
 Not in the paper, for the CPU budget (25 steps of a 128² frame within seconds on two cores): the UNet
 runs at half the resolution on space-to-depth input (``patch`` 2: each 2x2 block of pixels becomes 4x
@@ -39,7 +41,7 @@ from render.neural.evaluators import ConvStack
 from render.neural.io import load_model, save_model
 
 KIND = "facenhance"
-PREDICTIONS = ("previous", "epsilon")
+PREDICTIONS = ("previous", "epsilon", "sample")
 
 
 @dataclass
@@ -50,15 +52,16 @@ class FacEnhanceConfig:
     """The low-res frame's size."""
     patch: int = 2
     """Space-to-depth factor: the UNet runs at size / patch."""
-    channels: tuple[int, ...] = (32, 48, 64, 96)
+    channels: tuple[int, ...] = (32, 32, 48, 64)
     """UNet block widths; the lowest level (and the mid block) carries the cross-attention."""
-    dim: int = 64
+    dim: int = 48
     """Token width of the expression encoder (the cross-attention context)."""
     heads: int = 4
-    encoder_widths: tuple[int, ...] = (32, 48, 64)
+    encoder_widths: tuple[int, ...] = (16, 32, 48)
     """The expression encoder's CNN; its token grid is low_size / 2^len."""
-    prediction: str = "previous"
-    """"previous" (the paper's x_{t-Δ}) or "epsilon"."""
+    prediction: str = "sample"
+    """"sample" (the clean frame), "epsilon" or "previous" (the paper's x_{t-Δ}); why the default is
+    "sample": docs/neural.md."""
     stride: int = 40
     """Δ of the "previous" prediction: it samples in timesteps / stride model calls."""
     previous_noise: float = 0.5
@@ -110,7 +113,7 @@ class FacEnhance(nn.Module):
 
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, expression: torch.Tensor,
                 identity: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
-        """The model's prediction (x_{t-Δ} or ε, by ``prediction``) for ``noisy`` (B, 3, S, S) at
+        """The model's prediction (x_{t-Δ}, ε or x_0, by ``prediction``) for ``noisy`` (B, 3, S, S) at
         ``timesteps``; ``expression`` from ``encode``, ``previous`` already noised (None without it)."""
         c = self.config
         inputs = [noisy, identity] + ([previous] if c.previous_frame else [])
@@ -134,11 +137,13 @@ class FacEnhance(nn.Module):
         """The DDPM training schedule and the DDIM sampler made from the same configuration."""
         from diffusers import DDIMScheduler, DDPMScheduler
 
-        ddpm = DDPMScheduler(num_train_timesteps=self.config.timesteps, beta_schedule=self.config.beta_schedule)
+        c = self.config
+        ddpm = DDPMScheduler(num_train_timesteps=c.timesteps, beta_schedule=c.beta_schedule,
+                             prediction_type="sample" if c.prediction == "sample" else "epsilon")
         return ddpm, DDIMScheduler.from_config(ddpm.config)
 
     def sampling_steps(self, steps: int | None) -> int:
-        """The model calls per frame: any number for epsilon, T/Δ (the grid it learned) for x_{t-Δ}."""
+        """The model calls per frame: any number for epsilon and sample, T/Δ (the grid it learned) for x_{t-Δ}."""
         c = self.config
         own = c.timesteps // c.stride
         if c.prediction == "previous":
@@ -166,12 +171,16 @@ class FacEnhance(nn.Module):
 
     @torch.no_grad()
     def generate(self, lows: Iterable[np.ndarray], identity_image: np.ndarray, steps: int | None = None,
-                 seed: int = 0) -> Iterator[np.ndarray]:
+                 seed: int = 0, shared_noise: bool = True) -> Iterator[np.ndarray]:
         """The high-res video of the low-res frames ``lows`` (each (s, s, 3) uint8), one (S, S, 3) uint8
         frame at a time: frame n is conditioned on frame n-1 (the identity image for the first), so any
         number of frames streams in the memory of one. Deterministic for a ``seed``. A batch of videos
         runs together when ``identity_image`` is (B, S, S, 3) and each low frame (B, s, s, 3); frames
-        are then (B, S, S, 3)."""
+        are then (B, S, S, 3).
+
+        ``shared_noise`` draws every frame from the same noise (x_T and the previous frame's z), so
+        that consecutive frames differ by what their inputs change and not by a new draw of the
+        sampler; fresh noise per frame (False) flickers (docs/results.md, *video*)."""
         c = self.config
         steps = self.sampling_steps(steps)
         device = next(self.parameters()).device
@@ -181,6 +190,8 @@ class FacEnhance(nn.Module):
         previous = identity
         generator = torch.Generator().manual_seed(seed)
         for n, low in enumerate(lows):
+            if shared_noise:
+                generator.manual_seed(seed)
             low = torch.stack([to_tensor(check_image(image, c.low_size, f"low-res frame {n}"))
                                for image in (low if batched else [low])]).to(device)
             if len(low) != len(identity):

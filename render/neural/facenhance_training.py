@@ -2,8 +2,8 @@
 
 A frame x_0 of a clip is noised to x_t with ε; the model sees x_t, the identity image, the noised
 previous exact frame and the low-res frame, and is trained by MSE on its target: x_{t-Δ} of the same ε
-(the paper's direct prediction, Δ = 1 in the paper) or ε. For x_{t-Δ}, t is drawn from the sampling grid
-{0, Δ, 2Δ, ...} (x_{-Δ} being x_0), the only time steps the sampler visits.
+(the paper's direct prediction, Δ = 1 in the paper), ε or x_0 itself. For x_{t-Δ}, t is drawn from the
+sampling grid {0, Δ, 2Δ, ...} (x_{-Δ} being x_0), the only time steps the sampler visits.
 """
 from __future__ import annotations
 
@@ -44,7 +44,10 @@ class FacEnhanceLoss(nn.Module):
         noise = torch.randn_like(x0)
         previous = self.model.noise_previous(batch["previous"]) if c.previous_frame else None
         out = self.model(noised(t), t, self.model.encode(batch["low"]), batch["identity_image"], previous)
-        target = noised((t - c.stride).clamp(min=-1)) if c.prediction == "previous" else noise
+        if c.prediction == "previous":
+            target = noised((t - c.stride).clamp(min=-1))
+        else:
+            target = noise if c.prediction == "epsilon" else x0
         loss = F.mse_loss(out, target)
         return loss, {"mse": loss.item()}
 
