@@ -4,8 +4,9 @@ identities, unseen in training), where the exact 128² frames of every 64² clip
     python scripts/eval_neural_video.py --data /work/data/portraits64 --evaluators models/neural/evaluators \\
         --model shipped=face4d/weights/neural/video --ccfexp face4d/weights/neural/ccfexp --out docs/results.md
 
-Writes the section ``neural_video`` (``--section``) of ``docs/results.md``: for every model, the bicubic upsampling of the
-low-res frames and part 1's CCFExp run frame by frame on the clip's landmarks (at 64², then upsampled):
+Writes the section ``neural_video`` (``--section``) of ``docs/results.md``: for every model, the bicubic
+upsampling of the low-res frames and part 1's CCFExp run frame by frame on the clip's landmarks (at 64²,
+then upsampled):
 
 * PSNR / SSIM against the exact high-res frames;
 * ACD (cosine distance of our identity encoder's embeddings of consecutive frames) and ACD-I (of every

@@ -9,7 +9,7 @@ The paper's conditioning, on diffusers' ``UNet2DConditionModel``:
   only the layout survives and the model cannot copy details, whose errors would pile up over the
   frames), are concatenated with the noisy image.
 
-Two parametrisations (``prediction``): ``"previous"``, the paper's, predicts the less noisy image
+Three parametrisations (``prediction``): ``"previous"``, the paper's, predicts the less noisy image
 x_{t-Δ} directly (Δ = ``stride``; Δ = 1 is the paper's x_{t-1}, with as many sampling steps as training
 steps; a larger Δ trains on the deterministic DDIM trajectory x_{t-Δ} = √ᾱ_{t-Δ} x_0 + √(1-ᾱ_{t-Δ}) ε of
 the same ε, so that T/Δ model calls sample a frame; the UNet's output is added to x_t, so that the
