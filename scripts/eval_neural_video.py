@@ -5,8 +5,8 @@ identities, unseen in training), where the exact 128² frames of every 64² clip
         --model shipped=face4d/weights/neural/video --ccfexp face4d/weights/neural/ccfexp --out docs/results.md
 
 Writes the section ``neural_video`` (``--section``) of ``docs/results.md``: for every model, the bicubic
-upsampling of the low-res frames and part 1's CCFExp run frame by frame on the clip's landmarks (at 64²,
-then upsampled):
+upsampling of the low-res frames, the residual models' detail-transfer guess (no model) and part 1's
+CCFExp run frame by frame on the clip's landmarks (at 64², then upsampled):
 
 * PSNR / SSIM against the exact high-res frames;
 * ACD (cosine distance of our identity encoder's embeddings of consecutive frames) and ACD-I (of every
@@ -41,8 +41,8 @@ from render.neural import metrics
 from render.neural.ccfexp_model import CCFExp
 from render.neural.data import read_manifest, to_uint8
 from render.neural.evaluators import Evaluators
-from render.neural.facenhance_data import bicubic, load_clips
-from render.neural.facenhance_model import FacEnhance
+from render.neural.facenhance_data import bicubic, load_clips, model_range
+from render.neural.facenhance_model import FacEnhance, detail_guess
 
 sys.path.insert(0, str(Path(__file__).parent))
 from eval_neural_images import named  # noqa: E402  (NAME=DIR, the part-1 script's)
@@ -88,22 +88,28 @@ def ccfexp_videos(model: CCFExp, data: Path, clips: dict, steps: int, seed: int)
     return out
 
 
+def guesses(clips: dict) -> np.ndarray:
+    """The residual models' starting point for every frame (``detail_guess``), without a model."""
+    low = torch.as_tensor(clips["low"]).flatten(0, 1)
+    identity = torch.as_tensor(clips["identity_high"]).repeat_interleave(clips["low"].shape[1], 0)
+    return to_uint8(detail_guess(model_range(low), model_range(identity))).reshape(clips["high"].shape)
+
+
 def score(name: str, videos: np.ndarray, clips: dict, ev: Evaluators, reference: dict) -> list:
     flat, truth = videos.reshape(-1, *videos.shape[2:]), clips["high"].reshape(-1, *videos.shape[2:])
     emb = vm.identity_embeddings(ev, videos)
     return [name, f"{metrics.psnr(flat, truth):.2f}", f"{metrics.ssim(flat, truth):.3f}", f"{vm.acd(emb):.4f}",
-            f"{vm.acd_identity(emb, reference['identity']):.4f}", f"{vm.flicker(videos, clips['high']):.2f}",
+            f"{vm.acd_identity(emb, reference['identity']):.4f}", f"{vm.flicker(videos, clips['high']):.3f}",
             f"{vm.video_frechet(ev, videos, reference['windows']):.3f}"]
 
 
-def seconds_per_frame(model: FacEnhance, clips: dict, frames: int, device: str) -> tuple[float, float]:
+def seconds_per_frame(model: FacEnhance, clips: dict, frames: int, device: str, steps: int | None) -> tuple[float, float]:
     """Wall-clock and process CPU seconds per frame of one ``frames``-frame video (one clip's low frames,
-    back and forth). CPU seconds / threads is what the wall clock gives on idle cores; on a loaded
-    machine the wall clock is longer."""
+    back and forth) at ``steps`` DDIM steps. CPU seconds / threads is what the wall clock gives on idle
+    cores; on a loaded machine the wall clock is longer."""
     cycle = np.concatenate([clips["low"][0], clips["low"][0][::-1]])
     lows = [cycle[n % len(cycle)] for n in range(frames)]
     model = model.to(device)
-    steps = None if model.config.prediction == "previous" else 25
     wall, cpu = time.perf_counter(), time.process_time()
     for _ in model.generate(lows, clips["identity_high"][0], steps=steps):
         pass
@@ -115,6 +121,7 @@ def seconds_per_frame(model: FacEnhance, clips: dict, frames: int, device: str) 
 def describe(model: FacEnhance) -> str:
     c = model.config
     parts = [f"x_(t-{c.stride})" if c.prediction == "previous" else f"{c.prediction} (DDIM)"]
+    parts.append("residual over the detail-transfer guess" if c.residual else "whole frame")
     if not c.expression_encoder:
         parts.append("no expression encoder")
     if not c.previous_frame:
@@ -138,7 +145,10 @@ def main(argv=None) -> None:
     parser.add_argument("--model", type=named, action="append", default=[], help="NAME=DIR, repeatable")
     parser.add_argument("--ccfexp", type=Path, help="part 1's CCFExp model: the frame-by-frame baseline")
     parser.add_argument("--clips", type=int, default=0, help="test clips scored (default 0: all)")
-    parser.add_argument("--steps", type=int, default=25, help="DDIM steps of the epsilon and sample models and CCFExp")
+    parser.add_argument("--steps", type=int, default=25, help="DDIM steps of CCFExp")
+    parser.add_argument("--video-steps", type=lambda v: [int(n) for n in v.split(",")], default=[None],
+                        help="DDIM steps of the epsilon and sample video models, comma-separated for a row each "
+                             "(default: each model's own, FacEnhanceConfig.sampling_steps)")
     parser.add_argument("--batch", type=int, default=16, help="clips generated together")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of the cost table")
@@ -171,6 +181,8 @@ def main(argv=None) -> None:
               f"{vm.acd_identity(truth_emb, reference['identity']):.4f}", "0", "-"],
              score("bicubic upsampling of the 64² frames", bicubic(clips["low"].reshape(-1, *clips["low"].shape[2:]),
                                                                  clips["high"].shape[-2]).reshape(clips["high"].shape),
+                   clips, ev, reference),
+             score("detail-transfer guess (bicubic + the identity image's detail; no model)", guesses(clips),
                    clips, ev, reference)]
     if args.ccfexp is not None:
         model = CCFExp.from_pretrained(args.ccfexp, args.device)
@@ -179,18 +191,21 @@ def main(argv=None) -> None:
     costs = []
     for name, directory in args.model:
         model = FacEnhance.from_pretrained(directory, args.device)
-        steps = None if model.config.prediction == "previous" else args.steps
-        videos = facenhance_videos(model, clips, steps, args.seed, args.batch)
-        table.append(score(f"{name}: FacEnhance, {describe(model)}", videos, clips, ev, reference))
-        if args.fresh_noise:
-            videos = facenhance_videos(model, clips, steps, args.seed, args.batch, shared_noise=False)
-            table.append(score(f"{name}, fresh noise every frame", videos, clips, ev, reference))
-        if args.time_frames:
-            wall, cpu = seconds_per_frame(model, clips, args.time_frames, "cpu")
+        for steps in [None] if model.config.prediction == "previous" else args.video_steps:
+            label = f"{name}: FacEnhance, {describe(model)}, {model.sampling_steps(steps)} steps"
+            videos = facenhance_videos(model, clips, steps, args.seed, args.batch)
+            table.append(score(label, videos, clips, ev, reference))
+            if args.fresh_noise:
+                videos = facenhance_videos(model, clips, steps, args.seed, args.batch, shared_noise=False)
+                table.append(score(f"{label}, fresh noise every frame", videos, clips, ev, reference))
+        # the target's 25 DDIM steps, and the model's own default where it differs
+        timed = [None] if model.config.prediction == "previous" else sorted({25, model.sampling_steps(None)})
+        for steps in timed if args.time_frames else []:
+            wall, cpu = seconds_per_frame(model, clips, args.time_frames, "cpu", steps)
             row = [name, f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}", model.sampling_steps(steps),
                    f"{wall:.2f}", f"{cpu:.2f}", f"{wall * args.time_frames / 60:.1f}"]
             if args.device != "cpu":
-                row.append(f"{seconds_per_frame(model, clips, args.time_frames, args.device)[0]:.3f}")
+                row.append(f"{seconds_per_frame(model, clips, args.time_frames, args.device, steps)[0]:.3f}")
             costs.append(row)
     frames = clips["low"].shape[1]
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])

@@ -237,6 +237,11 @@ def test_export_model_halves_the_weights(tmp_path):
         export_model(tmp_path / "full", tmp_path / "half")
     with pytest.raises(NeuralInputError, match="no trained model"):
         export_model(tmp_path / "none", tmp_path / "x")
+    export_model(tmp_path / "full", tmp_path / "tuned", config_updates={"timesteps": 500})  # chosen after training
+    assert CCFExp.from_pretrained(tmp_path / "tuned").config.timesteps == 500
+    with pytest.raises(NeuralInputError, match=r"no fields \['stepz'\]"):
+        export_model(tmp_path / "full", tmp_path / "y", config_updates={"stepz": 7})
+    assert not (tmp_path / "y").exists()
 
 
 def _train_micro(portraits, out, steps, checkpoint_every=100, init=None):

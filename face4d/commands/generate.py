@@ -83,7 +83,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                              "render of the mesh, the person's image and its previous frame")
     neural.add_argument("--neural-model", type=Path, help="a FacEnhance model directory (default: the shipped one)")
     neural.add_argument("--identity-image", type=Path, help="the person: an RGB image at the model's size (128²)")
-    neural.add_argument("--neural-steps", type=int, help="DDIM steps per frame of an epsilon or sample model (default 25)")
+    neural.add_argument("--neural-steps", type=int, help="DDIM steps per frame of an epsilon or sample model (default: the "
+                                                           "model's own)")
     add_sampling_args(gen)
     gen.set_defaults(run=run)
 

@@ -149,9 +149,13 @@ def _add_video_args(cmd: argparse.ArgumentParser, arch: argparse._ArgumentGroup)
                       help="previous: x_(t-stride) directly (the paper's); epsilon: the noise; sample: the clean "
                            "frame (both DDIM sampling)")
     arch.add_argument("--stride", type=int, help="the x_(t-stride) step; sampling takes timesteps/stride calls")
+    arch.add_argument("--no-residual", action="store_true",
+                      help="diffuse the whole frame, as the paper does, not its difference from the detail-"
+                           "transfer guess (the upsampled low-res frame plus the identity image's detail)")
     ablation = cmd.add_argument_group("ablations (the paper's table 3)")
     ablation.add_argument("--no-expression-encoder", action="store_true",
-                          help="concatenate the upsampled low-res frame instead of attending to its encoding")
+                          help="no attention to the low-res frame's encoding: it enters only as the concatenated "
+                               "image (the detail-transfer guess, or with --no-residual the upsampled frame)")
     ablation.add_argument("--no-previous-frame", action="store_true", help="frame by frame: no previous frame")
     ablation.add_argument("--previous-noise", type=float, help="σ of the noise on the previous frame (0: not "
                                                                "noised; default FacEnhanceConfig's)")
@@ -164,5 +168,6 @@ def _train_video(args, config, common):
 
     model = FacEnhanceConfig(expression_encoder=not args.no_expression_encoder,
                              previous_frame=not args.no_previous_frame,
+                             residual=not args.no_residual,
                              **given(args, "channels", "prediction", "stride", "previous_noise"))
     return train_facenhance(load_clips(args.data, "train"), args.out, config, model, **common)

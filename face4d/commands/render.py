@@ -42,8 +42,8 @@ def _add_neural_args(rend: argparse.ArgumentParser) -> None:
     group.add_argument("--identity-landmarks", type=Path, help="its 68 landmarks in pixels (.npy (68, 2) or .pts)")
     group.add_argument("--portraits", type=Path, help="or take the person from a portrait dataset ...")
     group.add_argument("--identity", type=int, help="... by its identity id (its neutral image and landmarks)")
-    group.add_argument("--steps", type=int, help="DDIM steps per frame (default 25; a video model predicting "
-                                                 "x_(t-stride) samples in its own steps)")
+    group.add_argument("--steps", type=int, help="DDIM steps per frame (default: 25 for faces, the video model's "
+                                                 "own for video; an x_(t-stride) video model takes no other)")
     group.add_argument("--seed", type=int, default=0, help="the starting noise, shared by every frame")
     add_precision_arg(group, "--neural faces")
 

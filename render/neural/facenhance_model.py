@@ -18,12 +18,22 @@ model starts from copying its input, which a UNet otherwise spends long learning
 scheduler at any number of steps. A clean-frame model need not pass x_t's noise through to its
 output, which the other two must reproduce exactly at the last, low-noise steps; on a small training
 budget that residual noise is what is left in their frames (docs/neural.md). The paper's ablations:
-``expression_encoder=False`` concatenates the upsampled low-res frame instead, ``previous_frame=False``
+``expression_encoder=False`` leaves the low-res frame to the concatenated image alone (the upsampled
+frame, or the residual model's guess, which is concatenated anyway), ``previous_frame=False``
 drops the previous frame, ``previous_noise=0`` passes it unnoised.
 
-Not in the paper, for the CPU budget (25 steps of a 128² frame within seconds on two cores): the UNet
-runs at half the resolution on space-to-depth input (``patch`` 2: each 2x2 block of pixels becomes 4x
-the channels, losslessly; the output is folded back the same way).
+Not in the paper:
+
+- for the CPU budget (25 steps of a 128² frame within seconds on two cores), the UNet runs at half the
+  resolution on space-to-depth input (``patch`` 2: each 2x2 block of pixels becomes 4x the channels,
+  losslessly; the output is folded back the same way);
+- ``residual``: the model diffuses the frame's difference from a *detail-transfer* guess, which is
+  concatenated as well (as SR3 concatenates its upsampled input): the bicubic upsampling of the low-res
+  frame plus the identity image's own fine detail (the identity image less the bicubic upsampling of
+  its box-downsampled self). Where the face has not moved since the identity image the guess is that
+  image, detail and all; where it has, the guess is the upsampled frame with the rest pose's detail
+  on it, and the model learns to move that detail. What the low-res render already fixes is thus
+  neither regenerated nor left to the sampler's noise (why: docs/neural.md).
 """
 from __future__ import annotations
 
@@ -62,12 +72,21 @@ class FacEnhanceConfig:
     prediction: str = "sample"
     """"sample" (the clean frame), "epsilon" or "previous" (the paper's x_{t-Δ}); why the default is
     "sample": docs/neural.md."""
+    sampling_steps: int = 25
+    """DDIM steps a frame when none are asked for (epsilon and sample): a setting of sampling alone,
+    chosen for a trained model (the shipped one's: face4d/weights/README.md)."""
     stride: int = 40
     """Δ of the "previous" prediction: it samples in timesteps / stride model calls."""
     previous_noise: float = 0.5
     """σ of the noise added to the previous frame (in the [-1, 1] image range); 0 = not noised."""
     expression_encoder: bool = True
     previous_frame: bool = True
+    residual: bool = True
+    """Diffuse the difference from the detail-transfer guess (not in the paper)."""
+    residual_scale: float = 10.0
+    """The residual is diffused times this: about 0.05 in standard deviation on the portrait clips, so
+    small beside the unit noise that the model learned to output zero (docs/neural.md); latent
+    diffusion scales its latents for the same reason."""
     timesteps: int = 1000
     beta_schedule: str = "linear"
     """The paper's: betas from 1e-4 to 0.02, linearly."""
@@ -78,8 +97,24 @@ class FacEnhanceConfig:
         if self.size % self.patch or self.timesteps % self.stride:
             raise NeuralInputError(f"need size % patch == 0 and timesteps % stride == 0, got size {self.size}, "
                                    f"patch {self.patch}, timesteps {self.timesteps}, stride {self.stride}")
+        if self.residual_scale <= 0:
+            raise NeuralInputError(f"residual_scale must be > 0, got {self.residual_scale}")
+        if not 1 <= self.sampling_steps <= self.timesteps:
+            raise NeuralInputError(f"sampling_steps must lie within 1..{self.timesteps}, got {self.sampling_steps}")
         if self.previous_noise < 0:
             raise NeuralInputError(f"previous_noise must be >= 0, got {self.previous_noise}")
+
+
+def upsample(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 3, s, s) in [-1, 1] -> (B, 3, size, size), bicubic."""
+    return F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
+def detail_guess(low: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+    """The residual model's guess of a frame: the low-res frame (B, 3, s, s) upsampled, plus the identity
+    image's (B, 3, S, S) own detail, the identity image less the upsampling of its box-downsampled self."""
+    size = identity.shape[-1]
+    return upsample(low, size) + identity - upsample(F.avg_pool2d(identity, size // low.shape[-1]), size)
 
 
 class FacEnhance(nn.Module):
@@ -88,7 +123,7 @@ class FacEnhance(nn.Module):
 
         super().__init__()
         self.config = c = config
-        images = 2 + c.previous_frame + (not c.expression_encoder)  # noisy, identity, [previous], [low]
+        images = 2 + c.previous_frame + self.concatenates_low  # noisy, identity, [previous], [guess or upsampled low]
         if c.expression_encoder:
             grid = (c.low_size // 2 ** len(c.encoder_widths)) ** 2
             self.expression_cnn = ConvStack(3, c.encoder_widths)
@@ -102,25 +137,44 @@ class FacEnhance(nn.Module):
         if not c.expression_encoder:  # one learned token: the UNet's attention blocks stay, with nothing to read
             self.null_token = nn.Parameter(torch.zeros(1, 1, c.dim))
 
-    def encode(self, low: torch.Tensor) -> torch.Tensor:
-        """The expression condition of low-res frames (B, 3, s, s): cross-attention tokens, or (without
-        the encoder) the frame upsampled to the output size, to be concatenated."""
+    @property
+    def concatenates_low(self) -> bool:
         c = self.config
-        if not c.expression_encoder:
-            return F.interpolate(low, size=(c.size, c.size), mode="bicubic", align_corners=False).clamp(-1, 1)
-        feats = self.expression_cnn(low).flatten(2).transpose(1, 2)
-        return self.expression_tokens(feats) + self.expression_position
+        return c.residual or not c.expression_encoder
 
-    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, expression: torch.Tensor,
-                identity: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
-        """The model's prediction (x_{t-Δ}, ε or x_0, by ``prediction``) for ``noisy`` (B, 3, S, S) at
-        ``timesteps``; ``expression`` from ``encode``, ``previous`` already noised (None without it)."""
+    def encode(self, low: torch.Tensor, identity: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The condition of low-res frames (B, 3, s, s) of people shown by ``identity`` (B, 3, S, S): the
+        expression encoder's cross-attention tokens (None without it) and the image concatenated to the
+        noisy one (B, 3, S, S): the ``residual`` model's detail-transfer guess, otherwise the low-res
+        frame upsampled (bicubic)."""
         c = self.config
-        inputs = [noisy, identity] + ([previous] if c.previous_frame else [])
+        guess = detail_guess(low, identity) if c.residual else upsample(low, c.size)
+        tokens = None
         if c.expression_encoder:
-            tokens = expression
-        else:
-            inputs.append(expression)
+            feats = self.expression_cnn(low).flatten(2).transpose(1, 2)
+            tokens = self.expression_tokens(feats) + self.expression_position
+        return tokens, guess
+
+    def diffused(self, frames: torch.Tensor, condition: tuple[torch.Tensor | None, torch.Tensor]) -> torch.Tensor:
+        """What the model diffuses for ``frames`` (B, 3, S, S): the frames, or (``residual``) their
+        difference from the condition's guess, scaled."""
+        c = self.config
+        return (frames - condition[1]) * c.residual_scale if c.residual else frames
+
+    def frames(self, diffused: torch.Tensor, condition: tuple[torch.Tensor | None, torch.Tensor]) -> torch.Tensor:
+        """``diffused``'s inverse: the frames in [-1, 1]."""
+        c = self.config
+        return (condition[1] + diffused / c.residual_scale if c.residual else diffused).clamp(-1, 1)
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, condition: tuple[torch.Tensor | None, torch.Tensor],
+                identity: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+        """The model's prediction (x_{t-Δ}, ε or x_0, by ``prediction``, of the frame or of its residual)
+        for ``noisy`` (B, 3, S, S) at ``timesteps``; ``condition`` from ``encode``, ``previous`` already
+        noised (None without it)."""
+        c = self.config
+        tokens, guess = condition
+        inputs = [noisy, identity] + ([previous] if c.previous_frame else []) + ([guess] if self.concatenates_low else [])
+        if tokens is None:
             tokens = self.null_token.expand(len(noisy), -1, -1)
         x = F.pixel_unshuffle(torch.cat(inputs, 1), c.patch)
         out = F.pixel_shuffle(self.unet(x, timesteps, encoder_hidden_states=tokens).sample, c.patch)
@@ -139,7 +193,8 @@ class FacEnhance(nn.Module):
 
         c = self.config
         ddpm = DDPMScheduler(num_train_timesteps=c.timesteps, beta_schedule=c.beta_schedule,
-                             prediction_type="sample" if c.prediction == "sample" else "epsilon")
+                             prediction_type="sample" if c.prediction == "sample" else "epsilon",
+                             clip_sample_range=3.0 * c.residual_scale if c.residual else 1.0)  # a [-1, 1] image less a guess in [-3, 3]
         return ddpm, DDIMScheduler.from_config(ddpm.config)
 
     def sampling_steps(self, steps: int | None) -> int:
@@ -153,21 +208,21 @@ class FacEnhance(nn.Module):
             return own
         if steps is not None and not 1 <= steps <= c.timesteps:
             raise NeuralInputError(f"steps must lie within 1..{c.timesteps}, got {steps}")
-        return 25 if steps is None else steps
+        return c.sampling_steps if steps is None else steps
 
     @torch.no_grad()
-    def sample(self, expression: torch.Tensor, identity: torch.Tensor, previous: torch.Tensor | None,
-               steps: int, generator: torch.Generator) -> torch.Tensor:
-        """One batch of frames (B, 3, S, S) in [-1, 1] from noise, the condition fixed (``previous``
-        already noised)."""
+    def sample(self, condition: tuple[torch.Tensor | None, torch.Tensor], identity: torch.Tensor,
+               previous: torch.Tensor | None, steps: int, generator: torch.Generator) -> torch.Tensor:
+        """One batch of frames (B, 3, S, S) in [-1, 1] from noise, the condition fixed (``encode``'s;
+        ``previous`` already noised)."""
         _, ddim = self.schedulers()
         ddim.set_timesteps(steps)
         device = identity.device
         x = torch.randn(identity.shape, generator=generator).to(device)
         for t in ddim.timesteps:
-            out = self(x, t.expand(len(x)).to(device), expression, identity, previous)
+            out = self(x, t.expand(len(x)).to(device), condition, identity, previous)
             x = out if self.config.prediction == "previous" else ddim.step(out, t, x).prev_sample
-        return x.clamp(-1, 1)
+        return self.frames(x, condition)
 
     @torch.no_grad()
     def generate(self, lows: Iterable[np.ndarray], identity_image: np.ndarray, steps: int | None = None,
@@ -197,7 +252,7 @@ class FacEnhance(nn.Module):
             if len(low) != len(identity):
                 raise NeuralInputError(f"low-res frame {n} holds {len(low)} images for {len(identity)} videos")
             noised = self.noise_previous(previous, generator) if c.previous_frame else None
-            previous = self.sample(self.encode(low), identity, noised, steps, generator)
+            previous = self.sample(self.encode(low, identity), identity, noised, steps, generator)
             frames = to_uint8(previous)
             yield frames if batched else frames[0]
 

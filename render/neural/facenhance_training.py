@@ -2,7 +2,8 @@
 
 A frame x_0 of a clip is noised to x_t with ε; the model sees x_t, the identity image, the noised
 previous exact frame and the low-res frame, and is trained by MSE on its target: x_{t-Δ} of the same ε
-(the paper's direct prediction, Δ = 1 in the paper), ε or x_0 itself. For x_{t-Δ}, t is drawn from the
+(the paper's direct prediction, Δ = 1 in the paper), ε or x_0 itself; with ``residual``, x_0 is the
+frame less the model's detail-transfer guess, scaled. For x_{t-Δ}, t is drawn from the
 sampling grid {0, Δ, 2Δ, ...} (x_{-Δ} being x_0), the only time steps the sampler visits.
 """
 from __future__ import annotations
@@ -30,7 +31,9 @@ class FacEnhanceLoss(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         batch = {key: model_range(value) for key, value in batch.items()}  # uint8 (B, S, S, 3) from ClipFrames
-        c, x0 = self.model.config, batch["target"]
+        c = self.model.config
+        condition = self.model.encode(batch["low"], batch["identity_image"])
+        x0 = self.model.diffused(batch["target"], condition)  # with ``residual``, the difference from the guess
         n, device = len(x0), x0.device
         if c.prediction == "previous":
             t = torch.randint(0, c.timesteps // c.stride, (n,), device=device) * c.stride
@@ -43,7 +46,7 @@ class FacEnhanceLoss(nn.Module):
 
         noise = torch.randn_like(x0)
         previous = self.model.noise_previous(batch["previous"]) if c.previous_frame else None
-        out = self.model(noised(t), t, self.model.encode(batch["low"]), batch["identity_image"], previous)
+        out = self.model(noised(t), t, condition, batch["identity_image"], previous)
         if c.prediction == "previous":
             target = noised((t - c.stride).clamp(min=-1))
         else:
@@ -78,7 +81,7 @@ def _check_same_model(out_dir: Path, config: FacEnhanceConfig) -> None:
     if saved.get("kind") != KIND:
         return  # fit names the other kind
     old = config_from_dict(FacEnhanceConfig, saved["config"])
-    changed = sorted(k for k, v in config.__dict__.items() if getattr(old, k) != v)
+    changed = sorted(k for k, v in config.__dict__.items() if getattr(old, k) != v and k != "sampling_steps")
     if changed:
         raise NeuralInputError(f"{out_dir} holds a run of another model ({', '.join(changed)}); "
                                f"use another --out or the same options to resume")

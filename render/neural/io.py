@@ -69,12 +69,18 @@ def load_model(directory: str | os.PathLike, kind: str, config_cls: type, model_
 
 
 def export_model(source: str | os.PathLike, target: str | os.PathLike, dtype: torch.dtype = torch.float16,
-                 overwrite: bool = False) -> Path:
+                 overwrite: bool = False, config_updates: dict | None = None) -> Path:
     """A trained model folder's inference files (``config.json``, and ``model.safetensors`` with its
     floating-point tensors in ``dtype``) written as a new folder ``target``, whole or not at all: the
-    form of the shipped defaults, half the size in float16 (loading casts back to the model's float32)."""
+    form of the shipped defaults, half the size in float16 (loading casts back to the model's float32).
+    ``config_updates`` sets config fields chosen after training (a sampling setting such as FacEnhance's
+    ``sampling_steps``)."""
     source = Path(source)
     data = read_config(source, None)
+    unknown = sorted(set(config_updates or {}) - set(data["config"]))
+    if unknown:
+        raise NeuralInputError(f"{source}: the config has no fields {unknown}")
+    data["config"].update(config_updates or {})
     tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(str(source / WEIGHTS_FILE)).items()}
     with atomic_dir(target, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp / WEIGHTS_FILE))
