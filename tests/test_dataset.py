@@ -21,10 +21,14 @@ def test_eighteen_labels_with_resolvable_recipes(head):
 
 
 def test_same_seed_same_data_and_prefix_property(head):
-    a, _ = ExpressionSynthesizer(head, seed=7).generate(range(30))
-    b, _ = ExpressionSynthesizer(head, seed=7).generate(range(10, 20))
+    a, drawn_a = ExpressionSynthesizer(head, seed=7).generate(range(30))
+    b, drawn_b = ExpressionSynthesizer(head, seed=7).generate(range(10, 20))
     c, _ = ExpressionSynthesizer(head, seed=8).generate(range(30))
-    np.testing.assert_array_equal(a.landmarks[10:20], b.landmarks)
+    for x, y in zip(drawn_a[10:20], drawn_b):  # the draws are exact ...
+        np.testing.assert_array_equal(x["expression_weights"], y["expression_weights"])
+        np.testing.assert_array_equal(x["identity_weights"], y["identity_weights"])
+    # ... the landmarks are one batched float32 product, whose last bits BLAS may round by the batch's shape
+    np.testing.assert_allclose(a.landmarks[10:20], b.landmarks, rtol=0, atol=1e-5)
     assert not np.allclose(a.landmarks, c.landmarks)
 
 
