@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from render.neural.data import NeuralInputError, read_manifest, to_tensor, to_uint8
 
@@ -78,9 +79,12 @@ def model_range(images: torch.Tensor) -> torch.Tensor:
     return images.float().div(127.5).sub(1.0).movedim(-1, -3).contiguous()
 
 
+def upsample(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 3, s, s) in [-1, 1] -> (B, 3, size, size), bicubic."""
+    return F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
+
+
 def bicubic(images: np.ndarray, size: int) -> np.ndarray:
     """uint8 (N, s, s, 3) images upsampled to (N, size, size, 3), bicubic: the non-learned baseline and
     the way a 64² model's frames are compared at the high size."""
-    from torch.nn.functional import interpolate
-
-    return to_uint8(interpolate(to_tensor(images), size=(size, size), mode="bicubic", align_corners=False))
+    return to_uint8(upsample(to_tensor(images), size))

@@ -48,6 +48,7 @@ from torch import nn
 from render.neural.ccfexp_model import unet_blocks  # cross-attention at the lowest level: the paper's place too
 from render.neural.data import NeuralInputError, check_image, to_tensor, to_uint8
 from render.neural.evaluators import ConvStack
+from render.neural.facenhance_data import upsample
 from render.neural.io import load_model, save_model
 
 KIND = "facenhance"
@@ -103,11 +104,6 @@ class FacEnhanceConfig:
             raise NeuralInputError(f"sampling_steps must lie within 1..{self.timesteps}, got {self.sampling_steps}")
         if self.previous_noise < 0:
             raise NeuralInputError(f"previous_noise must be >= 0, got {self.previous_noise}")
-
-
-def upsample(images: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, 3, s, s) in [-1, 1] -> (B, 3, size, size), bicubic."""
-    return F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False).clamp(-1, 1)
 
 
 def detail_guess(low: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
