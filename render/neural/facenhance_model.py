@@ -85,9 +85,8 @@ class FacEnhanceConfig:
     residual: bool = True
     """Diffuse the difference from the detail-transfer guess (not in the paper)."""
     residual_scale: float = 10.0
-    """The residual is diffused times this: about 0.05 in standard deviation on the portrait clips, so
-    small beside the unit noise that the model learned to output zero (docs/neural.md); latent
-    diffusion scales its latents for the same reason."""
+    """The residual is diffused times this, so that it is not lost beside the unit noise (why:
+    docs/neural.md); latent diffusion scales its latents for the same reason."""
     timesteps: int = 1000
     beta_schedule: str = "linear"
     """The paper's: betas from 1e-4 to 0.02, linearly."""
